@@ -1,0 +1,60 @@
+"""build_app(config): routes, middleware and the one cleanup_ctx that owns every client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from . import endpoints, gateway, login
+from .config import Config
+from .headers import owned_names
+from .middleware import outer
+from .oidc.client import EntraClient
+from .routes import RouteTable
+from .session.cookie_store import CookieStore
+from .session.login_state import LoginStates
+from .state import STATE, State
+from .upstream import new_client
+
+# Session cookies can be chunked to several 4 KB cookies: accept header lines that large.
+MAX_FIELD_SIZE = 40 * 1024
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application(handler_args={"max_field_size": MAX_FIELD_SIZE,
+                                        "max_line_size": 16 * 1024},
+                          middlewares=[outer], client_max_size=1024**4)
+    # Built here so a bad regex or table fails at startup, not on the first request.
+    routes = RouteTable(config.upstreams, config.access)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        upstream_http = new_client()
+        app[STATE] = State(
+            config=config,
+            entra=EntraClient(config, idp_http),
+            sessions=CookieStore(config.session),
+            logins=LoginStates(config.session),
+            routes=routes,
+            upstream_http=upstream_http,
+            owned_headers=owned_names(config.identity.headers, config.identity.assertion_header),
+            trusted=config.server.trusted_networks,
+            extra_claims=tuple(config.identity.headers.values()),
+        )
+        yield
+        await upstream_http.close()
+        await idp_http.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    connector = config.azure.connector_id
+    app.router.add_get("/ping", endpoints.ping)
+    app.router.add_get("/ready", endpoints.ready)
+    app.router.add_get("/oauth2/start", login.start)
+    app.router.add_get(f"/callback/{connector}", login.callback)
+    app.router.add_route("GET", "/oauth2/sign_out", login.sign_out)
+    app.router.add_route("POST", "/oauth2/sign_out", login.sign_out)
+    app.router.add_get("/oauth2/userinfo", endpoints.userinfo)
+    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    return app

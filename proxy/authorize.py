@@ -1,0 +1,54 @@
+"""Access policy: AND across kinds (emails, domains, groups, roles, tenants), OR within a kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import AccessPolicyConfig
+from .identity import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    emails: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+    tenants: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, config: AccessPolicyConfig) -> Policy:
+        return cls(
+            emails=frozenset(e.lower() for e in config.emails),
+            domains=frozenset(d.lower().lstrip("@") for d in config.domains),
+            groups=frozenset(g.lower() for g in config.groups),
+            roles=frozenset(config.roles),
+            tenants=frozenset(t.lower() for t in config.tenants),
+        )
+
+    def decide(self, identity: Identity) -> Decision:
+        addresses = {a.lower() for a in (identity.email, identity.preferred_username) if a}
+        if self.emails and not addresses & self.emails:
+            return Decision(False, "email not in the allowed list")
+        if self.domains and not any(_domain(a) in self.domains for a in addresses):
+            return Decision(False, "email domain not allowed")
+        if self.groups and not {g.lower() for g in identity.groups} & self.groups:
+            return Decision(False, "not a member of an allowed group")
+        if self.roles and not set(identity.roles) & self.roles:
+            return Decision(False, "no allowed app role")
+        if self.tenants and identity.tid.lower() not in self.tenants:
+            return Decision(False, "tenant not allowed")
+        return Decision(True, "allowed")
+
+
+def _domain(address: str) -> str:
+    # Exactly one "@": "evil@allowed.com@attacker.com" must not pass a domain rule.
+    if address.count("@") != 1:
+        return ""
+    return address.rsplit("@", 1)[1]

@@ -1,0 +1,181 @@
+"""proxy.toml as frozen, typed dataclasses. Shape lives here; `config_load` reads and checks it."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from yarl import URL
+
+Duration = float  # seconds; written in proxy.toml as "90s", "15m", "8h", "7d"
+
+TENANT_ALIASES = ("organizations", "common", "consumers")
+CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+DEFAULT_HEADERS = {
+    "X-Forwarded-User": "preferred_username",
+    "X-Forwarded-Email": "email",
+    "X-Forwarded-Name": "name",
+    "X-Forwarded-Groups": "groups",
+    "X-Forwarded-Roles": "roles",
+    "X-Forwarded-Object-Id": "oid",
+    "X-Forwarded-Tenant-Id": "tid",
+}
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or check-config output."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: str = "0.0.0.0:4180"
+    public_url: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    workers: int = 1
+    metrics_listen: str = ""
+    log_format: str = "text"
+    log_level: str = "info"
+    allowed_redirect_hosts: tuple[str, ...] = ()
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def origin(self) -> URL:
+        return URL(self.public_url).origin()
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.trusted_proxies)
+
+
+@dataclass(frozen=True, slots=True)
+class AzureConfig:
+    client_id: str = ""
+    client_secret: Secret = field(default_factory=lambda: Secret(""))
+    tenant_id: str = "organizations"
+    cloud_instance: str = "https://login.microsoftonline.com/"
+    connector_id: str = "azuread"
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access", "User.Read")
+    allowed_tenants: tuple[str, ...] = ()
+    allow_any_tenant: bool = False
+    prompt: str = ""
+    domain_hint: str = ""
+    graph_url: str = ""
+    federated_logout: bool = False
+    timeout: Duration = 10.0
+
+    @property
+    def authority(self) -> str:
+        # MSAL's AuthorityBuilder: cloud without trailing slash + "/" + tenant.
+        return self.cloud_instance.rstrip("/") + "/" + self.tenant_id.strip("/")
+
+    @property
+    def multi_tenant(self) -> bool:
+        return self.tenant_id.lower() in ("organizations", "common")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    secret: Secret = field(default_factory=lambda: Secret(""))
+    secrets: tuple[Secret, ...] = ()
+    store: str = "cookie"
+    redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
+    cookie_name: str = "azp_session"
+    cookie_domain: str = ""
+    secure: bool = True
+    samesite: str = "lax"
+    max_age: Duration = 8 * 3600.0
+    idle_timeout: Duration = 0.0
+    refresh: Duration = 300.0
+
+    @property
+    def signing_keys(self) -> list[str]:
+        """Keys for itsdangerous, oldest first: `secrets` is written newest first."""
+        if self.secrets:
+            return [s.reveal() for s in reversed(self.secrets)]
+        return [self.secret.reveal()]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicyConfig:
+    emails: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    headers: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADERS))
+    easy_auth: bool = False
+    assertion_header: str = ""
+    pass_access_token: bool = False
+    pass_id_token: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    accept_bearer: bool = False
+    audiences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    url: str = ""
+    path: str = "/"
+    host: str = ""
+    public: tuple[str, ...] = ()
+    preserve_host: bool = False
+    strip_prefix: bool = False
+    timeout: Duration = 60.0
+    access: AccessPolicyConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    azure: AzureConfig = field(default_factory=AzureConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    access: AccessPolicyConfig = field(default_factory=AccessPolicyConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    upstreams: tuple[UpstreamConfig, ...] = ()
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.server.public_url.rstrip('/')}/callback/{self.azure.connector_id}"
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "azure": AzureConfig,
+    "session": SessionConfig,
+    "access": AccessPolicyConfig,
+    "identity": IdentityConfig,
+    "api": ApiConfig,
+}

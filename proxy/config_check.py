@@ -1,0 +1,229 @@
+"""Semantic checks of a typed Config: one "key: problem, what is allowed" line per problem."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+
+from yarl import URL
+
+from .config import TENANT_ALIASES, AccessPolicyConfig, Config, UpstreamConfig
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I)
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_RESERVED_HEADERS = {
+    "host", "cookie", "authorization", "connection", "upgrade", "content-length",
+    "transfer-encoding", "te", "trailer", "keep-alive", "proxy-authorization",
+    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+}
+# Keys this release parses but cannot act on yet: refusing them beats silently ignoring them.
+_NOT_YET = "is not supported by this release yet; remove it or leave it at its default"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return len(value) == 36
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_problem(value: str, *, allow_path: bool) -> str | None:
+    try:
+        url = URL(value)
+    except (ValueError, TypeError):
+        return "is not a URL"
+    if url.scheme not in ("http", "https") or not url.host:
+        return "must be an absolute http(s) URL"
+    if url.scheme == "http" and not is_loopback_host(url.host):
+        return "must use https (plain http is allowed only for loopback hosts)"
+    if not allow_path and url.path not in ("", "/"):
+        return "must be an origin without a path"
+    if url.query_string or url.fragment or url.user:
+        return "must not carry a query, fragment or credentials"
+    return None
+
+
+def check_server(config: Config) -> list[str]:
+    s = config.server
+    out: list[str] = []
+    host, _, port = s.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        out.append(f"server.listen: {s.listen!r} must be host:port, e.g. \"0.0.0.0:4180\"")
+    if not s.public_url:
+        out.append("server.public_url: required (the external origin, e.g. https://tools.example.com)")
+    elif problem := _url_problem(s.public_url, allow_path=False):
+        out.append(f"server.public_url: {s.public_url!r} {problem}")
+    for cidr in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            out.append(f"server.trusted_proxies: {cidr!r} is not an IP address or CIDR")
+    if s.workers != 1:
+        out.append(f"server.workers: {_NOT_YET}")
+    if s.metrics_listen:
+        out.append(f"server.metrics_listen: {_NOT_YET}")
+    if s.log_format not in ("text", "json"):
+        out.append(f"server.log_format: {s.log_format!r} must be one of ['text', 'json']")
+    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
+        out.append(f"server.log_level: {s.log_level!r} must be one of "
+                   "['debug', 'info', 'warning', 'error']")
+    for h in s.allowed_redirect_hosts:
+        if not _DOMAIN.match(h.removeprefix("*.").removeprefix(".")) and not is_loopback_host(h):
+            out.append(f"server.allowed_redirect_hosts: {h!r} must be a host name or *.domain")
+    return out
+
+
+def check_azure(config: Config) -> list[str]:
+    a = config.azure
+    out: list[str] = []
+    if not a.client_id:
+        out.append("azure.client_id: required (the app registration's Application (client) ID)")
+    if not a.client_secret:
+        out.append("azure.client_secret: required (or azure.client_secret_file, "
+                   "or env PROXY_AZURE_CLIENT_SECRET)")
+    tenant = a.tenant_id.lower()
+    if tenant not in TENANT_ALIASES and not is_guid(tenant) and not _DOMAIN.match(tenant):
+        out.append(f"azure.tenant_id: {a.tenant_id!r} must be a tenant GUID, a verified domain, "
+                   "'organizations', 'common' or 'consumers'")
+    if problem := _url_problem(a.cloud_instance, allow_path=False):
+        out.append(f"azure.cloud_instance: {a.cloud_instance!r} {problem}")
+    if not _COOKIE_NAME.match(a.connector_id):
+        out.append(f"azure.connector_id: {a.connector_id!r} must be letters, digits, - or _")
+    if "openid" not in a.scopes:
+        out.append("azure.scopes: must include 'openid'")
+    for t in a.allowed_tenants:
+        if not is_guid(t):
+            out.append(f"azure.allowed_tenants: {t!r} must be a tenant GUID")
+    if a.multi_tenant and not a.allowed_tenants and not a.allow_any_tenant:
+        out.append(f"azure.allowed_tenants: required when tenant_id = {a.tenant_id!r} "
+                   "(list tenant GUIDs, or set allow_any_tenant = true to accept every tenant)")
+    if a.graph_url and (problem := _url_problem(a.graph_url, allow_path=False)):
+        out.append(f"azure.graph_url: {a.graph_url!r} {problem}")
+    if a.federated_logout:
+        out.append(f"azure.federated_logout: {_NOT_YET}")
+    if a.timeout <= 0:
+        out.append("azure.timeout: must be greater than 0")
+    return out
+
+
+def check_session(config: Config) -> list[str]:
+    s = config.session
+    out: list[str] = []
+    if s.secret and s.secrets:
+        out.append("session.secrets: set together with session.secret; use one")
+    keys = list(s.secrets) or [s.secret]
+    if not any(keys):
+        out.append("session.secret: required (>= 32 random bytes; e.g. "
+                   "python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    elif any(len(k.reveal().encode()) < 32 for k in keys):
+        out.append("session.secret: too short; use at least 32 random bytes")
+    if s.store != "cookie":
+        out.append(f"session.store: {s.store!r} {_NOT_YET} (only 'cookie' is available)")
+    if not _COOKIE_NAME.match(s.cookie_name):
+        out.append(f"session.cookie_name: {s.cookie_name!r} must be 1-64 letters, digits, - or _")
+    if s.cookie_domain and not _DOMAIN.match(s.cookie_domain.lstrip(".")):
+        out.append(f"session.cookie_domain: {s.cookie_domain!r} is not a domain name")
+    if s.samesite not in ("lax", "strict", "none"):
+        out.append(f"session.samesite: {s.samesite!r} must be one of ['lax', 'strict', 'none']")
+    if s.samesite == "none" and not s.secure:
+        out.append("session.samesite: 'none' requires session.secure = true")
+    # A login cookie must survive the cross-site return from Entra, a top-level GET.
+    if s.samesite == "strict":
+        out.append("session.samesite: 'strict' breaks the return from Entra; use 'lax'")
+    if s.secure and config.server.public_url.startswith("http://"):
+        out.append("session.secure: true, but server.public_url is plain http, so browsers "
+                   "would drop the cookie; set secure = false (loopback only)")
+    if s.max_age <= 0:
+        out.append("session.max_age: must be greater than 0")
+    if s.idle_timeout:
+        out.append(f"session.idle_timeout: {_NOT_YET} (needs a server-side store)")
+    return out
+
+
+def check_policy(policy: AccessPolicyConfig, where: str) -> list[str]:
+    out = [f"{where}.domains: {d!r} is not a domain name"
+           for d in policy.domains if not _DOMAIN.match(d.lstrip("@"))]
+    out += [f"{where}.tenants: {t!r} must be a tenant GUID" for t in policy.tenants
+            if not is_guid(t)]
+    out += [f"{where}.emails: {e!r} must contain exactly one @" for e in policy.emails
+            if e.count("@") != 1]
+    return out
+
+
+def check_identity(config: Config) -> list[str]:
+    i = config.identity
+    out: list[str] = []
+    for name, claim in i.headers.items():
+        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
+            out.append(f"identity.headers: {name!r} cannot carry identity (not a header name, "
+                       "or a header the proxy manages)")
+        if not claim:
+            out.append(f"identity.headers: {name!r} needs a claim name")
+    for key in ("easy_auth", "pass_access_token", "pass_id_token"):
+        if getattr(i, key):
+            out.append(f"identity.{key}: {_NOT_YET}")
+    if i.assertion_header:
+        out.append(f"identity.assertion_header: {_NOT_YET}")
+    if config.api.accept_bearer or config.api.audiences:
+        out.append(f"api.accept_bearer: {_NOT_YET}")
+    return out
+
+
+def check_upstream(u: UpstreamConfig, where: str) -> list[str]:
+    out: list[str] = []
+    if not u.url:
+        out.append(f"{where}.url: required (e.g. \"http://127.0.0.1:8080\")")
+    else:
+        try:
+            url = URL(u.url)
+            if url.scheme not in ("http", "https") or not url.host:
+                out.append(f"{where}.url: {u.url!r} must be an absolute http(s) URL")
+            elif url.query_string or url.fragment:
+                out.append(f"{where}.url: {u.url!r} must not carry a query or fragment")
+        except (ValueError, TypeError):
+            out.append(f"{where}.url: {u.url!r} is not a URL")
+    if not u.path.startswith("/"):
+        out.append(f"{where}.path: {u.path!r} must start with /")
+    if u.host and not _DOMAIN.match(u.host.removeprefix("*.")) and not is_loopback_host(u.host):
+        out.append(f"{where}.host: {u.host!r} must be a host name or *.domain")
+    for pattern in u.public:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            out.append(f"{where}.public: {pattern!r} is not a valid regex ({exc})")
+    if u.timeout <= 0:
+        out.append(f"{where}.timeout: must be greater than 0")
+    if u.access is not None:
+        out += check_policy(u.access, f"{where}.access")
+    return out
+
+
+def check(config: Config) -> list[str]:
+    out = check_server(config) + check_azure(config) + check_session(config)
+    out += check_policy(config.access, "access") + check_identity(config)
+    if not config.upstreams:
+        out.append("upstreams: at least one [[upstreams]] table is required")
+    seen: set[tuple[str, str]] = set()
+    for index, upstream in enumerate(config.upstreams):
+        where = f"upstreams[{index}]"
+        out += check_upstream(upstream, where)
+        key = (upstream.host.lower(), upstream.path)
+        if key in seen:
+            out.append(f"{where}.path: {upstream.path!r} is already routed for this host")
+        seen.add(key)
+    return out

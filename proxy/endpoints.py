@@ -1,0 +1,35 @@
+"""The proxy's own small endpoints: /oauth2/userinfo, /ping, /ready."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .errors import ProxyError, Unauthenticated
+from .pages import NO_STORE
+from .state import STATE, USER
+
+
+async def userinfo(request: web.Request) -> web.Response:
+    identity = request.app[STATE].sessions.load(request.cookies)
+    if identity is None:
+        raise Unauthenticated("No valid session.")
+    request[USER] = identity.user
+    body = identity.to_dict()
+    body["user"] = identity.user
+    return web.json_response(body, headers=NO_STORE)
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Ready once discovery and keys are loaded; otherwise 503 with the reason."""
+    entra = request.app[STATE].entra
+    try:
+        await entra.metadata()
+        await entra.keys()
+    except ProxyError as exc:
+        return web.json_response({"ready": False, "reason": exc.public}, status=503,
+                                 headers=NO_STORE)
+    return web.json_response({"ready": True}, headers=NO_STORE)

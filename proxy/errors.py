@@ -1,0 +1,105 @@
+"""The proxy's exception tree. Only `pages.py` turns these into responses.
+
+* ProxyError                      (status 500; `public` is safe to show, never a secret)
+  + ConfigError                   bad configuration: `problems` lists "key: problem" lines
+  + BadRequest (400)              malformed request, bad login state, refused redirect target
+  + NotFound (404)                no route matches
+  + Unauthenticated (401)         no valid session (API clients get this instead of a redirect)
+  + LoginRejected (401)           the ID token failed validation: `reason` says which check
+  + AccessDenied (403)            signed in, but the policy or tenant rules say no
+  + IdPError                      the identity provider answered with an error
+    - IdPDenied (403)             `error=access_denied|consent_required|...` on the callback
+    - IdPFailure (502)            callback server errors, token endpoint errors, bad discovery
+    - IdPUnavailable (503)        Entra/JWKS unreachable
+    - IdPTimeout (504)
+  + UpstreamError
+    - UpstreamUnavailable (502)   connection refused/reset
+    - UpstreamTimeout (504)
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    status = 500
+    title = "Something went wrong"
+
+    def __init__(self, public: str = "", **context: str) -> None:
+        super().__init__(public or self.title)
+        self.public = public or self.title
+        self.context = context
+
+
+class ConfigError(ProxyError):
+    title = "Invalid configuration"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class BadRequest(ProxyError):
+    status = 400
+    title = "Bad request"
+
+
+class NotFound(ProxyError):
+    status = 404
+    title = "Not found"
+
+
+class Unauthenticated(ProxyError):
+    status = 401
+    title = "Sign-in required"
+
+
+class LoginRejected(ProxyError):
+    status = 401
+    title = "Sign-in failed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"The identity token was rejected: {reason}.", reason=reason)
+        self.reason = reason
+
+
+class AccessDenied(ProxyError):
+    status = 403
+    title = "Access denied"
+
+
+class IdPError(ProxyError):
+    status = 502
+    title = "Sign-in service error"
+
+
+class IdPDenied(IdPError):
+    status = 403
+    title = "Sign-in was not completed"
+
+
+class IdPFailure(IdPError):
+    status = 502
+
+
+class IdPUnavailable(IdPError):
+    status = 503
+    title = "Sign-in service unavailable"
+
+
+class IdPTimeout(IdPError):
+    status = 504
+    title = "Sign-in service timed out"
+
+
+class UpstreamError(ProxyError):
+    status = 502
+    title = "Bad gateway"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    title = "Gateway timeout"

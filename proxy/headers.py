@@ -1,0 +1,127 @@
+"""Header hygiene: strip what a client must not set, drop hop-by-hop, add X-Forwarded-*."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from multidict import CIMultiDict
+
+from .identity import Identity
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "proxy-connection",
+})
+# Headers only the proxy may set, whatever features are on (SPEC §5 "Proxy-owned headers").
+OWNED_PREFIXES = ("x-ms-client-principal", "x-ms-token-", "x-auth-request-")
+ALWAYS_OWNED = frozenset({
+    "x-forwarded-access-token", "x-forwarded-id-token", "x-auth-assertion",
+    "x-forwarded-user", "x-forwarded-email", "x-forwarded-name", "x-forwarded-groups",
+    "x-forwarded-roles", "x-forwarded-object-id", "x-forwarded-tenant-id",
+    "x-forwarded-preferred-username",
+})
+# Set by the proxy from what it saw; from untrusted peers the client's copies are lies.
+FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                        "forwarded", "x-real-ip", "x-request-id"})
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def canonical(name: str) -> str:
+    """Header name as upstream frameworks see it: CGI/WSGI map '_' and '-' to the same key."""
+    return name.lower().replace("_", "-")
+
+
+def owned_names(identity_headers: Iterable[str], assertion_header: str = "") -> frozenset[str]:
+    names = {canonical(n) for n in identity_headers} | ALWAYS_OWNED
+    if assertion_header:
+        names.add(canonical(assertion_header))
+    return frozenset(names)
+
+
+def is_owned(name: str, owned: frozenset[str]) -> bool:
+    key = canonical(name)
+    return key in owned or key.startswith(OWNED_PREFIXES)
+
+
+def peer_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
+    if not peer or not trusted:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def strip_cookies(cookie_header: str, prefix: str) -> str:
+    """Remove the proxy's own cookies (session, chunks, login state) from a Cookie header."""
+    kept = []
+    for part in cookie_header.split(";"):
+        name = part.split("=", 1)[0].strip()
+        if name and name != prefix and not name.startswith(prefix + "_"):
+            kept.append(part.strip())
+    return "; ".join(kept)
+
+
+def clean_value(value: str) -> str:
+    """Header values from claims: no control characters, so nothing can inject a header."""
+    return "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+
+
+def upstream_headers(
+    incoming: Mapping[str, str] | CIMultiDict[str],
+    *,
+    owned: frozenset[str],
+    cookie_prefix: str,
+    peer: str | None,
+    peer_is_trusted: bool,
+    scheme: str,
+    request_id: str,
+) -> CIMultiDict[str]:
+    """The request headers to send upstream, before identity headers are added."""
+    listed = {canonical(t.strip()) for v in _all(incoming, "connection") for t in v.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        key = canonical(name)
+        if key in HOP_BY_HOP or key in listed or key == "host" or is_owned(name, owned):
+            continue
+        if key in FORWARDING and not peer_is_trusted:
+            continue
+        if key in ("x-forwarded-for", "x-request-id"):
+            continue  # rebuilt below
+        if key == "cookie":
+            value = strip_cookies(value, cookie_prefix)
+            if not value:
+                continue
+        out.add(name, value)
+    prior = ", ".join(_all(incoming, "x-forwarded-for")) if peer_is_trusted else ""
+    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior and peer else (peer or prior)
+    if "x-forwarded-proto" not in out:
+        out["X-Forwarded-Proto"] = scheme
+    if "x-forwarded-host" not in out and "host" in {canonical(k) for k in incoming}:
+        out["X-Forwarded-Host"] = _all(incoming, "host")[0]
+    out["X-Request-Id"] = request_id
+    return out
+
+
+def identity_headers(identity: Identity, mapping: Mapping[str, str]) -> list[tuple[str, str]]:
+    return [(name, clean_value(identity.claim(claim))) for name, claim in mapping.items()]
+
+
+def response_headers(incoming: Mapping[str, str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """Upstream response headers minus hop-by-hop ones (and those its Connection names)."""
+    listed = {canonical(t.strip()) for v in _all(incoming, "connection") for t in v.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        key = canonical(name)
+        if key not in HOP_BY_HOP and key not in listed and key != "content-length":
+            out.add(name, value)
+    return out
+
+
+def _all(headers: Mapping[str, str] | CIMultiDict[str], name: str) -> list[str]:
+    if isinstance(headers, CIMultiDict) or hasattr(headers, "getall"):
+        return list(headers.getall(name, []))
+    return [v for k, v in headers.items() if k.lower() == name]

@@ -1,0 +1,80 @@
+"""Identity: the subset of ID-token claims a session keeps. Keyed on (tid, oid), never email."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value if isinstance(v, str | int))
+    return ()
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    oid: str
+    tid: str
+    sub: str = ""
+    name: str = ""
+    preferred_username: str = ""
+    email: str = ""
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    sid: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.tid}/{self.oid}"
+
+    @property
+    def user(self) -> str:
+        """What a person calls themselves: for display and logs, never for identity."""
+        return self.preferred_username or self.email or self.oid
+
+    def claim(self, name: str) -> str:
+        """A claim rendered for a header: multi-valued claims joined with ','."""
+        if name in ("groups", "roles"):
+            return ",".join(getattr(self, name))
+        if name in _SCALARS:
+            return str(getattr(self, name))
+        return self.extra.get(name, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in _SCALARS}
+        out["groups"] = list(self.groups)
+        out["roles"] = list(self.roles)
+        if self.extra:
+            out["extra"] = dict(self.extra)
+        return out
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any], extra_claims: tuple[str, ...] = ()) -> Identity:
+        """From validated ID-token claims (or a decoded session, which has the same keys)."""
+        extra = dict(claims.get("extra") or {})
+        for name in extra_claims:
+            if name in claims and name not in _KNOWN:
+                value = claims[name]
+                extra[name] = ",".join(_strings(value)) if isinstance(value, list) else str(value)
+        return cls(
+            oid=_text(claims.get("oid")),
+            tid=_text(claims.get("tid")),
+            sub=_text(claims.get("sub")),
+            name=_text(claims.get("name")),
+            preferred_username=_text(claims.get("preferred_username")),
+            email=_text(claims.get("email")),
+            groups=_strings(claims.get("groups")),
+            roles=_strings(claims.get("roles")),
+            sid=_text(claims.get("sid")),
+            extra={str(k): str(v) for k, v in extra.items()},
+        )
+
+
+_SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid")
+_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra"}

@@ -1,0 +1,93 @@
+"""The sign-in flow: /oauth2/start, /callback/{connector_id}, /oauth2/sign_out."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from .errors import AccessDenied, BadRequest, IdPDenied, IdPFailure
+from .identity import Identity
+from .oidc.tokens import tenant_allowed
+from .pages import NO_STORE, render
+from .redirects import safe_target
+from .session.login_state import LoginState, LoginStateError
+from .state import COOKIES, REQUEST_ID, STATE, USER
+
+log = logging.getLogger("proxy.auth")
+# Errors a person can act on (cancelled, not assigned, needs consent) versus a broken IdP.
+_DENIED = {"access_denied", "consent_required", "interaction_required", "login_required",
+           "unauthorized_client"}
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location, **NO_STORE})
+
+
+async def begin_login(request: web.Request, target: str) -> web.Response:
+    """Start the authorization-code flow (PKCE S256, state, nonce) for this browser."""
+    state = request.app[STATE]
+    login = LoginState.new(safe_target(target, state.config.server.public_url,
+                                       state.config.server.allowed_redirect_hosts))
+    url = await state.entra.authorize_url(login)
+    request[COOKIES].extend(state.logins.start(login, request.cookies))
+    log.info("login started request_id=%s", request[REQUEST_ID])
+    return redirect(url)
+
+
+async def start(request: web.Request) -> web.Response:
+    return await begin_login(request, request.query.get("rd", "/"))
+
+
+def _idp_error(error: str, description: str) -> IdPDenied | IdPFailure:
+    # Entra puts "AADSTSnnnn: text\r\nTrace ID: ..." in the description: keep the first line.
+    summary = description.splitlines()[0][:300] if description else ""
+    message = f"Microsoft Entra ID answered {error[:60]!r}" + (f": {summary}" if summary else ".")
+    cls = IdPDenied if error in _DENIED else IdPFailure
+    return cls(message, error=error[:60])
+
+
+async def callback(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    query = request.query
+    try:
+        login = state.logins.finish(query.get("state"), request.cookies)
+        request[COOKIES].append(state.logins.clear(login.state))
+    except LoginStateError as exc:
+        if "error" in query:
+            raise _idp_error(query["error"], query.get("error_description", "")) from None
+        log.warning("login refused request_id=%s reason=%s", request[REQUEST_ID], exc)
+        raise BadRequest(f"Sign-in could not be completed: {exc}. Please start again.") from None
+    if "error" in query:
+        log.warning("login failed request_id=%s idp_error=%s", request[REQUEST_ID],
+                    query["error"][:60])
+        raise _idp_error(query["error"], query.get("error_description", ""))
+    code = query.get("code")
+    if not code:
+        raise BadRequest("The sign-in response has no authorization code.")
+    tokens = await state.entra.redeem(code, login)
+    claims = await state.entra.validate(tokens["id_token"], login.nonce)
+    if not tenant_allowed(state.config.azure, claims["tid"]):
+        log.warning("login refused request_id=%s reason=tenant-not-allowed", request[REQUEST_ID])
+        raise AccessDenied("Accounts from your organization (tenant) may not use this service.")
+    identity = Identity.from_claims(claims, state.extra_claims)
+    request[USER] = identity.user
+    request[COOKIES].extend(state.sessions.save(identity, request.cookies))
+    log.info("login completed request_id=%s user=%s tid=%s", request[REQUEST_ID],
+             identity.user, identity.tid)
+    return redirect(login.target)
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    request[COOKIES].extend(state.sessions.clear(request.cookies))
+    target = request.query.get("rd")
+    if request.method == "POST" and target is None:
+        form = await request.post()
+        target = str(form.get("rd", "")) or None
+    server = state.config.server
+    if target and (safe := safe_target(target, server.public_url, server.allowed_redirect_hosts,
+                                       default="")):
+        return redirect(safe)
+    return render("Signed out", "You have been signed out.",
+                  links=(("Sign in again", "/oauth2/start"),))

@@ -1,0 +1,72 @@
+"""The outermost layer: request id, the proxy's cookies, errors as pages, one access-log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .errors import ProxyError
+from .headers import peer_trusted
+from .pages import error_response
+from .session.cookies import CookieSpec
+from .state import COOKIES, REQUEST_ID, ROUTE, STATE, USER
+
+access_log = logging.getLogger("proxy.access")
+log = logging.getLogger("proxy")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _request_id(request: web.Request) -> str:
+    state = request.app[STATE]
+    incoming = request.headers.get("X-Request-Id", "")
+    if incoming and _REQUEST_ID.match(incoming) and peer_trusted(request.remote, state.trusted):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def apply_cookies(request: web.Request, response: web.StreamResponse,
+                  specs: list[CookieSpec]) -> None:
+    session = request.app[STATE].config.session
+    for spec in specs:
+        if spec.max_age is None:
+            response.del_cookie(spec.name, path=spec.path, domain=session.cookie_domain or None,
+                                secure=session.secure, httponly=True, samesite=session.samesite)
+        else:
+            response.set_cookie(spec.name, spec.value, max_age=spec.max_age, path=spec.path,
+                                domain=session.cookie_domain or None, secure=session.secure,
+                                httponly=True, samesite=session.samesite)
+
+
+@web.middleware
+async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    request[REQUEST_ID] = _request_id(request)
+    request[COOKIES] = []
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except ProxyError as exc:
+            response = error_response(request, exc)
+        except web.HTTPException as exc:  # aiohttp's own 404/405 from the router
+            response = error_response(request, ProxyError(exc.reason, status=str(exc.status)))
+            response.set_status(exc.status)
+        except Exception:
+            log.exception("unhandled error request_id=%s", request[REQUEST_ID])
+            response = error_response(request, ProxyError())
+        status = response.status
+        if not response.prepared:
+            apply_cookies(request, response, request[COOKIES])
+            response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
+        return response
+    finally:
+        route = request.get(ROUTE)
+        access_log.info(
+            "%s %s %s %.1fms user=%s route=%s request_id=%s",
+            request.method, request.path[:512], status, (time.monotonic() - started) * 1000,
+            request.get(USER, "-"), route.name if route else "-", request[REQUEST_ID])

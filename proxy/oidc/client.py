@@ -1,0 +1,147 @@
+"""Talks to Entra: discovery and JWKS (cached), the authorize URL, the code exchange.
+
+The only module that imports authlib; all HTTP goes through the app's ClientSession.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+from ..config import Config
+from ..errors import IdPFailure, IdPTimeout, IdPUnavailable, LoginRejected
+from ..session.login_state import LoginState
+from .discovery import Metadata, discovery_url, parse_metadata
+from .jwks import KeySet, UnknownKey
+from .tokens import validate_id_token
+
+METADATA_TTL = 24 * 3600.0  # Microsoft: recheck keys every 24 h
+REFETCH_INTERVAL = 10.0  # an unknown kid refetches the JWKS at most this often
+
+
+class EntraClient:
+    def __init__(self, config: Config, http: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.azure = config.azure
+        self.http = http
+        self.timeout = aiohttp.ClientTimeout(total=config.azure.timeout)
+        self._metadata: tuple[float, Metadata] | None = None
+        self._keys: tuple[float, KeySet] | None = None
+        self._lock = asyncio.Lock()
+        self.last_error = ""
+
+    async def _get_json(self, url: str, what: str) -> Any:
+        try:
+            async with self.http.get(url, timeout=self.timeout) as resp:
+                if resp.status != 200:
+                    raise IdPFailure(f"The sign-in service's {what} answered HTTP {resp.status}.")
+                return await resp.json(content_type=None)
+        except TimeoutError:
+            raise IdPTimeout(f"The sign-in service's {what} did not answer in time.") from None
+        except aiohttp.ClientError:
+            raise IdPUnavailable(f"The sign-in service's {what} is unreachable.") from None
+        except ValueError:
+            raise IdPFailure(f"The sign-in service's {what} is not JSON.") from None
+
+    async def metadata(self) -> Metadata:
+        cached = self._metadata
+        if cached and time.monotonic() - cached[0] < METADATA_TTL:
+            return cached[1]
+        async with self._lock:
+            if self._metadata is cached or self._metadata is None:
+                try:
+                    doc = await self._get_json(discovery_url(self.azure), "discovery document")
+                    self._metadata = (time.monotonic(), parse_metadata(self.azure, doc))
+                    self.last_error = ""
+                except IdPFailure as exc:
+                    self.last_error = exc.public
+                    raise
+                except (IdPUnavailable, IdPTimeout) as exc:
+                    self.last_error = exc.public
+                    if cached is None:
+                        raise
+                    return cached[1]  # a stale document beats none while Entra is away
+            return self._metadata[1]
+
+    async def keys(self, *, refresh: bool = False) -> KeySet:
+        cached = self._keys
+        fresh = cached and time.monotonic() - cached[0] < METADATA_TTL
+        if cached and (fresh and not refresh or time.monotonic() - cached[0] < REFETCH_INTERVAL):
+            return cached[1]
+        metadata = await self.metadata()
+        async with self._lock:
+            if self._keys is not cached and self._keys is not None:
+                return self._keys[1]
+            try:
+                keyset = KeySet.parse(await self._get_json(metadata.jwks_uri, "key set (JWKS)"))
+            except (IdPUnavailable, IdPTimeout):
+                if cached is None:
+                    raise
+                return cached[1]  # keep verifying with the keys we have
+            self._keys = (time.monotonic(), keyset)
+            return keyset
+
+    async def authorize_url(self, login: LoginState) -> str:
+        metadata = await self.metadata()
+        extra = {"response_mode": "query", "nonce": login.nonce,
+                 "code_challenge": create_s256_code_challenge(login.verifier),
+                 "code_challenge_method": "S256"}
+        if self.azure.prompt:
+            extra["prompt"] = self.azure.prompt
+        if self.azure.domain_hint:
+            extra["domain_hint"] = self.azure.domain_hint
+        url: str = prepare_grant_uri(
+            metadata.authorization_endpoint, self.azure.client_id, "code",
+            redirect_uri=self.config.redirect_uri, scope=" ".join(self.azure.scopes),
+            state=login.state, **extra)
+        return url
+
+    async def redeem(self, code: str, login: LoginState) -> dict[str, Any]:
+        """Exchange the authorization code; returns the token response."""
+        metadata = await self.metadata()
+        form = {
+            "grant_type": "authorization_code", "code": code,
+            "redirect_uri": self.config.redirect_uri, "code_verifier": login.verifier,
+            "client_id": self.azure.client_id,
+            "client_secret": self.azure.client_secret.reveal(),
+            "scope": " ".join(self.azure.scopes),
+        }
+        try:
+            async with self.http.post(metadata.token_endpoint, data=form,
+                                      timeout=self.timeout) as resp:
+                body = await resp.json(content_type=None)
+                status = resp.status
+        except TimeoutError:
+            raise IdPTimeout("The sign-in service's token endpoint did not answer in time.") \
+                from None
+        except aiohttp.ClientError:
+            raise IdPUnavailable("The sign-in service's token endpoint is unreachable.") from None
+        except ValueError:
+            raise IdPFailure("The token endpoint's answer is not JSON.") from None
+        if status != 200 or not isinstance(body, dict):
+            error = body.get("error") if isinstance(body, dict) else None
+            raise IdPFailure(f"The token endpoint refused the sign-in "
+                             f"({str(error or 'HTTP ' + str(status))[:60]}).")
+        if not isinstance(body.get("id_token"), str):
+            raise IdPFailure("The token endpoint's answer has no ID token.")
+        return body
+
+    async def validate(self, id_token: str, nonce: str | None) -> dict[str, Any]:
+        """Validate an ID token; an unknown kid triggers one (rate-limited) JWKS refetch."""
+        metadata = await self.metadata()
+        keys = await self.keys()
+        try:
+            return validate_id_token(id_token, keys=keys, metadata=metadata, azure=self.azure,
+                                     nonce=nonce)
+        except UnknownKey:
+            keys = await self.keys(refresh=True)
+        try:
+            return validate_id_token(id_token, keys=keys, metadata=metadata, azure=self.azure,
+                                     nonce=nonce)
+        except UnknownKey:
+            raise LoginRejected("the token is signed with an unknown key") from None

@@ -1,0 +1,112 @@
+"""The route table: host (exact or *.domain), then longest path prefix; public-path regexes."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from yarl import URL
+
+from .authorize import Policy
+from .config import AccessPolicyConfig, UpstreamConfig
+
+# A public path must be unambiguous: no encoded or literal separators, dot segments or path
+# parameters that an upstream might read differently from us (oauth2-proxy/Pomerium advisories).
+_AMBIGUOUS_RAW = re.compile(r"%(2f|5c|25|00|3b|23|3f)|[\\;]", re.I)
+_AMBIGUOUS_DECODED = re.compile(r"//|/\.\.?(/|$)|[\x00-\x1f\x7f#?]")
+
+
+def normalize_path(raw_path: str) -> str:
+    """The decoded path with dot segments resolved: what an upstream will act on."""
+    decoded = unquote(raw_path.split("?", 1)[0]) or "/"
+    normalized = posixpath.normpath(decoded)
+    if normalized.startswith("//"):
+        normalized = "/" + normalized.lstrip("/")
+    if decoded.endswith("/") and normalized != "/":
+        normalized += "/"
+    return normalized if normalized.startswith("/") else "/" + normalized
+
+
+def is_plain_path(raw_path: str) -> bool:
+    """True when the path has exactly one reading (public rules only apply to such paths)."""
+    path = raw_path.split("?", 1)[0]
+    return not _AMBIGUOUS_RAW.search(path) and not _AMBIGUOUS_DECODED.search(unquote(path))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    index: int
+    path: str
+    host: str
+    upstream: URL
+    public: tuple[re.Pattern[str], ...]
+    preserve_host: bool
+    strip_prefix: bool
+    timeout: float
+    policy: Policy
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}{self.path}" if self.host else self.path
+
+    def matches_path(self, path: str) -> bool:
+        prefix = self.path.rstrip("/")
+        return not prefix or path == prefix or path.startswith(prefix + "/")
+
+    def matches_host(self, host: str) -> bool:
+        if not self.host:
+            return True
+        if self.host.startswith("*."):
+            suffix = self.host[1:]
+            return host.endswith(suffix) and len(host) > len(suffix)
+        return host == self.host
+
+    def is_public(self, raw_path: str) -> bool:
+        if not self.public or not is_plain_path(raw_path):
+            return False
+        path = unquote(raw_path.split("?", 1)[0])
+        return any(p.search(path) for p in self.public)
+
+    def upstream_path(self, raw_path: str) -> str:
+        """Path (and query) to request upstream; raw unless the prefix is stripped."""
+        if not self.strip_prefix or self.path == "/":
+            return raw_path
+        path, sep, query = raw_path.partition("?")
+        rest = normalize_path(path)[len(self.path.rstrip("/")):] or "/"
+        encoded = URL.build(path=rest).raw_path
+        return encoded + (sep + query if sep else "")
+
+
+class RouteTable:
+    """Compiled once at startup; `match` is the per-request lookup."""
+
+    def __init__(self, upstreams: tuple[UpstreamConfig, ...], default: AccessPolicyConfig) -> None:
+        self.routes = tuple(
+            Route(
+                index=i,
+                path=u.path,
+                host=u.host.lower(),
+                upstream=URL(u.url),
+                public=tuple(re.compile(p) for p in u.public),
+                preserve_host=u.preserve_host,
+                strip_prefix=u.strip_prefix,
+                timeout=u.timeout,
+                policy=Policy.from_config(u.access if u.access is not None else default),
+            )
+            for i, u in enumerate(upstreams)
+        )
+        # Exact hosts first, then wildcard hosts, then host-less; longest prefix within each.
+        self._ordered = sorted(
+            self.routes,
+            key=lambda r: (0 if r.host and "*" not in r.host else 1 if r.host else 2,
+                           -len(r.path.rstrip("/"))),
+        )
+
+    def match(self, host: str, path: str) -> Route | None:
+        host = host.lower().rsplit(":", 1)[0] if not host.startswith("[") else host.lower()
+        for route in self._ordered:
+            if route.matches_host(host) and route.matches_path(path):
+                return route
+        return None

@@ -1,0 +1,65 @@
+"""The `cookie` store: identity claims (never tokens) in signed cookies, chunked past 4 KB."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from itsdangerous import BadData
+
+from ..config import SessionConfig
+from ..identity import Identity
+from .cookies import CookieSpec
+from .signing import SESSION_SALT, serializer
+
+CHUNK_SIZE = 4000  # browsers cap one cookie at 4096 bytes including its name and attributes
+MAX_CHUNKS = 8  # read at most this many: "name_99999999" must cost nothing
+
+
+class CookieStore:
+    def __init__(self, config: SessionConfig) -> None:
+        self.name = config.cookie_name
+        self.max_age = config.max_age
+        self._serializer = serializer(config.signing_keys, SESSION_SALT)
+        self._chunk = re.compile(rf"^{re.escape(self.name)}_(\d)$")
+
+    def load(self, cookies: Mapping[str, str]) -> Identity | None:
+        """The identity in the request's session cookie(s); None if absent, forged or expired."""
+        value = self._joined(cookies)
+        if not value:
+            return None
+        try:
+            data = self._serializer.loads(value, max_age=int(self.max_age))
+        except (BadData, ValueError, json.JSONDecodeError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        identity = Identity.from_claims(data)
+        return identity if identity.oid and identity.tid else None
+
+    def save(self, identity: Identity, cookies: Mapping[str, str]) -> list[CookieSpec]:
+        """Cookies to set for a new session, plus deletions of leftover chunks."""
+        value = self._serializer.dumps(identity.to_dict())
+        max_age = int(self.max_age)
+        if len(value) <= CHUNK_SIZE:
+            specs = [CookieSpec(self.name, value, max_age)]
+        else:
+            parts = [value[i:i + CHUNK_SIZE] for i in range(0, len(value), CHUNK_SIZE)]
+            specs = [CookieSpec(f"{self.name}_{i}", p, max_age) for i, p in enumerate(parts)]
+        written = {s.name for s in specs}
+        return specs + [s for s in self.clear(cookies) if s.name not in written]
+
+    def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
+        return [CookieSpec(n, "", None) for n in cookies if n == self.name or self._chunk.match(n)]
+
+    def _joined(self, cookies: Mapping[str, str]) -> str:
+        if self.name in cookies:
+            return cookies[self.name]
+        parts = []
+        for i in range(MAX_CHUNKS):
+            part = cookies.get(f"{self.name}_{i}")
+            if part is None:
+                break
+            parts.append(part)
+        return "".join(parts)

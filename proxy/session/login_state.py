@@ -1,0 +1,90 @@
+"""Per-login state (state, nonce, PKCE verifier, return target) in its own signed cookie.
+
+The cookie is named after the state, so several tabs can sign in at once; it lives ten
+minutes and the callback deletes it (single use; a replay is refused by `LoginStates`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+from itsdangerous import BadData
+
+from ..config import SessionConfig
+from .cookies import CookieSpec
+from .signing import LOGIN_SALT, serializer
+
+LOGIN_TTL = 600
+MAX_PENDING = 5  # login cookies kept per browser; older ones are evicted at the next start
+_STATE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
+
+
+class LoginStateError(Exception):
+    """Missing, forged, expired, foreign or replayed login state."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    state: str
+    nonce: str
+    verifier: str
+    target: str
+
+    @classmethod
+    def new(cls, target: str) -> LoginState:
+        return cls(secrets.token_urlsafe(32), secrets.token_urlsafe(32),
+                   secrets.token_urlsafe(48), target)
+
+
+class LoginStates:
+    def __init__(self, config: SessionConfig) -> None:
+        self.prefix = f"{config.cookie_name}_login_"
+        self._serializer = serializer(config.signing_keys, LOGIN_SALT)
+        self._used: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=LOGIN_TTL)
+
+    def start(self, login: LoginState, cookies: Mapping[str, str]) -> list[CookieSpec]:
+        value = self._serializer.dumps(
+            {"s": login.state, "n": login.nonce, "v": login.verifier, "t": login.target})
+        return self._evict(cookies) + [CookieSpec(self.prefix + login.state, value, LOGIN_TTL)]
+
+    def finish(self, state: str | None, cookies: Mapping[str, str]) -> LoginState:
+        """Check the callback's state against this browser's cookie; usable once."""
+        if not state or not _STATE.match(state):
+            raise LoginStateError("the sign-in response has no valid state")
+        raw = cookies.get(self.prefix + state)
+        if raw is None:
+            raise LoginStateError("no sign-in is pending in this browser (expired, "
+                                  "already finished, or started in another browser)")
+        try:
+            data = self._serializer.loads(raw, max_age=LOGIN_TTL)
+        except BadData:
+            raise LoginStateError("the sign-in state is invalid or expired") from None
+        if not isinstance(data, dict) or not hmac.compare_digest(str(data.get("s")), state):
+            raise LoginStateError("the sign-in state does not match")
+        if state in self._used:
+            raise LoginStateError("this sign-in response was already used")
+        self._used[state] = True
+        return LoginState(state, str(data["n"]), str(data["v"]), str(data["t"]))
+
+    def clear(self, state: str) -> CookieSpec:
+        return CookieSpec(self.prefix + state, "", None)
+
+    def _evict(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
+        pending = []
+        for name, value in cookies.items():
+            if not name.startswith(self.prefix):
+                continue
+            try:
+                _, ts = self._serializer.loads(value, max_age=LOGIN_TTL, return_timestamp=True)
+                pending.append((ts.timestamp(), name))
+            except BadData:
+                pending.append((0.0, name))
+            if len(pending) > 50:  # a browser stuffed with state cookies costs nothing more
+                break
+        pending.sort(reverse=True)
+        return [CookieSpec(n, "", None) for _, n in pending[MAX_PENDING - 1:]]

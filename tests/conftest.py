@@ -1,0 +1,130 @@
+"""Real sockets everywhere: the proxy, the mock Entra ID and a reflecting upstream."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.app import build_app
+from proxy.config import Config
+from proxy.config_load import from_dict
+from proxy.mock_entra import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_TENANT_ID,
+    MockEntra,
+    create_app,
+)
+from tests import echo_upstream
+
+ALICE = "alice@contoso.example"
+SECRET = secrets.token_urlsafe(32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def base_config(port: int, idp: str, upstream: str) -> dict[str, Any]:
+    return {
+        "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
+        "azure": {"client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET,
+                  "tenant_id": DEFAULT_TENANT_ID, "cloud_instance": idp + "/"},
+        "session": {"secret": SECRET, "secure": False},
+        "upstreams": [{"path": "/", "url": upstream, "public": ["^/healthz$"]}],
+    }
+
+
+@dataclass
+class Stack:
+    """One running proxy with its IdP and upstream, and a browser-like client."""
+
+    mock: MockEntra
+    config: Config
+    url: str
+    idp: str
+    upstream: str
+    client: aiohttp.ClientSession
+
+    def new_browser(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    async def login(self, user: str = ALICE, client: aiohttp.ClientSession | None = None,
+                    path: str = "/") -> aiohttp.ClientResponse:
+        """Browse to `path` as `user` and follow the whole sign-in flow."""
+        self.mock.auto_user = user
+        async with (client or self.client).get(self.url + path, headers=HTML) as resp:
+            await resp.read()
+            return resp
+
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def mock_server() -> AsyncIterator[tuple[MockEntra, str]]:
+    mock = MockEntra()
+    server = TestServer(create_app(mock), host="127.0.0.1")
+    await server.start_server()
+    yield mock, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.fixture
+async def upstream_url() -> AsyncIterator[str]:
+    server = TestServer(echo_upstream.create_app(), host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.fixture
+async def make_stack(mock_server: tuple[MockEntra, str],
+                     upstream_url: str) -> AsyncIterator[StackFactory]:
+    mock, idp = mock_server
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def factory(extra: dict[str, Any] | None = None) -> Stack:
+        port = free_port()
+        config = from_dict(deep_merge(base_config(port, idp, upstream_url), extra or {}))
+        server = TestServer(build_app(config), host="127.0.0.1", port=port)
+        await server.start_server()
+        client = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        started.append((server, client))
+        return Stack(mock, config, f"http://127.0.0.1:{port}", idp, upstream_url, client)
+
+    yield factory
+    for server, client in started:
+        await client.close()
+        await server.close()
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()
+
+
+def upstream_app() -> web.Application:
+    return echo_upstream.create_app()
