@@ -70,6 +70,7 @@ async def callback(request: web.Request) -> web.Response:
     if not tenant_allowed(state.config.azure, claims["tid"]):
         log.warning("login refused request_id=%s reason=tenant-not-allowed", request[REQUEST_ID])
         raise AccessDenied("Accounts from your organization (tenant) may not use this service.")
+    claims["groups"] = await state.entra.overage_groups(claims, tokens)
     identity = Identity.from_claims(claims, state.extra_claims)
     request[USER] = identity.user
     request[COOKIES].extend(state.sessions.save(identity, request.cookies))

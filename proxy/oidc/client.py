@@ -17,6 +17,7 @@ from ..config import Config
 from ..errors import IdPFailure, IdPTimeout, IdPUnavailable, LoginRejected
 from ..session.login_state import LoginState
 from .discovery import Metadata, discovery_url, parse_metadata
+from .graph import graph_base, has_overage, member_groups
 from .jwks import KeySet, UnknownKey
 from .tokens import validate_id_token
 
@@ -130,6 +131,17 @@ class EntraClient:
         if not isinstance(body.get("id_token"), str):
             raise IdPFailure("The token endpoint's answer has no ID token.")
         return body
+
+    async def overage_groups(self, claims: dict[str, Any], tokens: dict[str, Any]) -> list[str]:
+        """Groups from Graph when the ID token carries the overage marker instead of groups."""
+        if not has_overage(claims):
+            return list(claims.get("groups") or [])
+        access_token = tokens.get("access_token")
+        if not isinstance(access_token, str):
+            raise IdPFailure("Your account is in too many groups to fit in the token, and no "
+                             "Graph access token was issued (add the User.Read scope).")
+        base = graph_base(self.azure, await self.metadata())
+        return await member_groups(self.http, base, access_token, self.timeout)
 
     async def validate(self, id_token: str, nonce: str | None) -> dict[str, Any]:
         """Validate an ID token; an unknown kid triggers one (rate-limited) JWKS refetch."""

@@ -1,0 +1,78 @@
+"""Groups overage: when the ID token says "too many groups", ask Microsoft Graph.
+
+Entra drops `groups` above 200 and sends `_claim_names.groups` (or `hasgroups`) instead.
+A user is never treated as groupless: if Graph cannot answer, the sign-in fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ..config import AzureConfig
+from ..errors import IdPFailure, IdPTimeout, IdPUnavailable
+from .discovery import Metadata
+
+MAX_PAGES = 50  # 999 per page: far beyond any real membership, and a bound on a hostile loop
+_GRAPH_BY_LOGIN_HOST = {
+    "login.microsoftonline.com": "https://graph.microsoft.com",
+    "login.microsoftonline.us": "https://graph.microsoft.us",
+    "login.partner.microsoftonline.cn": "https://microsoftgraph.chinacloudapi.cn",
+    "login.chinacloudapi.cn": "https://microsoftgraph.chinacloudapi.cn",
+}
+
+
+def has_overage(claims: dict[str, Any]) -> bool:
+    names = claims.get("_claim_names")
+    return (isinstance(names, dict) and "groups" in names) or claims.get("hasgroups") is True
+
+
+def graph_base(azure: AzureConfig, metadata: Metadata) -> str:
+    """`graph_url`, else discovery's `msgraph_host`, else the cloud's well-known Graph host."""
+    if azure.graph_url:
+        return azure.graph_url.rstrip("/")
+    cloud = URL(azure.cloud_instance)
+    if metadata.msgraph_host:
+        return f"{cloud.scheme}://{metadata.msgraph_host}"
+    return _GRAPH_BY_LOGIN_HOST.get(cloud.host or "", "https://graph.microsoft.com")
+
+
+async def member_groups(http: aiohttp.ClientSession, base: str, access_token: str,
+                        timeout: aiohttp.ClientTimeout) -> list[str]:
+    """Transitive group ids of the signed-in user (paged /me/transitiveMemberOf)."""
+    url: str | None = f"{base}/v1.0/me/transitiveMemberOf?$select=id&$top=999"
+    headers = {"Authorization": f"Bearer {access_token}", "ConsistencyLevel": "eventual"}
+    groups: list[str] = []
+    for _ in range(MAX_PAGES):
+        if url is None:
+            return groups
+        if URL(url).origin() != URL(base).origin():
+            raise IdPFailure("Microsoft Graph sent a next page on another host.")
+        page = await _get(http, url, headers, timeout)
+        for entry in page.get("value") or []:
+            if isinstance(entry, dict) and entry.get("@odata.type") == "#microsoft.graph.group":
+                groups.append(str(entry.get("id")))
+        next_link = page.get("@odata.nextLink")
+        url = next_link if isinstance(next_link, str) else None
+    raise IdPFailure("Microsoft Graph returned too many pages of groups.")
+
+
+async def _get(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
+               timeout: aiohttp.ClientTimeout) -> dict[str, Any]:
+    try:
+        async with http.get(url, headers=headers, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise IdPFailure(f"Microsoft Graph could not list your groups (HTTP {resp.status});"
+                                 " sign-in stopped rather than continue without them.")
+            body = await resp.json(content_type=None)
+    except TimeoutError:
+        raise IdPTimeout("Microsoft Graph did not answer in time.") from None
+    except aiohttp.ClientError:
+        raise IdPUnavailable("Microsoft Graph is unreachable.") from None
+    except ValueError:
+        raise IdPFailure("Microsoft Graph's answer is not JSON.") from None
+    if not isinstance(body, dict):
+        raise IdPFailure("Microsoft Graph's answer is not a JSON object.")
+    return body
