@@ -1,0 +1,100 @@
+"""Discovery document and JWKS, byte-compatible in shape with Entra's (ENTRA.md §1)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from .errors import EntraError, json_error, unknown_tenant
+from .state import MOCK, origin
+from .tenants import Tenant
+
+# Stands in for "microsoftonline.com"; the proxy must compare it with each key's value.
+CLOUD_INSTANCE_NAME: Final = "mock.local"
+DISCOVERY_CACHE_CONTROL: Final = "max-age=86400, private"
+CLAIMS_SUPPORTED: Final = tuple(
+    "sub iss cloud_instance_name cloud_instance_host_name cloud_graph_host_name msgraph_host"
+    " aud exp iat auth_time acr nonce preferred_username name tid ver at_hash c_hash email".split()
+)
+
+
+def discovery_document(base: str, tenant: Tenant, issuer: str) -> dict[str, Any]:
+    """Key order as Entra serves it; tenant documents add kerberos_endpoint."""
+    endpoints = f"{base}/{tenant.canonical}"
+    document: dict[str, Any] = {
+        "token_endpoint": f"{endpoints}/oauth2/v2.0/token",
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_post",
+            "private_key_jwt",
+            "client_secret_basic",
+        ],
+        "jwks_uri": f"{endpoints}/discovery/v2.0/keys",
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": issuer,
+        "request_uri_parameter_supported": False,
+        "userinfo_endpoint": f"{base}/oidc/userinfo",
+        "authorization_endpoint": f"{endpoints}/oauth2/v2.0/authorize",
+        "device_authorization_endpoint": f"{endpoints}/oauth2/v2.0/devicecode",
+        "http_logout_supported": True,
+        "frontchannel_logout_supported": True,
+        "end_session_endpoint": f"{endpoints}/oauth2/v2.0/logout",
+        "claims_supported": list(CLAIMS_SUPPORTED),
+    }
+    if tenant.kind == "tenant":
+        document["kerberos_endpoint"] = f"{endpoints}/kerberos"
+    document |= {
+        "tenant_region_scope": "WW" if tenant.kind == "tenant" else None,
+        "cloud_instance_name": CLOUD_INSTANCE_NAME,
+        "cloud_graph_host_name": "graph.windows.net",
+        # Graph is served by the mock itself, so its host is the request's authority.
+        "msgraph_host": base.split("://", 1)[1],
+        "rbac_url": "https://pas.windows.net",
+    }
+    return document
+
+
+def _failure(status: int, base: str, now: float) -> web.Response:
+    err = EntraError("temporarily_unavailable", 90033, "Injected fault.", status=status)
+    return json_error(err, base, now)
+
+
+async def openid_configuration(request: web.Request) -> web.Response:
+    mock = request.app[MOCK]
+    base, now = origin(request), mock.clock()
+    if mock.faults.discovery_status is not None:
+        return _failure(mock.faults.discovery_status, base, now)
+    segment = request.match_info["tenant"]
+    tenant = mock.resolve_tenant(segment)
+    if tenant is None:
+        return json_error(unknown_tenant(segment), base, now)
+    issuer = mock.faults.discovery_issuer or tenant.issuer(base)
+    return web.json_response(
+        discovery_document(base, tenant, issuer),
+        headers={"Cache-Control": DISCOVERY_CACHE_CONTROL},
+    )
+
+
+async def jwks(request: web.Request) -> web.Response:
+    """Keys carry the tenant's issuer: the `{tenantid}` template on common/organizations.
+
+    `?appid=` (keys for claims-mapping apps) is accepted and serves the same keys.
+    """
+    mock = request.app[MOCK]
+    base, now = origin(request), mock.clock()
+    if mock.faults.jwks_status is not None:
+        return _failure(mock.faults.jwks_status, base, now)
+    segment = request.match_info["tenant"]
+    tenant = mock.resolve_tenant(segment)
+    if tenant is None:
+        return json_error(unknown_tenant(segment), base, now)
+    document = mock.keys.jwks(
+        issuer=tenant.issuer(base),
+        cloud_instance_name=CLOUD_INSTANCE_NAME,
+        with_kid=not mock.faults.jwks_without_kid,
+    )
+    return web.json_response(document, headers={"Cache-Control": DISCOVERY_CACHE_CONTROL})

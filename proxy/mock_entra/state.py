@@ -1,0 +1,169 @@
+"""MockEntra: all mutable mock state, owned by the aiohttp Application under MOCK."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from .faults import Faults
+from .keys import KeyRing
+from .tenants import Tenant, resolve_tenant
+from .users import DEFAULT_DOMAINS, MockClient, MockUser, default_clients, default_users
+
+# Entra's authorization codes live about ten minutes (ENTRA.md §5).
+CODE_LIFETIME_SECONDS: Final = 600
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """What a code or refresh token stands for: who signed in, to which app, how."""
+
+    client_id: str
+    username: str
+    scopes: tuple[str, ...]
+    tenant: str  # canonical tenant segment it was issued on
+    sid: str
+    nonce: str | None = None
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    sign_in: SignIn
+    redirect_uri: str | None  # as sent to authorize; the token request must repeat it
+    code_challenge: str | None
+    code_challenge_method: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AccessGrant:
+    """The record behind a Graph access token, keyed by its `uti`."""
+
+    client_id: str
+    username: str
+    scopes: tuple[str, ...]
+    expires_at: float
+
+
+class MockEntra:
+    """All mutable mock state. create_app(mock) serves it."""
+
+    def __init__(
+        self,
+        users: list[MockUser] | None = None,
+        clients: list[MockClient] | None = None,
+        *,
+        overage_limit: int = 200,
+        domains: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.users = {u.username: u for u in (default_users() if users is None else users)}
+        self.clients = {c.client_id: c for c in (default_clients() if clients is None else clients)}
+        self.domains = dict(DEFAULT_DOMAINS if domains is None else domains)
+        self.overage_limit = overage_limit
+        self.clock = clock
+        self.faults = Faults()
+        self.auto_user: str | None = None
+        self.issued: list[dict[str, Any]] = []
+        self.token_requests: list[dict[str, str]] = []
+        self.logouts: list[dict[str, str]] = []
+        self.sessions: dict[str, str] = {}  # sid -> username
+        self.codes: dict[str, CodeGrant] = {}
+        self.refresh_tokens: dict[str, SignIn] = {}
+        self.access_tokens: dict[str, AccessGrant] = {}
+        self._used_codes: set[str] = set()
+        self._keys: KeyRing | None = None
+
+    @property
+    def keys(self) -> KeyRing:
+        # RSA generation is slow: only mocks that actually sign pay for it.
+        if self._keys is None:
+            self._keys = KeyRing()
+        return self._keys
+
+    def rotate_keys(self) -> None:
+        """Publish a new key and sign with it; only the two newest stay published."""
+        self.keys.rotate()
+
+    @property
+    def tenants(self) -> frozenset[str]:
+        """Known tenant GUIDs: the users' tenants and those behind verified domains."""
+        return frozenset(u.tid.lower() for u in self.users.values()) | frozenset(
+            tid.lower() for tid in self.domains.values()
+        )
+
+    def resolve_tenant(self, segment: str) -> Tenant | None:
+        return resolve_tenant(segment, self.tenants, self.domains)
+
+    def users_for(self, tenant: Tenant) -> list[MockUser]:
+        return [user for user in self.users.values() if tenant.allows(user)]
+
+    def start_session(self, username: str) -> str:
+        """A new Entra sign-in session; its id is the ID token's `sid`."""
+        sid = str(uuid.uuid4())
+        self.sessions[sid] = username
+        return sid
+
+    def end_session(self, sid: str) -> None:
+        self.sessions.pop(sid, None)
+
+    def issue_code(
+        self,
+        sign_in: SignIn,
+        redirect_uri: str | None,
+        code_challenge: str | None,
+        code_challenge_method: str,
+    ) -> str:
+        code = "0.A" + secrets.token_urlsafe(48)
+        self.codes[code] = CodeGrant(
+            sign_in=sign_in,
+            redirect_uri=redirect_uri,
+            code_challenge=code_challenge,
+            code_challenge_method=code_challenge_method,
+            expires_at=self.clock() + CODE_LIFETIME_SECONDS,
+        )
+        return code
+
+    def take_code(self, code: str) -> CodeGrant | None:
+        """Remove and return a code: any redemption attempt burns it."""
+        grant = self.codes.pop(code, None)
+        if grant is not None:
+            self._used_codes.add(code)
+        return grant
+
+    def code_was_used(self, code: str) -> bool:
+        return code in self._used_codes
+
+    def issue_refresh_token(self, sign_in: SignIn) -> str:
+        token = "1.A" + secrets.token_urlsafe(64)
+        self.refresh_tokens[token] = sign_in
+        return token
+
+    def revoke_refresh_tokens(self, username: str | None = None) -> None:
+        """Revoke every refresh token (of `username`, if given): the next refresh fails."""
+        for token, sign_in in list(self.refresh_tokens.items()):
+            if username is None or sign_in.username == username:
+                del self.refresh_tokens[token]
+
+
+MOCK: Final = web.AppKey("mock_entra", MockEntra)
+
+
+async def request_params(request: web.Request) -> dict[str, str]:
+    """Query parameters, overlaid by form fields on POST (authorize and logout take both)."""
+    params = dict(request.query)
+    if request.method == "POST":
+        form = await request.post()
+        params.update({name: value for name, value in form.items() if isinstance(value, str)})
+    return params
+
+
+def origin(request: web.Request) -> str:
+    """The mock has no fixed host: every URL it emits starts with the request's origin."""
+    return str(request.url.origin())

@@ -1,0 +1,152 @@
+"""Claims of ID and Graph access tokens, and the token response (ENTRA.md §4, §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import secrets
+from typing import Any, Final
+
+from .errors import EntraError
+from .faults import apply_overrides
+from .keys import b64url, encode_jws, sign_id_token
+from .state import AccessGrant, MockEntra, SignIn
+from .users import MockUser
+
+GRAPH_APP_ID: Final = "00000003-0000-0000-c000-000000000000"
+GRAPH_SCOPE_PREFIX: Final = "https://graph.microsoft.com/"
+ID_TOKEN_LIFETIME_SECONDS: Final = 3600
+ACCESS_TOKEN_LIFETIME_SECONDS: Final = 3599
+
+
+def pairwise_sub(client_id: str, tid: str, oid: str) -> str:
+    """Entra's `sub`: stable per (app, tenant, user), 43 base64url characters."""
+    return b64url(hashlib.sha256(f"{client_id}\n{tid}\n{oid}".encode()).digest())
+
+
+def issuer(base: str, tid: str) -> str:
+    return f"{base}/{tid}/v2.0"
+
+
+def _opaque(size: int) -> str:
+    return b64url(secrets.token_bytes(size))
+
+
+def group_claims(user: MockUser, overage_limit: int) -> dict[str, Any]:
+    """`groups`, or past the limit the overage pointer Entra emits instead."""
+    if len(user.groups) > overage_limit:
+        endpoint = f"https://graph.windows.net/{user.tid}/users/{user.oid}/getMemberObjects"
+        return {
+            "_claim_names": {"groups": "src1"},
+            "_claim_sources": {"src1": {"endpoint": endpoint}},
+        }
+    return {"groups": list(user.groups)} if user.groups else {}
+
+
+def id_token_claims(
+    user: MockUser, sign_in: SignIn, *, base: str, now: int, overage_limit: int
+) -> dict[str, Any]:
+    """The v2 ID token payload, in the order Entra emits it."""
+    claims: dict[str, Any] = {
+        "aud": sign_in.client_id,
+        "iss": issuer(base, user.tid),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ID_TOKEN_LIFETIME_SECONDS,
+        "aio": _opaque(48),
+        "name": user.name,
+    }
+    if sign_in.nonce is not None:
+        claims["nonce"] = sign_in.nonce
+    claims |= {
+        "oid": user.oid,
+        "preferred_username": user.username,
+        "rh": f"0.A{_opaque(36)}.",
+        "sid": sign_in.sid,
+        "sub": pairwise_sub(sign_in.client_id, user.tid, user.oid),
+        "tid": user.tid,
+        "uti": _opaque(16),
+        "ver": "2.0",
+    }
+    if user.email and "email" in sign_in.scopes:
+        claims["email"] = user.email
+    if user.roles:
+        claims["roles"] = list(user.roles)
+    return claims | group_claims(user, overage_limit)
+
+
+def access_token_claims(user: MockUser, sign_in: SignIn, *, now: int, uti: str) -> dict[str, Any]:
+    """A Graph access token payload (v1 shape, as Graph tokens are)."""
+    scp = [s.removeprefix(GRAPH_SCOPE_PREFIX) for s in sign_in.scopes if s != "offline_access"]
+    return {
+        "aud": GRAPH_APP_ID,
+        "iss": f"https://sts.windows.net/{user.tid}/",
+        "iat": now,
+        "nbf": now,
+        "exp": now + ACCESS_TOKEN_LIFETIME_SECONDS,
+        "appid": sign_in.client_id,
+        "idtyp": "user",
+        "name": user.name,
+        "oid": user.oid,
+        "scp": " ".join(scp),
+        "sub": pairwise_sub(GRAPH_APP_ID, user.tid, user.oid),
+        "tid": user.tid,
+        "unique_name": user.username,
+        "upn": user.username,
+        "uti": uti,
+        "ver": "1.0",
+    }
+
+
+def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, now: int) -> str:
+    uti = _opaque(16)
+    mock.access_tokens[uti] = AccessGrant(
+        client_id=sign_in.client_id,
+        username=user.username,
+        scopes=sign_in.scopes,
+        expires_at=now + ACCESS_TOKEN_LIFETIME_SECONDS,
+    )
+    key = mock.keys.current
+    # Graph tokens carry a header nonce that makes them unverifiable by third parties.
+    header = {"typ": "JWT", "nonce": _opaque(32), "alg": "RS256", "x5t": key.kid, "kid": key.kid}
+    claims = access_token_claims(user, sign_in, now=now, uti=uti)
+    return encode_jws(header, claims, key.sign_rs256)
+
+
+def _id_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str, now: int) -> str:
+    claims = id_token_claims(user, sign_in, base=base, now=now, overage_limit=mock.overage_limit)
+    claims = apply_overrides(claims, mock.faults.id_token_claims)
+    return sign_id_token(mock.keys, claims, mock.faults.sign, mock.faults.id_token_header)
+
+
+def mint_tokens(
+    mock: MockEntra, base: str, sign_in: SignIn, *, client_info: bool
+) -> dict[str, Any]:
+    """The token response for `sign_in`; recorded in mock.issued."""
+    user = mock.users.get(sign_in.username)
+    if user is None:
+        raise EntraError("invalid_grant", 50034, "The user account does not exist anymore.")
+    now = int(mock.clock())
+    access_token = _access_token(mock, user, sign_in, now)
+    body: dict[str, Any] = {
+        "token_type": "Bearer",
+        "scope": " ".join(s for s in sign_in.scopes if s != "offline_access"),
+        "expires_in": ACCESS_TOKEN_LIFETIME_SECONDS,
+        "ext_expires_in": ACCESS_TOKEN_LIFETIME_SECONDS,
+        "access_token": access_token,
+    }
+    if "offline_access" in sign_in.scopes:
+        # A refreshed ID token carries no nonce (OIDC Core 12.2).
+        body["refresh_token"] = mock.issue_refresh_token(dataclasses.replace(sign_in, nonce=None))
+    if "openid" in sign_in.scopes:
+        body["id_token"] = (
+            access_token
+            if mock.faults.access_token_as_id_token
+            else _id_token(mock, user, sign_in, base, now)
+        )
+    if client_info:
+        info = json.dumps({"uid": user.oid, "utid": user.tid}, separators=(",", ":"))
+        body["client_info"] = b64url(info.encode())
+    mock.issued.append(body)
+    return body

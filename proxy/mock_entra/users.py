@@ -1,0 +1,124 @@
+"""Directory objects of the mock: users, app registrations and the demo defaults."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Final
+
+DEFAULT_TENANT_ID: Final = "11111111-1111-4111-8111-111111111111"
+OTHER_TENANT_ID: Final = "22222222-2222-4222-8222-222222222222"
+# Entra's fixed tenant for personal Microsoft accounts (ENTRA.md §1).
+CONSUMERS_TENANT_ID: Final = "9188040d-6c67-4c5b-b112-36a304b66dad"
+
+DEFAULT_CLIENT_ID: Final = "00000000-0000-0000-0000-00000000c11e"
+DEFAULT_CLIENT_SECRET: Final = "mock-secret"
+DEFAULT_REDIRECT_URIS: Final = (
+    "http://127.0.0.1/callback/azuread",
+    "http://localhost/callback/azuread",
+)
+DEFAULT_DOMAINS: Final = {
+    "contoso.example": DEFAULT_TENANT_ID,
+    "fabrikam.example": OTHER_TENANT_ID,
+}
+
+_GROUP_NAMESPACE: Final = uuid.UUID("5a0d4c8e-0b7e-4d55-9a53-6d6f636b2e67")
+
+
+def group_id(name: str) -> str:
+    """A stable group object id, so tests and the demo can name groups in config."""
+    return str(uuid.uuid5(_GROUP_NAMESPACE, name))
+
+
+ADMINS_GROUP_ID: Final = group_id("admins")
+ENGINEERING_GROUP_ID: Final = group_id("engineering")
+OVERAGE_GROUP_COUNT: Final = 250
+
+
+@dataclass
+class MockUser:
+    """A directory user; `oid`/`tid` are the identity, the rest is display and policy."""
+
+    username: str
+    name: str
+    oid: str
+    tid: str
+    email: str | None = None
+    groups: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    password: str = field(default="", repr=False)
+
+
+@dataclass
+class MockClient:
+    """An app registration (confidential web client)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_uris: list[str]
+    # PEM certificate for private_key_jwt client assertions (ENTRA.md §5).
+    certificate_pem: str | None = field(default=None, repr=False)
+
+
+def default_users() -> list[MockUser]:
+    """Fresh demo users: a new list each call, so mocks never share state."""
+    return _contoso_users() + [
+        MockUser(
+            username="carol@fabrikam.example",
+            name="Carol Fabrikam",
+            oid="ca201000-0000-4000-8000-000000000003",
+            tid=OTHER_TENANT_ID,
+            email="carol@fabrikam.example",
+            groups=[group_id("fabrikam-staff")],
+        ),
+        MockUser(
+            username="erin@outlook.example",
+            name="Erin Consumer",
+            oid="e2170000-0000-4000-8000-000000000005",
+            tid=CONSUMERS_TENANT_ID,
+            email="erin@outlook.example",
+        ),
+    ]
+
+
+def _contoso_users() -> list[MockUser]:
+    # Dave has more groups than the JWT overage limit (200), to exercise Graph fallback.
+    engineering_and_more = [ENGINEERING_GROUP_ID] + [
+        group_id(f"overage-{n}") for n in range(1, OVERAGE_GROUP_COUNT)
+    ]
+    return [
+        MockUser(
+            username="alice@contoso.example",
+            name="Alice Admin",
+            oid="a11ce000-0000-4000-8000-000000000001",
+            tid=DEFAULT_TENANT_ID,
+            email="alice@contoso.example",
+            groups=[ADMINS_GROUP_ID, ENGINEERING_GROUP_ID],
+            roles=["Admin"],
+        ),
+        MockUser(
+            username="bob@contoso.example",
+            name="Bob Builder",
+            oid="b0b00000-0000-4000-8000-000000000002",
+            tid=DEFAULT_TENANT_ID,
+        ),
+        MockUser(
+            username="dave@contoso.example",
+            name="Dave Manygroups",
+            oid="da7e0000-0000-4000-8000-000000000004",
+            tid=DEFAULT_TENANT_ID,
+            email="dave@contoso.example",
+            groups=engineering_and_more,
+        ),
+    ]
+
+
+def default_clients() -> list[MockClient]:
+    """The demo app registration, with loopback redirect URIs (any port matches)."""
+    return [
+        MockClient(
+            client_id=DEFAULT_CLIENT_ID,
+            client_secret=DEFAULT_CLIENT_SECRET,
+            redirect_uris=list(DEFAULT_REDIRECT_URIS),
+        )
+    ]

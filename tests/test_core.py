@@ -1,0 +1,150 @@
+"""Pure core: header hygiene, route matching, public paths, policy, identity."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+from proxy.authorize import Policy
+from proxy.config import AccessPolicyConfig, UpstreamConfig
+from proxy.headers import (
+    identity_headers,
+    is_owned,
+    owned_names,
+    strip_cookies,
+    upstream_headers,
+)
+from proxy.identity import Identity
+from proxy.routes import RouteTable, is_plain_path, normalize_path
+
+OWNED = owned_names({"X-Forwarded-User": "preferred_username", "X-Custom-Id": "oid"})
+
+
+@pytest.mark.parametrize("name", [
+    "X-Forwarded-User", "x-forwarded-user", "X_FORWARDED_USER", "x-custom-id", "X_Custom_Id",
+    "X-MS-CLIENT-PRINCIPAL", "x-ms-client-principal-name", "X_MS_TOKEN_AAD_ACCESS_TOKEN",
+    "X-Auth-Request-User", "X-Forwarded-Access-Token", "X-Auth-Assertion",
+])
+def test_owned_headers_in_every_spelling(name: str) -> None:
+    assert is_owned(name, OWNED)
+
+
+def test_upstream_headers_strip_spoofs_and_rebuild_forwarding() -> None:
+    incoming = CIMultiDict([
+        ("Host", "tools.example.com"), ("X-Forwarded-User", "evil"), ("x_forwarded_user", "e"),
+        ("Cookie", "azp_session=abc; azp_session_0=x; azp_session_login_y=z; app=1"),
+        ("Connection", "close, X-Secret-Hop"), ("X-Secret-Hop", "1"), ("TE", "trailers"),
+        ("X-Forwarded-For", "1.2.3.4"), ("Forwarded", "for=1.2.3.4"), ("Accept", "a/b"),
+    ])
+    out = upstream_headers(incoming, owned=OWNED, cookie_prefix="azp_session", peer="10.0.0.9",
+                           peer_is_trusted=False, scheme="https", request_id="rid")
+    assert "X-Forwarded-User" not in out and "x_forwarded_user" not in out
+    assert out["Cookie"] == "app=1"
+    assert "X-Secret-Hop" not in out and "TE" not in out and "Forwarded" not in out
+    assert out["X-Forwarded-For"] == "10.0.0.9"
+    assert out["X-Forwarded-Proto"] == "https" and out["X-Forwarded-Host"] == "tools.example.com"
+    assert out["Accept"] == "a/b" and out["X-Request-Id"] == "rid"
+
+
+def test_cookie_header_with_only_proxy_cookies_is_dropped() -> None:
+    assert strip_cookies("azp_session=a; azp_session_1=b", "azp_session") == ""
+    assert strip_cookies("azp_sessionx=1; a=2", "azp_session") == "azp_sessionx=1; a=2"
+
+
+def test_identity_header_values_cannot_inject_lines() -> None:
+    evil = Identity(oid="o", tid="t", name="Eve\r\nX-Forwarded-User: admin", groups=("a", "b"))
+    values = dict(identity_headers(evil, {"X-Name": "name", "X-Groups": "groups"}))
+    assert values["X-Name"] == "EveX-Forwarded-User: admin"
+    assert values["X-Groups"] == "a,b"
+
+
+def table(*routes: dict[str, object]) -> RouteTable:
+    return RouteTable(tuple(UpstreamConfig(**r) for r in routes),  # type: ignore[arg-type]
+                      AccessPolicyConfig())
+
+
+def test_host_then_longest_prefix() -> None:
+    t = table({"path": "/", "url": "http://a"}, {"path": "/app", "url": "http://b"},
+              {"path": "/app/admin", "url": "http://c"},
+              {"path": "/", "host": "*.example.com", "url": "http://d"},
+              {"path": "/", "host": "x.example.com", "url": "http://e"})
+    def host_of(host: str, path: str) -> str | None:
+        route = t.match(host, path)
+        return route.upstream.host if route else None
+    assert host_of("other", "/apple") == "a"
+    assert host_of("other", "/app") == "b"
+    assert host_of("other", "/app/x") == "b"
+    assert host_of("other", "/app/admin/y") == "c"
+    assert host_of("y.example.com", "/app") == "d"
+    assert host_of("x.example.com:443", "/") == "e"
+    assert host_of("evilexample.com", "/") == "a"
+    assert host_of("example.com", "/") == "a"
+
+
+def test_unmatched_is_none() -> None:
+    assert table({"path": "/app", "url": "http://b"}).match("h", "/other") is None
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("/a/../b", "/b"), ("/a/%2e%2e/b", "/b"), ("//a//b/", "/a/b/"), ("/a%2fb", "/a/b"),
+    ("/", "/"), ("/x?q=/../y", "/x"),
+])
+def test_normalize_path(raw: str, expected: str) -> None:
+    assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [
+    "/public/../admin", "/public%2f..%2fadmin", "/public;x", "/public%3bx", "//public",
+    "/public/./x", "/public%00", "/public%23", "/public\\x", "/public%5cx", "/public%252f",
+])
+def test_ambiguous_paths_are_never_public(raw: str) -> None:
+    assert not is_plain_path(raw)
+    route = table({"path": "/", "url": "http://a", "public": ("^/public",)}).routes[0]
+    assert not route.is_public(raw)
+
+
+def test_public_regex_ignores_query() -> None:
+    route = table({"path": "/", "url": "http://a", "public": ("^/healthz$",)}).routes[0]
+    assert route.is_public("/healthz")
+    assert not route.is_public("/admin?x=/healthz")
+    assert not route.is_public("/admin?/healthz")
+
+
+def test_strip_prefix() -> None:
+    route = table({"path": "/app", "url": "http://a", "strip_prefix": True}).routes[0]
+    assert route.upstream_path("/app/x?y=1") == "/x?y=1"
+    assert route.upstream_path("/app") == "/"
+
+
+ALICE = Identity(oid="o", tid="11111111-1111-4111-8111-111111111111",
+                 preferred_username="alice@contoso.com", email="alice@contoso.com",
+                 groups=("G1",), roles=("Admin",))
+
+
+def policy(**kw: tuple[str, ...]) -> Policy:
+    return Policy.from_config(AccessPolicyConfig(**kw))
+
+
+def test_policy_and_across_kinds_or_within() -> None:
+    assert policy().decide(ALICE).allowed
+    assert policy(domains=("contoso.com",), groups=("g1", "g9")).decide(ALICE).allowed
+    assert not policy(domains=("contoso.com",), groups=("g9",)).decide(ALICE).allowed
+    assert not policy(roles=("Reader",)).decide(ALICE).allowed
+    assert policy(emails=("ALICE@contoso.com",)).decide(ALICE).allowed
+    assert not policy(tenants=("22222222-2222-4222-8222-222222222222",)).decide(ALICE).allowed
+
+
+def test_domain_rule_needs_exactly_one_at() -> None:
+    tricky = Identity(oid="o", tid="t", email="evil@contoso.com@attacker.com")
+    assert not policy(domains=("contoso.com",)).decide(tricky).allowed
+    assert not policy(domains=("attacker.com",)).decide(tricky).allowed
+    lookalike = Identity(oid="o", tid="t", email="a@evilcontoso.com")
+    assert not policy(domains=("contoso.com",)).decide(lookalike).allowed
+
+
+def test_identity_round_trip_and_claims() -> None:
+    claims = {"oid": "o", "tid": "t", "groups": ["a", 5, {"x": 1}], "upn": "u@x", "name": 3}
+    identity = Identity.from_claims(claims, ("upn",))
+    assert identity.groups == ("a", "5") and identity.name == ""
+    assert identity.claim("upn") == "u@x" and identity.claim("missing") == ""
+    assert Identity.from_claims(identity.to_dict()) == identity

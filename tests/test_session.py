@@ -1,0 +1,115 @@
+"""The cookie store and login state, as pure units (no sockets needed)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from proxy.config import Secret, SessionConfig
+from proxy.identity import Identity
+from proxy.session.cookie_store import CHUNK_SIZE, MAX_CHUNKS, CookieStore
+from proxy.session.login_state import LoginState, LoginStateError, LoginStates
+
+OLD, NEW = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+ALICE = Identity(oid="o-1", tid="t-1", preferred_username="alice@contoso.example",
+                 groups=("g1", "g2"), roles=("Admin",))
+
+
+def store(**kw: object) -> CookieStore:
+    return CookieStore(SessionConfig(**{"secret": Secret(OLD), **kw}))  # type: ignore[arg-type]
+
+
+def as_jar(specs: list) -> dict[str, str]:  # type: ignore[type-arg]
+    return {s.name: s.value for s in specs if s.max_age is not None}
+
+
+def test_round_trip_keeps_identity_and_never_tokens() -> None:
+    specs = store().save(ALICE, {})
+    assert [s.name for s in specs] == ["azp_session"]
+    assert store().load(as_jar(specs)) == ALICE
+    assert "token" not in specs[0].value.lower()
+
+
+def test_rotation_old_cookies_still_valid_new_ones_signed_with_new_key() -> None:
+    old_cookie = as_jar(store().save(ALICE, {}))
+    rotated = store(secret=Secret(""), secrets=(Secret(NEW), Secret(OLD)))
+    assert rotated.load(old_cookie) == ALICE
+    new_cookie = as_jar(rotated.save(ALICE, {}))
+    assert store(secret=Secret(NEW)).load(new_cookie) == ALICE
+    assert store().load(new_cookie) is None  # signed with NEW, not OLD
+
+
+def test_foreign_secret_and_tampering_are_anonymous() -> None:
+    cookie = as_jar(store().save(ALICE, {}))
+    assert store(secret=Secret(NEW)).load(cookie) is None
+    value = cookie["azp_session"]
+    flipped = value[:10] + ("A" if value[10] != "A" else "B") + value[11:]
+    assert store().load({"azp_session": flipped}) is None
+
+
+def test_identity_without_oid_or_tid_is_not_a_session() -> None:
+    cookie = as_jar(store().save(Identity(oid="", tid="t"), {}))
+    assert store().load(cookie) is None
+
+
+def test_large_identity_is_chunked_and_stale_chunks_are_deleted() -> None:
+    big = Identity(oid="o", tid="t", groups=tuple(secrets.token_hex(18) for _ in range(300)))
+    specs = store().save(big, {"azp_session": "old-unchunked"})
+    chunks = [s for s in specs if s.max_age is not None]
+    assert len(chunks) > 1 and all(len(s.value) <= CHUNK_SIZE for s in chunks)
+    assert any(s.name == "azp_session" and s.max_age is None for s in specs)
+    assert store().load(as_jar(specs)) == big
+    small = store().save(ALICE, as_jar(specs))
+    assert {s.name for s in small if s.max_age is None} == {c.name for c in chunks}
+
+
+def test_chunk_reading_is_capped() -> None:
+    jar = {f"azp_session_{i}": "x" for i in range(MAX_CHUNKS + 5)}
+    assert store().load(jar) is None
+
+
+def logins() -> LoginStates:
+    return LoginStates(SessionConfig(secret=Secret(OLD)))
+
+
+def test_login_state_single_use_and_bound_to_its_cookie() -> None:
+    states = logins()
+    login = LoginState.new("/after")
+    jar = as_jar(states.start(login, {}))
+    assert states.finish(login.state, jar) == login
+    with pytest.raises(LoginStateError, match="already used"):
+        states.finish(login.state, jar)
+
+
+@pytest.mark.parametrize("state", [None, "", "short", "x" * 100, "../../etc/passwd" + "a" * 30])
+def test_malformed_state_is_refused(state: str | None) -> None:
+    with pytest.raises(LoginStateError):
+        logins().finish(state, {})
+
+
+def test_state_of_another_login_or_secret_is_refused() -> None:
+    states = logins()
+    a, b = LoginState.new("/a"), LoginState.new("/b")
+    jar_a = as_jar(states.start(a, {}))
+    with pytest.raises(LoginStateError):
+        states.finish(b.state, jar_a)  # B's state with only A's cookie
+    swapped = {states.prefix + b.state: jar_a[states.prefix + a.state]}
+    with pytest.raises(LoginStateError, match="does not match"):
+        states.finish(b.state, swapped)  # A's signed cookie renamed to B's slot
+    other = LoginStates(SessionConfig(secret=Secret(NEW)))
+    with pytest.raises(LoginStateError, match="invalid or expired"):
+        other.finish(a.state, jar_a)
+
+
+def test_pending_login_cookies_are_capped() -> None:
+    states = logins()
+    jar: dict[str, str] = {}
+    for i in range(12):
+        specs = states.start(LoginState.new(f"/{i}"), jar)
+        for spec in specs:
+            if spec.max_age is None:
+                jar.pop(spec.name, None)
+            else:
+                jar[spec.name] = spec.value
+    assert len(jar) <= 5
