@@ -25,7 +25,9 @@ MAX_FIELD_SIZE = 40 * 1024
 def build_app(config: Config) -> web.Application:
     app = web.Application(handler_args={"max_field_size": MAX_FIELD_SIZE,
                                         "max_line_size": 16 * 1024},
-                          middlewares=[outer], client_max_size=1024**4)
+                          # Bodies the proxy itself reads (the sign-out form) are tiny;
+                          # forwarded bodies stream and are not bound by this.
+                          middlewares=[outer], client_max_size=64 * 1024)
     # Built here so a bad regex or table fails at startup, not on the first request.
     routes = RouteTable(config.upstreams, config.access)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from tests.conftest import ALICE, HTML, Stack, StackFactory
@@ -88,3 +89,16 @@ async def test_several_tabs_can_sign_in_at_once(stack: Stack) -> None:
         async with stack.client.get(callback) as resp:
             assert resp.status == 200
             assert str(resp.url) == stack.url + path
+
+
+async def test_sign_out_post_with_huge_body_is_refused_not_buffered(stack: Stack) -> None:
+    await stack.login()
+    body = b"rd=/" + b"a" * (2 * 1024 * 1024)
+    async with stack.client.post(stack.url + "/oauth2/sign_out", data=io.BytesIO(body), headers={
+            "Content-Type": "application/x-www-form-urlencoded"}) as resp:
+        assert resp.status == 413
+    async with stack.client.post(stack.url + "/oauth2/sign_out", data={"rd": "/after"},
+                                 allow_redirects=False) as resp:
+        assert resp.status == 302 and resp.headers["Location"] == "/after"
+    async with stack.client.get(stack.url + "/oauth2/userinfo") as resp:
+        assert resp.status == 401
