@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+import warnings
 
 from yarl import URL
 
@@ -179,8 +180,9 @@ def check_identity(config: Config) -> list[str]:
             out.append(f"identity.{key}: {_NOT_YET}")
     if i.assertion_header:
         out.append(f"identity.assertion_header: {_NOT_YET}")
-    if config.api.accept_bearer or config.api.audiences:
-        out.append(f"api.accept_bearer: {_NOT_YET}")
+    for key in ("accept_bearer", "audiences"):
+        if getattr(config.api, key):
+            out.append(f"api.{key}: {_NOT_YET}")
     return out
 
 
@@ -203,8 +205,11 @@ def check_upstream(u: UpstreamConfig, where: str) -> list[str]:
         out.append(f"{where}.host: {u.host!r} must be a host name or *.domain")
     for pattern in u.public:
         try:
-            re.compile(pattern)
-        except re.error as exc:
+            with warnings.catch_warnings():
+                # Python warns where a regex's meaning will change: ambiguous, so refused.
+                warnings.simplefilter("error", FutureWarning)
+                re.compile(pattern)
+        except (re.error, FutureWarning) as exc:
             out.append(f"{where}.public: {pattern!r} is not a valid regex ({exc})")
     if u.timeout <= 0:
         out.append(f"{where}.timeout: must be greater than 0")

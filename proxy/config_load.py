@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -36,8 +37,8 @@ def parse_duration(value: object) -> float:
         seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value.strip()))
     else:
         raise ValueError(f"{value!r} is not a duration like \"90s\", \"15m\", \"8h\" or \"7d\"")
-    if seconds < 0:
-        raise ValueError("must not be negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("must be a finite, non-negative duration")
     return seconds
 
 
@@ -97,6 +98,9 @@ def _read_secret_files(raw: dict[str, Any], secret_keys: set[str], where: str,
         except OSError as exc:
             problems.append(f"{where}.{file_key}: cannot read {path!r} ({exc.strerror})")
             continue
+        except UnicodeDecodeError:
+            problems.append(f"{where}.{file_key}: {path!r} is not UTF-8 text")
+            continue
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         raw[key] = lines if key == "secrets" else text.strip()
 
@@ -111,7 +115,10 @@ def _env_overrides(section: str, cls: type[Any], environ: Mapping[str, str],
             continue
         key = var[len(prefix):].lower()
         base = key.removesuffix("_file")
-        if key in names or (key.endswith("_file") and base in _secret_keys(cls)):
+        if key.endswith("_file") and base in _secret_keys(cls) and base in found \
+                or f"{key}_file" in found:
+            problems.append(f"{var}: set together with {prefix}{base.upper()}; use one")
+        elif key in names or (key.endswith("_file") and base in _secret_keys(cls)):
             found[key] = value
         else:
             problems.append(f"{var}: no key {section}.{key} exists")
@@ -178,10 +185,10 @@ def from_dict(data: Mapping[str, Any], environ: Mapping[str, str] | None = None)
         _build(UpstreamConfig, u if isinstance(u, dict) else {}, f"upstreams[{i}]", problems)
         for i, u in enumerate(upstreams)
     )
-    if problems:
-        raise ConfigError(problems)
+    # Check what did parse too (bad values fell back to defaults), so one run lists everything.
     config = Config(**sections, upstreams=built)
-    problems = check(config)
+    reported = {p.split(":", 1)[0].removesuffix("_file") for p in problems}
+    problems += [p for p in check(config) if p.split(":", 1)[0] not in reported]
     if problems:
         raise ConfigError(problems)
     return config
@@ -193,6 +200,8 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config file ({exc.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
     return from_dict(data, environ)
