@@ -50,7 +50,9 @@ def render(title: str, message: str, *, status: int = 200, request_id: str = "",
 
 def error_response(request: web.BaseRequest, error: ProxyError) -> web.Response:
     request_id = str(request.get(REQUEST_ID, ""))
-    if wants_html(request):
+    # Browsers navigating are redirected before they could see a 401: whoever gets one is
+    # a script, and scripts get JSON and a WWW-Authenticate challenge.
+    if wants_html(request) and not isinstance(error, Unauthenticated):
         links: tuple[tuple[str, str], ...] = ()
         if error.status in (401, 403) or error.status >= 500:
             links = (("Try again", "/oauth2/start"), ("Sign out", "/oauth2/sign_out"))

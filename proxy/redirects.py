@@ -14,6 +14,9 @@ from urllib.parse import unquote, urlsplit
 _FORBIDDEN = re.compile(
     r"[\x00-\x20\x7f-\x9f\\\u00a0\u1680\u2000-\u200f\u2028-\u202f\u205f\u3000\ufeff]"
 )
+# Once decoded, a space is harmless ("?q=a%20b"); control characters and backslashes are not.
+_FORBIDDEN_DECODED = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 # oauth2-proxy's rule: a slash, nothing or "." or "..", then a slash again, anywhere in the
 # path or query ("//", "/./", "/\\", "/../") is how a relative target escapes its origin.
 _SLASH_ESCAPE = re.compile(r"[/\\](?:[\s\v]*|\.{1,2})[/\\]")
@@ -54,7 +57,9 @@ def safe_target(target: str | None, public_url: str, allowed_hosts: tuple[str, .
 def is_safe(target: str, public_url: str, allowed_hosts: tuple[str, ...] = ()) -> bool:
     if not target or len(target) > _MAX_LENGTH or not target.isascii():
         return False
-    if any(_FORBIDDEN.search(form) for form in _decoded_forms(target)):
+    if _FORBIDDEN.search(target):
+        return False
+    if any(_FORBIDDEN_DECODED.search(form) for form in _decoded_forms(target)[1:]):
         return False
     if target.startswith("/"):
         return _tail_safe(target)
@@ -68,10 +73,12 @@ def is_safe(target: str, public_url: str, allowed_hosts: tuple[str, ...] = ()) -
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         return False
     own = urlsplit(public_url)
-    if parts.hostname == (own.hostname or "").lower():
-        if parts.scheme != own.scheme or port != own.port:
+    host = parts.hostname.rstrip(".")  # "tools.example.com." is the same host
+    if host == (own.hostname or "").lower():
+        own_port = own.port or _DEFAULT_PORTS.get(own.scheme)
+        if parts.scheme != own.scheme or (port or _DEFAULT_PORTS[parts.scheme]) != own_port:
             return False
-    elif not _host_allowed(parts.hostname, own.hostname or "", allowed_hosts):
+    elif not _host_allowed(host, own.hostname or "", allowed_hosts):
         return False
     return _tail_safe(target[len(parts.scheme) + 3 + len(parts.netloc):] or "/")
 

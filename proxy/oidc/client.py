@@ -34,11 +34,15 @@ class EntraClient:
         self._metadata: tuple[float, Metadata] | None = None
         self._keys: tuple[float, KeySet] | None = None
         self._lock = asyncio.Lock()
+        self._last_forced = -REFETCH_INTERVAL
         self.last_error = ""
 
     async def _get_json(self, url: str, what: str) -> Any:
         try:
             async with self.http.get(url, timeout=self.timeout) as resp:
+                if resp.status in (502, 503, 504):
+                    raise IdPUnavailable(f"The sign-in service's {what} is unavailable "
+                                         f"(HTTP {resp.status}).")
                 if resp.status != 200:
                     raise IdPFailure(f"The sign-in service's {what} answered HTTP {resp.status}.")
                 return await resp.json(content_type=None)
@@ -71,13 +75,17 @@ class EntraClient:
 
     async def keys(self, *, refresh: bool = False) -> KeySet:
         cached = self._keys
-        fresh = cached and time.monotonic() - cached[0] < METADATA_TTL
-        if cached and (fresh and not refresh or time.monotonic() - cached[0] < REFETCH_INTERVAL):
+        now = time.monotonic()
+        if cached and not refresh and now - cached[0] < METADATA_TTL:
             return cached[1]
+        if cached and refresh and now - self._last_forced < REFETCH_INTERVAL:
+            return cached[1]  # a flood of unknown kids costs Entra one fetch per interval
         metadata = await self.metadata()
         async with self._lock:
             if self._keys is not cached and self._keys is not None:
                 return self._keys[1]
+            if refresh:
+                self._last_forced = now
             try:
                 keyset = KeySet.parse(await self._get_json(metadata.jwks_uri, "key set (JWKS)"))
             except (IdPUnavailable, IdPTimeout):
