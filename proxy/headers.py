@@ -107,7 +107,9 @@ def upstream_headers(
 
 
 def identity_headers(identity: Identity, mapping: Mapping[str, str]) -> list[tuple[str, str]]:
-    return [(name, clean_value(identity.claim(claim))) for name, claim in mapping.items()]
+    """Configured identity headers; a claim the user lacks (often email) sends no header."""
+    pairs = ((name, clean_value(identity.claim(claim))) for name, claim in mapping.items())
+    return [(name, value) for name, value in pairs if value]
 
 
 def response_headers(incoming: Mapping[str, str] | CIMultiDict[str]) -> CIMultiDict[str]:

@@ -257,3 +257,10 @@ async def test_concurrent_requests_share_one_session(stack: Stack) -> None:
                                      for i in range(50)])
     assert all(header_map(r)["x-forwarded-user"] == [ALICE] for r in results)
     assert json.dumps(results).count(ALICE) == 100  # user and email headers
+
+
+async def test_missing_claim_sends_no_header(stack: Stack) -> None:
+    await stack.login("bob@contoso.example")  # no email, no groups
+    seen = header_map(await get_json(stack.client, stack.url + "/x"))
+    assert seen["x-forwarded-user"] == ["bob@contoso.example"]
+    assert "x-forwarded-email" not in seen and "x-forwarded-groups" not in seen
