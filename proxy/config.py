@@ -87,6 +87,8 @@ class AzureConfig:
     graph_url: str = ""
     federated_logout: bool = False
     timeout: Duration = 10.0
+    client_certificate_file: str = ""  # PEM certificate: private_key_jwt instead of a secret
+    client_private_key_file: str = ""  # PEM private key of that certificate
 
     @property
     def authority(self) -> str:
@@ -104,6 +106,12 @@ class SessionConfig:
     secrets: tuple[Secret, ...] = ()
     store: str = "cookie"
     redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
+    redis_sentinel_master: str = ""  # Sentinel: the master's name...
+    redis_sentinels: tuple[str, ...] = ()  # ...and the sentinels' host:port addresses
+    redis_sentinel_password: Secret = field(default_factory=lambda: Secret(""))
+    redis_ca_file: str = ""  # CA bundle for rediss:// with a private CA
+    memory_max_sessions: int = 100_000  # store = "memory": oldest sessions go first past this
     cookie_name: str = "azp_session"
     cookie_domain: str = ""
     secure: bool = True
