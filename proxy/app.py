@@ -13,7 +13,7 @@ from .headers import owned_names
 from .middleware import outer
 from .oidc.client import EntraClient
 from .routes import RouteTable
-from .session.cookie_store import CookieStore
+from .session.factory import build_store
 from .session.login_state import LoginStates
 from .state import STATE, State
 from .upstream import new_client
@@ -34,18 +34,20 @@ def build_app(config: Config) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         upstream_http = new_client()
+        sessions = build_store(config.session)
         app[STATE] = State(
             config=config,
             entra=EntraClient(config, idp_http),
-            sessions=CookieStore(config.session),
+            sessions=sessions,
             logins=LoginStates(config.session),
             routes=routes,
             upstream_http=upstream_http,
             owned_headers=owned_names(config.identity.headers, config.identity.assertion_header),
             trusted=config.server.trusted_networks,
-            extra_claims=tuple(config.identity.headers.values()),
+            extra_claims=(*config.identity.headers.values(), "login_hint"),
         )
         yield
+        await sessions.close()
         await upstream_http.close()
         await idp_http.close()
 
@@ -58,5 +60,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_route("GET", "/oauth2/sign_out", login.sign_out)
     app.router.add_route("POST", "/oauth2/sign_out", login.sign_out)
     app.router.add_get("/oauth2/userinfo", endpoints.userinfo)
+    app.router.add_get("/oauth2/signed_out", login.signed_out)
+    app.router.add_get("/oauth2/frontchannel_logout", login.frontchannel_logout)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)
     return app

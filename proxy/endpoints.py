@@ -10,9 +10,10 @@ from .state import STATE, USER
 
 
 async def userinfo(request: web.Request) -> web.Response:
-    identity = request.app[STATE].sessions.load(request.cookies)
-    if identity is None:
+    session = await request.app[STATE].sessions.load(request.cookies)
+    if session is None:
         raise Unauthenticated("No valid session.")
+    identity = session.identity
     request[USER] = identity.user
     body = identity.to_dict()
     body["user"] = identity.user
@@ -25,10 +26,11 @@ async def ping(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     """Ready once discovery and keys are loaded; otherwise 503 with the reason."""
-    entra = request.app[STATE].entra
+    state = request.app[STATE]
     try:
-        await entra.metadata()
-        await entra.keys()
+        await state.entra.metadata()
+        await state.entra.keys()
+        await state.sessions.ping()
     except ProxyError as exc:
         return web.json_response({"ready": False, "reason": exc.public}, status=503,
                                  headers=NO_STORE)

@@ -10,8 +10,10 @@
   + IdPError                      the identity provider answered with an error
     - IdPDenied (403)             `error=access_denied|consent_required|...` on the callback
     - IdPFailure (502)            callback server errors, token endpoint errors, bad discovery
+      . TokenRejected (502)       invalid_grant & co: a refresh that ends the session
     - IdPUnavailable (503)        Entra/JWKS unreachable
     - IdPTimeout (504)
+  + StoreUnavailable (503)        the session store (Redis) does not answer: fail closed
   + UpstreamError
     - UpstreamUnavailable (502)   connection refused/reset
     - UpstreamTimeout (504)
@@ -81,6 +83,10 @@ class IdPFailure(IdPError):
     status = 502
 
 
+class TokenRejected(IdPFailure):
+    """The token endpoint refused a grant (invalid_grant...): the session cannot go on."""
+
+
 class IdPUnavailable(IdPError):
     status = 503
     title = "Sign-in service unavailable"
@@ -89,6 +95,11 @@ class IdPUnavailable(IdPError):
 class IdPTimeout(IdPError):
     status = 504
     title = "Sign-in service timed out"
+
+
+class StoreUnavailable(ProxyError):
+    status = 503
+    title = "Service temporarily unavailable"
 
 
 class UpstreamError(ProxyError):

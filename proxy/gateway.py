@@ -10,11 +10,25 @@ from .errors import AccessDenied, NotFound, Unauthenticated
 from .headers import identity_headers, peer_trusted, upstream_headers
 from .login import begin_login
 from .pages import is_navigation
+from .refresh import ensure_fresh
 from .routes import normalize_path
-from .state import REQUEST_ID, ROUTE, STATE, USER
+from .session.store import Session
+from .state import COOKIES, REQUEST_ID, ROUTE, STATE, USER, State
 from .upstream import forward
 
 log = logging.getLogger("proxy.auth")
+
+
+async def current_session(request: web.Request, state: State) -> Session | None:
+    """The request's session with fresh tokens; None when there is none (or it just ended)."""
+    session = await state.sessions.load(request.cookies)
+    if session is None or not state.sessions.server_side:
+        return session
+    fresh = await ensure_fresh(session, state.sessions, state.entra,
+                               state.config.session.refresh, state.extra_claims)
+    if fresh is None:
+        request[COOKIES].extend(await state.sessions.clear(request.cookies))
+    return fresh
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -30,11 +44,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID])
     if route.is_public(request.raw_path):
         return await forward(request, route, headers, state.upstream_http)
-    identity = state.sessions.load(request.cookies)
-    if identity is None:
+    session = await current_session(request, state)
+    if session is None:
         if is_navigation(request):
             return await begin_login(request, request.raw_path)
         raise Unauthenticated("Sign in first: this request carries no valid session.")
+    identity = session.identity
     request[USER] = identity.user
     decision = route.policy.decide(identity)
     if not decision.allowed:
@@ -42,4 +57,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
                     request[REQUEST_ID], identity.user, route.name, decision.reason)
         raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
     headers.extend(identity_headers(identity, state.config.identity.headers))
+    if session.tokens is not None:
+        if state.config.identity.pass_access_token:
+            headers["X-Forwarded-Access-Token"] = session.tokens.access_token
+        if state.config.identity.pass_id_token:
+            headers["X-Forwarded-Id-Token"] = session.tokens.id_token
     return await forward(request, route, headers, state.upstream_http)

@@ -1,23 +1,29 @@
-"""The sign-in flow: /oauth2/start, /callback/{connector_id}, /oauth2/sign_out."""
+"""The sign-in flow: /oauth2/start, /callback/{connector_id}, sign-out and Entra's logouts."""
 
 from __future__ import annotations
 
 import logging
+import re
+from urllib.parse import urlencode
 
 from aiohttp import web
 
-from .errors import AccessDenied, BadRequest, IdPDenied, IdPFailure
+from .errors import AccessDenied, BadRequest, IdPDenied, IdPFailure, StoreUnavailable
 from .identity import Identity
 from .oidc.tokens import tenant_allowed
 from .pages import NO_STORE, render
 from .redirects import safe_target
+from .refresh import tokens_from
+from .session.cookies import CookieSpec
 from .session.login_state import LoginState, LoginStateError
+from .session.store import Session
 from .state import COOKIES, REQUEST_ID, STATE, USER
 
 log = logging.getLogger("proxy.auth")
 # Errors a person can act on (cancelled, not assigned, needs consent) versus a broken IdP.
 _DENIED = {"access_denied", "consent_required", "interaction_required", "login_required",
            "unauthorized_client"}
+_SID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 def redirect(location: str) -> web.Response:
@@ -71,23 +77,77 @@ async def callback(request: web.Request) -> web.Response:
         raise AccessDenied("Accounts from your organization (tenant) may not use this service.")
     claims["groups"] = await state.entra.overage_groups(claims, tokens)
     identity = Identity.from_claims(claims, state.extra_claims)
+    kept = tokens_from(tokens) if state.sessions.server_side else None
+    request[COOKIES].extend(await state.sessions.save(Session(identity, tokens=kept),
+                                                      request.cookies))
     request[USER] = identity.user
-    request[COOKIES].extend(state.sessions.save(identity, request.cookies))
     log.info("login completed request_id=%s user=%s tid=%s", request[REQUEST_ID],
              identity.user, identity.tid)
     return redirect(login.target)
 
 
 async def sign_out(request: web.Request) -> web.Response:
+    """End the session here (and, with federated_logout, at Entra too)."""
     state = request.app[STATE]
-    request[COOKIES].extend(state.sessions.clear(request.cookies))
     target = request.query.get("rd")
     if request.method == "POST" and target is None:
         form = await request.post()
         target = str(form.get("rd", "")) or None
+    session = None
+    try:
+        session = await state.sessions.load(request.cookies)
+        request[COOKIES].extend(await state.sessions.clear(request.cookies))
+    except StoreUnavailable:
+        # The cookie goes regardless; the record expires on its own.
+        log.warning("sign-out could not reach the session store request_id=%s",
+                    request[REQUEST_ID])
+        request[COOKIES].extend(_cookie_deletes(request, state.sessions.name))
+    if state.config.azure.federated_logout:
+        return redirect(await _entra_logout_url(request, session))
     server = state.config.server
     if target and (safe := safe_target(target, server.public_url, server.allowed_redirect_hosts,
                                        default="")):
         return redirect(safe)
+    return signed_out_page()
+
+
+def _cookie_deletes(request: web.Request, name: str) -> list[CookieSpec]:
+    return [CookieSpec(n, "", None) for n in request.cookies
+            if n == name or re.match(rf"^{re.escape(name)}_\d$", n)]
+
+
+async def _entra_logout_url(request: web.Request, session: Session | None) -> str:
+    state = request.app[STATE]
+    metadata = await state.entra.metadata()
+    params = {"post_logout_redirect_uri":
+              f"{state.config.server.public_url.rstrip('/')}/oauth2/signed_out",
+              "client_id": state.config.azure.client_id}
+    if session is not None:
+        if hint := session.identity.extra.get("login_hint"):
+            params["logout_hint"] = hint
+        if session.tokens and session.tokens.id_token:
+            params["id_token_hint"] = session.tokens.id_token
+    return f"{metadata.end_session_endpoint}?{urlencode(params)}"
+
+
+def signed_out_page() -> web.Response:
     return render("Signed out", "You have been signed out.",
                   links=(("Sign in again", "/oauth2/start"),))
+
+
+async def signed_out(request: web.Request) -> web.Response:
+    return signed_out_page()
+
+
+async def frontchannel_logout(request: web.Request) -> web.Response:
+    """Entra's front-channel logout: GET ?sid= only (no iss); end every session of that sid."""
+    state = request.app[STATE]
+    sid = request.query.get("sid", "")
+    if not _SID.match(sid):
+        raise BadRequest("Front-channel logout needs a valid sid.")
+    ended = await state.sessions.end_sid(sid)
+    session = await state.sessions.load(request.cookies)
+    if session is None or session.identity.sid == sid:
+        request[COOKIES].extend(_cookie_deletes(request, state.sessions.name))
+    log.info("front-channel logout request_id=%s sessions_ended=%d", request[REQUEST_ID], ended)
+    return web.Response(text="", headers=NO_STORE)

@@ -11,16 +11,16 @@ from .config import Config
 from .headers import Network
 from .oidc.client import EntraClient
 from .routes import Route, RouteTable
-from .session.cookie_store import CookieStore
 from .session.cookies import CookieSpec
 from .session.login_state import LoginStates
+from .session.store import SessionStore
 
 
 @dataclass(frozen=True, slots=True)
 class State:
     config: Config
     entra: EntraClient
-    sessions: CookieStore
+    sessions: SessionStore
     logins: LoginStates
     routes: RouteTable
     upstream_http: aiohttp.ClientSession

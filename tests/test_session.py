@@ -10,6 +10,7 @@ from proxy.config import Secret, SessionConfig
 from proxy.identity import Identity
 from proxy.session.cookie_store import CHUNK_SIZE, MAX_CHUNKS, CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
+from proxy.session.store import Session
 
 OLD, NEW = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
 ALICE = Identity(oid="o-1", tid="t-1", preferred_username="alice@contoso.example",
@@ -24,49 +25,49 @@ def as_jar(specs: list) -> dict[str, str]:  # type: ignore[type-arg]
     return {s.name: s.value for s in specs if s.max_age is not None}
 
 
-def test_round_trip_keeps_identity_and_never_tokens() -> None:
-    specs = store().save(ALICE, {})
+async def test_round_trip_keeps_identity_and_never_tokens() -> None:
+    specs = await store().save(Session(ALICE), {})
     assert [s.name for s in specs] == ["azp_session"]
-    assert store().load(as_jar(specs)) == ALICE
+    assert store().load_identity(as_jar(specs)) == ALICE
     assert "token" not in specs[0].value.lower()
 
 
-def test_rotation_old_cookies_still_valid_new_ones_signed_with_new_key() -> None:
-    old_cookie = as_jar(store().save(ALICE, {}))
+async def test_rotation_old_cookies_still_valid_new_ones_signed_with_new_key() -> None:
+    old_cookie = as_jar(await store().save(Session(ALICE), {}))
     rotated = store(secret=Secret(""), secrets=(Secret(NEW), Secret(OLD)))
-    assert rotated.load(old_cookie) == ALICE
-    new_cookie = as_jar(rotated.save(ALICE, {}))
-    assert store(secret=Secret(NEW)).load(new_cookie) == ALICE
-    assert store().load(new_cookie) is None  # signed with NEW, not OLD
+    assert rotated.load_identity(old_cookie) == ALICE
+    new_cookie = as_jar(await rotated.save(Session(ALICE), {}))
+    assert store(secret=Secret(NEW)).load_identity(new_cookie) == ALICE
+    assert store().load_identity(new_cookie) is None  # signed with NEW, not OLD
 
 
-def test_foreign_secret_and_tampering_are_anonymous() -> None:
-    cookie = as_jar(store().save(ALICE, {}))
-    assert store(secret=Secret(NEW)).load(cookie) is None
+async def test_foreign_secret_and_tampering_are_anonymous() -> None:
+    cookie = as_jar(await store().save(Session(ALICE), {}))
+    assert store(secret=Secret(NEW)).load_identity(cookie) is None
     value = cookie["azp_session"]
     flipped = value[:10] + ("A" if value[10] != "A" else "B") + value[11:]
-    assert store().load({"azp_session": flipped}) is None
+    assert store().load_identity({"azp_session": flipped}) is None
 
 
-def test_identity_without_oid_or_tid_is_not_a_session() -> None:
-    cookie = as_jar(store().save(Identity(oid="", tid="t"), {}))
-    assert store().load(cookie) is None
+async def test_identity_without_oid_or_tid_is_not_a_session() -> None:
+    cookie = as_jar(await store().save(Session(Identity(oid="", tid="t")), {}))
+    assert store().load_identity(cookie) is None
 
 
-def test_large_identity_is_chunked_and_stale_chunks_are_deleted() -> None:
+async def test_large_identity_is_chunked_and_stale_chunks_are_deleted() -> None:
     big = Identity(oid="o", tid="t", groups=tuple(secrets.token_hex(18) for _ in range(300)))
-    specs = store().save(big, {"azp_session": "old-unchunked"})
+    specs = await store().save(Session(big), {"azp_session": "old-unchunked"})
     chunks = [s for s in specs if s.max_age is not None]
     assert len(chunks) > 1 and all(len(s.value) <= CHUNK_SIZE for s in chunks)
     assert any(s.name == "azp_session" and s.max_age is None for s in specs)
-    assert store().load(as_jar(specs)) == big
-    small = store().save(ALICE, as_jar(specs))
+    assert store().load_identity(as_jar(specs)) == big
+    small = await store().save(Session(ALICE), as_jar(specs))
     assert {s.name for s in small if s.max_age is None} == {c.name for c in chunks}
 
 
 def test_chunk_reading_is_capped() -> None:
     jar = {f"azp_session_{i}": "x" for i in range(MAX_CHUNKS + 5)}
-    assert store().load(jar) is None
+    assert store().load_identity(jar) is None
 
 
 def logins() -> LoginStates:

@@ -14,13 +14,15 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from ..config import Config
-from ..errors import IdPFailure, IdPTimeout, IdPUnavailable, LoginRejected
+from ..errors import IdPFailure, IdPTimeout, IdPUnavailable, LoginRejected, TokenRejected
 from ..session.login_state import LoginState
 from .discovery import Metadata, discovery_url, parse_metadata
 from .graph import graph_base, has_overage, member_groups
 from .jwks import KeySet, UnknownKey
 from .tokens import validate_id_token
 
+# Token-endpoint errors that mean "this grant is over": sign the user in again.
+_DEAD_GRANT = {"invalid_grant", "interaction_required", "consent_required", "login_required"}
 METADATA_TTL = 24 * 3600.0  # Microsoft: recheck keys every 24 h
 REFETCH_INTERVAL = 10.0  # an unknown kid refetches the JWKS at most this often
 
@@ -112,14 +114,24 @@ class EntraClient:
 
     async def redeem(self, code: str, login: LoginState) -> dict[str, Any]:
         """Exchange the authorization code; returns the token response."""
-        metadata = await self.metadata()
-        form = {
+        body = await self._token_request({
             "grant_type": "authorization_code", "code": code,
             "redirect_uri": self.config.redirect_uri, "code_verifier": login.verifier,
-            "client_id": self.azure.client_id,
-            "client_secret": self.azure.client_secret.reveal(),
-            "scope": " ".join(self.azure.scopes),
-        }
+        })
+        if not isinstance(body.get("id_token"), str):
+            raise IdPFailure("The token endpoint's answer has no ID token.")
+        return body
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """The refresh_token grant; TokenRejected when Entra says the grant is dead."""
+        return await self._token_request(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+    async def _token_request(self, grant: dict[str, str]) -> dict[str, Any]:
+        metadata = await self.metadata()
+        form = {**grant, "client_id": self.azure.client_id,
+                "client_secret": self.azure.client_secret.reveal(),
+                "scope": " ".join(self.azure.scopes)}
         try:
             async with self.http.post(metadata.token_endpoint, data=form,
                                       timeout=self.timeout) as resp:
@@ -133,11 +145,13 @@ class EntraClient:
         except ValueError:
             raise IdPFailure("The token endpoint's answer is not JSON.") from None
         if status != 200 or not isinstance(body, dict):
-            error = body.get("error") if isinstance(body, dict) else None
-            raise IdPFailure(f"The token endpoint refused the sign-in "
-                             f"({str(error or 'HTTP ' + str(status))[:60]}).")
-        if not isinstance(body.get("id_token"), str):
-            raise IdPFailure("The token endpoint's answer has no ID token.")
+            error = str(body.get("error") or "") if isinstance(body, dict) else ""
+            if status in (502, 503, 504):
+                raise IdPUnavailable(f"The sign-in service's token endpoint is unavailable "
+                                     f"(HTTP {status}).")
+            cls = TokenRejected if error in _DEAD_GRANT else IdPFailure
+            raise cls(f"The token endpoint refused the request "
+                      f"({(error or 'HTTP ' + str(status))[:60]}).", error=error[:60])
         return body
 
     async def overage_groups(self, claims: dict[str, Any], tokens: dict[str, Any]) -> list[str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from itsdangerous import BadData
 
@@ -12,19 +13,35 @@ from ..config import SessionConfig
 from ..identity import Identity
 from .cookies import CookieSpec
 from .signing import SESSION_SALT, serializer
+from .store import Session
 
 CHUNK_SIZE = 4000  # browsers cap one cookie at 4096 bytes including its name and attributes
 MAX_CHUNKS = 8  # read at most this many: "name_99999999" must cost nothing
 
 
+def chunk_names(cookies: Mapping[str, str], name: str) -> list[str]:
+    pattern = re.compile(rf"^{re.escape(name)}_\d$")
+    return [n for n in cookies if pattern.match(n)]
+
+
+@asynccontextmanager
+async def _no_lock() -> AsyncIterator[bool]:
+    yield False
+
+
 class CookieStore:
+    server_side = False
+
     def __init__(self, config: SessionConfig) -> None:
         self.name = config.cookie_name
         self.max_age = config.max_age
         self._serializer = serializer(config.signing_keys, SESSION_SALT)
-        self._chunk = re.compile(rf"^{re.escape(self.name)}_(\d)$")
 
-    def load(self, cookies: Mapping[str, str]) -> Identity | None:
+    async def load(self, cookies: Mapping[str, str]) -> Session | None:
+        identity = self.load_identity(cookies)
+        return Session(identity) if identity else None
+
+    def load_identity(self, cookies: Mapping[str, str]) -> Identity | None:
         """The identity in the request's session cookie(s); None if absent, forged or expired."""
         value = self._joined(cookies)
         if not value:
@@ -38,9 +55,9 @@ class CookieStore:
         identity = Identity.from_claims(data)
         return identity if identity.oid and identity.tid else None
 
-    def save(self, identity: Identity, cookies: Mapping[str, str]) -> list[CookieSpec]:
+    async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
         """Cookies to set for a new session, plus deletions of leftover chunks."""
-        value = self._serializer.dumps(identity.to_dict())
+        value = self._serializer.dumps(session.identity.to_dict())
         max_age = int(self.max_age)
         if len(value) <= CHUNK_SIZE:
             specs = [CookieSpec(self.name, value, max_age)]
@@ -48,10 +65,32 @@ class CookieStore:
             parts = [value[i:i + CHUNK_SIZE] for i in range(0, len(value), CHUNK_SIZE)]
             specs = [CookieSpec(f"{self.name}_{i}", p, max_age) for i, p in enumerate(parts)]
         written = {s.name for s in specs}
-        return specs + [s for s in self.clear(cookies) if s.name not in written]
+        return specs + [s for s in await self.clear(cookies) if s.name not in written]
 
-    def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
-        return [CookieSpec(n, "", None) for n in cookies if n == self.name or self._chunk.match(n)]
+    async def update(self, session: Session) -> None:
+        return None
+
+    async def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
+        names = [n for n in cookies if n == self.name] + chunk_names(cookies, self.name)
+        return [CookieSpec(n, "", None) for n in names]
+
+    async def clear_id(self, session_id: str) -> None:
+        return None
+
+    async def end_sid(self, sid: str) -> int:
+        return 0  # nothing is kept server-side to end
+
+    def refresh_lock(self, session_id: str) -> AbstractAsyncContextManager[bool]:
+        return _no_lock()
+
+    async def reload(self, session_id: str) -> Session | None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     def _joined(self, cookies: Mapping[str, str]) -> str:
         if self.name in cookies:

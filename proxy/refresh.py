@@ -1,0 +1,85 @@
+"""Keep server-side sessions' tokens fresh: one refresh per session at a time.
+
+A refresh Entra rejects (invalid_grant: revoked, expired, password changed) ends the
+session, so the user signs in again; a network failure or Entra outage does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .errors import IdPError, LoginRejected, TokenRejected
+from .identity import Identity
+from .oidc.client import EntraClient
+from .session.store import Session, SessionStore, Tokens
+
+log = logging.getLogger("proxy.auth")
+
+
+def tokens_from(response: dict[str, Any], previous: Tokens | None = None) -> Tokens:
+    """Tokens from a token response; Entra may omit a new refresh or ID token."""
+    expires_in = response.get("expires_in")
+    lifetime = float(expires_in) if isinstance(expires_in, int | float | str) else 3600.0
+    return Tokens(
+        access_token=str(response.get("access_token") or ""),
+        refresh_token=str(response.get("refresh_token") or (previous.refresh_token
+                                                             if previous else "")),
+        id_token=str(response.get("id_token") or (previous.id_token if previous else "")),
+        expires_at=time.time() + lifetime,
+    )
+
+
+def needs_refresh(session: Session, window: float, now: float | None = None) -> bool:
+    tokens = session.tokens
+    if tokens is None or not tokens.refresh_token:
+        return False
+    return tokens.expires_at - window <= (time.time() if now is None else now)
+
+
+async def ensure_fresh(session: Session, store: SessionStore, entra: EntraClient,
+                       window: float, extra_claims: tuple[str, ...]) -> Session | None:
+    """The session with fresh tokens, the same session if refreshing must wait, or None."""
+    if not needs_refresh(session, window):
+        return session
+    async with store.refresh_lock(session.id) as mine:
+        if not mine:
+            return session  # another replica is refreshing; these tokens are still ours
+        current = await store.reload(session.id)
+        if current is None or not needs_refresh(current, window):
+            return current  # ended meanwhile, or refreshed by whoever held the lock
+        assert current.tokens is not None
+        try:
+            response = await entra.refresh(current.tokens.refresh_token)
+            identity = await _refreshed_identity(current, response, entra, extra_claims)
+        except TokenRejected as exc:
+            log.info("session ended: refresh rejected user=%s error=%s", current.identity.user,
+                     exc.context.get("error", ""))
+            await store.clear_id(current.id)
+            return None
+        except (IdPError, LoginRejected) as exc:
+            log.warning("token refresh failed, keeping the session user=%s reason=%s",
+                        current.identity.user, type(exc).__name__)
+            return current
+        fresh = current.with_tokens(tokens_from(response, current.tokens), identity)
+        await store.update(fresh)
+        log.info("tokens refreshed user=%s", fresh.identity.user)
+        return fresh
+
+
+async def _refreshed_identity(session: Session, response: dict[str, Any], entra: EntraClient,
+                              extra_claims: tuple[str, ...]) -> Identity:
+    id_token = response.get("id_token")
+    if not isinstance(id_token, str):
+        return session.identity
+    claims = await entra.validate(id_token, nonce=None)
+    old = session.identity
+    # OIDC Core 12.2: a refreshed ID token must be about the same user from the same issuer.
+    if (claims.get("sub"), claims.get("oid"), claims.get("tid")) != (old.sub, old.oid, old.tid):
+        raise TokenRejected("The refreshed ID token is about another user.")
+    claims.setdefault("groups", list(old.groups))
+    if "_claim_names" in claims or claims.get("hasgroups"):
+        claims["groups"] = list(old.groups)  # overage: keep the groups Graph gave at login
+    claims["sid"] = claims.get("sid") or old.sid
+    return Identity.from_claims(claims, extra_claims)

@@ -1,0 +1,124 @@
+"""The `redis` backend: standalone (redis://, rediss://, ACL users), Sentinel or Cluster,
+all through redis-py's own asyncio clients. Every Redis failure becomes StoreUnavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+from yarl import URL
+
+from ..config import SessionConfig
+from ..errors import StoreUnavailable
+
+# Compare-and-delete: only the holder releases the refresh lock.
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+_TIMEOUT = 2.0  # seconds per Redis call: fail closed fast rather than hang a request
+
+
+def _common(config: SessionConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "socket_timeout": _TIMEOUT, "socket_connect_timeout": _TIMEOUT,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        "health_check_interval": 15,
+    }
+    if config.redis_ca_file:
+        kwargs["ssl_ca_certs"] = config.redis_ca_file
+    return kwargs
+
+
+def connect(config: SessionConfig) -> Any:
+    """A redis-py asyncio client for the configured topology (no I/O until first use)."""
+    url = config.redis_url.reveal()
+    kwargs = _common(config)
+    if config.redis_sentinel_master:
+        parsed = URL(url)
+        hosts = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in config.redis_sentinels]
+        sentinel_kwargs: dict[str, Any] = {"socket_timeout": _TIMEOUT,
+                                           "socket_connect_timeout": _TIMEOUT}
+        if config.redis_sentinel_password:
+            sentinel_kwargs["password"] = config.redis_sentinel_password.reveal()
+        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
+                            **kwargs)
+        db = int(parsed.path.strip("/") or 0)
+        return sentinel.master_for(config.redis_sentinel_master, username=parsed.user,
+                                   password=parsed.password, db=db,
+                                   ssl=parsed.scheme == "rediss")
+    if config.redis_cluster:
+        kwargs.pop("health_check_interval")
+        return RedisCluster.from_url(url, **kwargs)
+    return redis.Redis.from_url(url, **kwargs)
+
+
+class RedisBackend:
+    def __init__(self, client: Any, prefix: str = "azp:") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._local: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._redis, method)(*args, **kwargs)
+        except (TimeoutError, RedisError, OSError):
+            raise StoreUnavailable("The session store (Redis) is unavailable; "
+                                   "please retry shortly.") from None
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._call("get", self._key(key))
+        return bytes(value) if value is not None else None
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self._call("set", self._key(key), value, px=max(1, int(ttl * 1000)))
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:  # one key per call: Cluster keeps them in different slots
+            await self._call("delete", self._key(key))
+
+    async def add_to_set(self, key: str, member: str, ttl: float) -> None:
+        await self._call("sadd", self._key(key), member)
+        await self._call("pexpire", self._key(key), max(1, int(ttl * 1000)))
+
+    async def pop_set(self, key: str) -> list[str]:
+        members = await self._call("smembers", self._key(key))
+        await self._call("delete", self._key(key))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    @asynccontextmanager
+    async def lock(self, key: str, ttl: float) -> AsyncIterator[bool]:
+        # Requests in this process queue on a local lock; other processes and replicas are
+        # kept out by SET NX, and simply carry on with the tokens they have.
+        local = self._local.get(key)
+        if local is None:
+            local = self._local[key] = asyncio.Lock()
+        async with local:
+            token = secrets.token_hex(8)
+            name = self._key("lock:" + key)
+            acquired = await self._call("set", name, token, nx=True, px=int(ttl * 1000))
+            try:
+                yield bool(acquired)
+            finally:
+                if acquired:
+                    await self._call("eval", _RELEASE, 1, name, token)
+
+    async def ping(self) -> None:
+        await self._call("ping")
+
+    async def close(self) -> None:
+        try:
+            await self._redis.aclose()
+        except (RedisError, OSError):
+            pass

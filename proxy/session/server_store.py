@@ -1,0 +1,132 @@
+"""`memory` and `redis` stores: the cookie holds only a signed opaque id; claims and tokens
+live server-side, encrypted, which enables refresh, passthrough and revocation."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from itsdangerous import BadData
+
+from ..config import SessionConfig
+from ..identity import Identity
+from .backend import Backend
+from .cookie_store import chunk_names
+from .cookies import CookieSpec
+from .crypto import RecordCipher, RecordUnreadable
+from .signing import serializer
+from .store import Session, Tokens
+
+ID_SALT = "azp.session.id"
+_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+REFRESH_LOCK_TTL = 15.0
+
+
+class ServerSideStore:
+    server_side = True
+
+    def __init__(self, config: SessionConfig, backend: Backend) -> None:
+        self.name = config.cookie_name
+        self.max_age = config.max_age
+        self.idle_timeout = config.idle_timeout
+        self._ids = serializer(config.signing_keys, ID_SALT)
+        self._cipher = RecordCipher(config.signing_keys)
+        self._backend = backend
+
+    def _session_id(self, cookies: Mapping[str, str]) -> str | None:
+        raw = cookies.get(self.name)
+        if not raw:
+            return None
+        try:
+            value = self._ids.loads(raw, max_age=int(self.max_age))
+        except BadData:
+            return None
+        return value if isinstance(value, str) and _ID.match(value) else None
+
+    async def load(self, cookies: Mapping[str, str]) -> Session | None:
+        session_id = self._session_id(cookies)
+        return await self.reload(session_id) if session_id else None
+
+    async def reload(self, session_id: str) -> Session | None:
+        sealed = await self._backend.get("s:" + session_id)
+        if sealed is None:
+            return None
+        try:
+            record = json.loads(self._cipher.open(sealed, session_id))
+            session = _session(session_id, record)
+        except (RecordUnreadable, ValueError, KeyError, TypeError):
+            return None
+        now = time.time()
+        if now - session.created > self.max_age:
+            return None
+        seen = float(record.get("seen", session.created))
+        if self.idle_timeout and now - seen > self.idle_timeout:
+            await self._backend.delete("s:" + session_id)
+            return None
+        if self.idle_timeout and now - seen > min(60.0, self.idle_timeout / 10):
+            await self._write(session, seen=now)  # sliding idle window, written sparingly
+        return session
+
+    async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
+        previous = self._session_id(cookies)
+        if previous:
+            await self._backend.delete("s:" + previous)
+        fresh = Session(session.identity, secrets.token_urlsafe(32), time.time(), session.tokens)
+        await self._write(fresh, seen=fresh.created)
+        if fresh.identity.sid:
+            await self._backend.add_to_set("sid:" + fresh.identity.sid, fresh.id, self.max_age)
+        value = self._ids.dumps(fresh.id)
+        stale = [CookieSpec(n, "", None) for n in chunk_names(cookies, self.name)]
+        return [*stale, CookieSpec(self.name, value, int(self.max_age))]
+
+    async def update(self, session: Session) -> None:
+        await self._write(session, seen=time.time())
+
+    async def _write(self, session: Session, seen: float) -> None:
+        remaining = session.created + self.max_age - time.time()
+        ttl = min(remaining, self.idle_timeout) if self.idle_timeout else remaining
+        record: dict[str, Any] = {"identity": session.identity.to_dict(),
+                                  "created": session.created, "seen": seen,
+                                  "tokens": session.tokens.to_dict() if session.tokens else None}
+        sealed = self._cipher.seal(json.dumps(record).encode(), session.id)
+        await self._backend.set("s:" + session.id, sealed, max(ttl, 1.0))
+
+    async def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
+        session_id = self._session_id(cookies)
+        if session_id:
+            await self._backend.delete("s:" + session_id)
+        names = [n for n in cookies if n == self.name] + chunk_names(cookies, self.name)
+        return [CookieSpec(n, "", None) for n in names]
+
+    async def clear_id(self, session_id: str) -> None:
+        await self._backend.delete("s:" + session_id)
+
+    async def end_sid(self, sid: str) -> int:
+        ids = await self._backend.pop_set("sid:" + sid)
+        for session_id in ids:
+            await self._backend.delete("s:" + session_id)
+        return len(ids)
+
+    def refresh_lock(self, session_id: str) -> AbstractAsyncContextManager[bool]:
+        return self._backend.lock("refresh:" + session_id, REFRESH_LOCK_TTL)
+
+    async def ping(self) -> None:
+        await self._backend.ping()
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+
+def _session(session_id: str, record: dict[str, Any]) -> Session:
+    tokens = record.get("tokens")
+    return Session(
+        identity=Identity.from_claims(record["identity"]),
+        id=session_id,
+        created=float(record["created"]),
+        tokens=Tokens.from_dict(tokens) if tokens else None,
+    )

@@ -1,0 +1,69 @@
+"""The session contract every store keeps (oauth2-proxy's SessionStore, async)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from ..identity import Identity
+from .cookies import CookieSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """What Entra issued; kept server-side only (never in a cookie), encrypted in Redis."""
+
+    access_token: str
+    refresh_token: str
+    id_token: str
+    expires_at: float  # the access token's expiry, epoch seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.access_token, "rt": self.refresh_token, "it": self.id_token,
+                "exp": self.expires_at}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tokens:
+        return cls(str(data["at"]), str(data["rt"]), str(data["it"]), float(data["exp"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    identity: Identity
+    id: str = ""  # opaque server-side id; "" in the cookie store
+    created: float = 0.0
+    tokens: Tokens | None = None
+
+    def with_tokens(self, tokens: Tokens, identity: Identity) -> Session:
+        return replace(self, tokens=tokens, identity=identity)
+
+
+class SessionStore(Protocol):
+    name: str  # cookie name, also the prefix of every proxy cookie
+    server_side: bool
+
+    async def load(self, cookies: Mapping[str, str]) -> Session | None: ...
+
+    async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
+        """Store a new session (a fresh id at every login: no fixation); cookies to set."""
+
+    async def update(self, session: Session) -> None:
+        """Rewrite an existing server-side session (after a token refresh)."""
+
+    async def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]: ...
+
+    async def clear_id(self, session_id: str) -> None: ...
+
+    async def end_sid(self, sid: str) -> int:
+        """End every session of an Entra sign-in session id (front-channel logout)."""
+
+    def refresh_lock(self, session_id: str) -> AbstractAsyncContextManager[bool]:
+        """Held while one request refreshes a session's tokens; yields False if busy."""
+
+    async def reload(self, session_id: str) -> Session | None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
