@@ -18,7 +18,11 @@ from .errors import ConfigError
 
 
 def _config(path: str | None) -> Config:
-    return load(path or os.environ.get("PROXY_CONFIG") or "proxy.toml", os.environ)
+    from .oidc.client import load_credential
+
+    config = load(path or os.environ.get("PROXY_CONFIG") or "proxy.toml", os.environ)
+    load_credential(config.azure)  # a bad certificate fails check-config too
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from . import endpoints, gateway, login
 from .config import Config
 from .headers import owned_names
 from .middleware import outer
-from .oidc.client import EntraClient
+from .oidc.client import EntraClient, load_credential
 from .routes import RouteTable
 from .session.factory import build_store
 from .session.login_state import LoginStates
@@ -30,6 +30,7 @@ def build_app(config: Config) -> web.Application:
                           middlewares=[outer], client_max_size=64 * 1024)
     # Built here so a bad regex or table fails at startup, not on the first request.
     routes = RouteTable(config.upstreams, config.access)
+    credential = load_credential(config.azure)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
@@ -37,7 +38,7 @@ def build_app(config: Config) -> web.Application:
         sessions = build_store(config.session)
         app[STATE] = State(
             config=config,
-            entra=EntraClient(config, idp_http),
+            entra=EntraClient(config, idp_http, credential),
             sessions=sessions,
             logins=LoginStates(config.session),
             routes=routes,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import uuid
 import warnings
 
 from yarl import URL
 
-from .config import TENANT_ALIASES, AccessPolicyConfig, Config, UpstreamConfig
+from .config import TENANT_ALIASES, AccessPolicyConfig, Config, SessionConfig, UpstreamConfig
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I)
@@ -94,7 +95,10 @@ def check_azure(config: Config) -> list[str]:
     out: list[str] = []
     if not a.client_id:
         out.append("azure.client_id: required (the app registration's Application (client) ID)")
-    if not a.client_secret:
+    if bool(a.client_certificate_file) != bool(a.client_private_key_file):
+        out.append("azure.client_certificate_file: set together with "
+                   "azure.client_private_key_file (the certificate's private key)")
+    if not a.client_secret and not a.client_certificate_file:
         out.append("azure.client_secret: required (or azure.client_secret_file, "
                    "or env PROXY_AZURE_CLIENT_SECRET)")
     tenant = a.tenant_id.lower()
@@ -115,8 +119,6 @@ def check_azure(config: Config) -> list[str]:
                    "(list tenant GUIDs, or set allow_any_tenant = true to accept every tenant)")
     if a.graph_url and (problem := _url_problem(a.graph_url, allow_path=False)):
         out.append(f"azure.graph_url: {a.graph_url!r} {problem}")
-    if a.federated_logout:
-        out.append(f"azure.federated_logout: {_NOT_YET}")
     if a.timeout <= 0:
         out.append("azure.timeout: must be greater than 0")
     return out
@@ -133,8 +135,17 @@ def check_session(config: Config) -> list[str]:
                    "python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     elif any(len(k.reveal().encode()) < 32 for k in keys):
         out.append("session.secret: too short; use at least 32 random bytes")
-    if s.store != "cookie":
-        out.append(f"session.store: {s.store!r} {_NOT_YET} (only 'cookie' is available)")
+    if s.store not in ("cookie", "memory", "redis"):
+        out.append(f"session.store: {s.store!r} must be one of ['cookie', 'memory', 'redis']")
+    if s.store == "memory" and config.server.workers > 1:
+        out.append("session.store: 'memory' lives in one process, but server.workers > 1; "
+                   "use 'redis'")
+    if s.store == "redis":
+        out += check_redis(s)
+    if s.memory_max_sessions < 1:
+        out.append("session.memory_max_sessions: must be at least 1")
+    if s.refresh < 0:
+        out.append("session.refresh: must not be negative")
     if not _COOKIE_NAME.match(s.cookie_name):
         out.append(f"session.cookie_name: {s.cookie_name!r} must be 1-64 letters, digits, - or _")
     if s.cookie_domain and not _DOMAIN.match(s.cookie_domain.lstrip(".")):
@@ -151,8 +162,31 @@ def check_session(config: Config) -> list[str]:
                    "would drop the cookie; set secure = false (loopback only)")
     if s.max_age <= 0:
         out.append("session.max_age: must be greater than 0")
-    if s.idle_timeout:
-        out.append(f"session.idle_timeout: {_NOT_YET} (needs a server-side store)")
+    if s.idle_timeout and s.store == "cookie":
+        out.append("session.idle_timeout: needs a server-side store (store = 'memory' or "
+                   "'redis')")
+    return out
+
+
+def check_redis(s: SessionConfig) -> list[str]:
+    out: list[str] = []
+    try:
+        url = URL(s.redis_url.reveal())
+        if url.scheme not in ("redis", "rediss") or not url.host:
+            out.append("session.redis_url: must be redis://[user:password@]host:port/db "
+                       "or rediss://... for TLS")
+    except (ValueError, TypeError):
+        out.append("session.redis_url: is not a URL")
+    if bool(s.redis_sentinel_master) != bool(s.redis_sentinels):
+        out.append("session.redis_sentinels: set together with session.redis_sentinel_master")
+    if s.redis_sentinel_master and s.redis_cluster:
+        out.append("session.redis_cluster: cannot be combined with Sentinel; choose one")
+    for address in s.redis_sentinels:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            out.append(f"session.redis_sentinels: {address!r} must be host:port")
+    if s.redis_ca_file and not os.path.isfile(s.redis_ca_file):
+        out.append(f"session.redis_ca_file: {s.redis_ca_file!r} is not a readable file")
     return out
 
 
@@ -175,14 +209,17 @@ def check_identity(config: Config) -> list[str]:
                        "or a header the proxy manages)")
         if not claim:
             out.append(f"identity.headers: {name!r} needs a claim name")
-    for key in ("easy_auth", "pass_access_token", "pass_id_token"):
-        if getattr(i, key):
-            out.append(f"identity.{key}: {_NOT_YET}")
+    for key in ("pass_access_token", "pass_id_token"):
+        if getattr(i, key) and config.session.store == "cookie":
+            out.append(f"identity.{key}: needs a server-side store (session.store = 'memory' "
+                       "or 'redis'); the cookie store never holds tokens")
+    if i.easy_auth:
+        out.append(f"identity.easy_auth: {_NOT_YET}")
     if i.assertion_header:
         out.append(f"identity.assertion_header: {_NOT_YET}")
-    for key in ("accept_bearer", "audiences"):
-        if getattr(config.api, key):
-            out.append(f"api.{key}: {_NOT_YET}")
+    if config.api.accept_bearer and not config.api.audiences:
+        out.append("api.audiences: required with accept_bearer (e.g. "
+                   f"[\"api://{config.azure.client_id or '<client_id>'}\"])")
     return out
 
 

@@ -53,6 +53,7 @@ class NotFound(ProxyError):
 class Unauthenticated(ProxyError):
     status = 401
     title = "Sign-in required"
+    challenge = 'Bearer realm="azure-auth-proxy"'
 
 
 class LoginRejected(ProxyError):

@@ -8,10 +8,13 @@ from aiohttp import web
 
 from .errors import AccessDenied, NotFound, Unauthenticated
 from .headers import identity_headers, peer_trusted, upstream_headers
+from .identity import Identity
 from .login import begin_login
+from .oidc.bearer import bearer_token, identity_claims
+from .oidc.graph import has_overage
 from .pages import is_navigation
 from .refresh import ensure_fresh
-from .routes import normalize_path
+from .routes import Route, normalize_path
 from .session.store import Session
 from .state import COOKIES, REQUEST_ID, ROUTE, STATE, USER, State
 from .upstream import forward
@@ -31,6 +34,19 @@ async def current_session(request: web.Request, state: State) -> Session | None:
     return fresh
 
 
+async def bearer_session(request: web.Request, state: State, route: Route) -> Session | None:
+    """An API client's Entra access token ([api] accept_bearer), as a cookie-less session."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        return None
+    claims = await state.entra.validate_bearer(token)
+    if has_overage(claims) and route.policy.groups:
+        # The API's token cannot call Graph: group membership is unknown, so no group rule
+        # can pass (never treat an overage user as groupless).
+        raise AccessDenied("This token carries too many groups to check the group rule.")
+    return Session(Identity.from_claims(identity_claims(claims), state.extra_claims))
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     route = state.routes.match(request.host, normalize_path(request.raw_path))
@@ -44,7 +60,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
         scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID])
     if route.is_public(request.raw_path):
         return await forward(request, route, headers, state.upstream_http)
-    session = await current_session(request, state)
+    session = None
+    if state.config.api.accept_bearer:
+        session = await bearer_session(request, state, route)
+    if session is None:
+        session = await current_session(request, state)
     if session is None:
         if is_navigation(request):
             return await begin_login(request, request.raw_path)

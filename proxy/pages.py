@@ -61,7 +61,7 @@ def error_response(request: web.BaseRequest, error: ProxyError) -> web.Response:
     body = {"error": _code(error), "message": error.public, "request_id": request_id}
     headers = dict(NO_STORE)
     if isinstance(error, Unauthenticated):
-        headers["WWW-Authenticate"] = 'Bearer realm="azure-auth-proxy"'
+        headers["WWW-Authenticate"] = error.challenge
     return web.Response(status=error.status, text=json.dumps(body),
                         content_type="application/json", headers=headers)
 

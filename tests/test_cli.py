@@ -147,7 +147,7 @@ def with_lines(text: str, header: str, lines: str) -> str:
     ("[server]", 'workers = "two"', "server.workers"),
     ("[session]", 'secure = "yes"', "session.secure"),
     ("[session]", 'max_age = "ten minutes"', "session.max_age"),
-    ("[session]", 'store = "redis"', "session.store"),
+    ("[session]", 'store = "disk"', "session.store"),
     ("[identity]", "easy_auth = true", "identity.easy_auth"),
 ])
 def test_check_config_problem_names_key(tmp_path: Path, header: str, lines: str,

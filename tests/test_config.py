@@ -83,6 +83,15 @@ def problems_of(tmp_path: Path, text: str,
     return problems
 
 
+def problems_of_or_none(tmp_path: Path, text: str) -> list[str]:
+    """The problems of a config that may also be valid ([] then)."""
+    try:
+        load_text(tmp_path, text)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
 def names(problems: list[str], key: str) -> bool:
     """Some problem line is about `key` ("key: problem")."""
     return any(p.startswith(f"{key}:") for p in problems)
@@ -473,20 +482,11 @@ def test_unknown_keys_and_semantic_problems_are_reported_together(tmp_path: Path
 # --- keys this release refuses --------------------------------------------------------------
 
 NOT_YET: list[tuple[str, dict[str, Section], str]] = [
-    ("store-redis", {"session": {"store": '"redis"'}}, "session.store"),
-    ("store-memory", {"session": {"store": '"memory"'}}, "session.store"),
     ("easy-auth", {"identity": {"easy_auth": "true"}}, "identity.easy_auth"),
-    ("pass-access-token", {"identity": {"pass_access_token": "true"}},
-     "identity.pass_access_token"),
-    ("pass-id-token", {"identity": {"pass_id_token": "true"}}, "identity.pass_id_token"),
     ("assertion-header", {"identity": {"assertion_header": '"X-Auth-Assertion"'}},
      "identity.assertion_header"),
-    ("federated-logout", {"azure": {"federated_logout": "true"}}, "azure.federated_logout"),
     ("workers", {"server": {"workers": "4"}}, "server.workers"),
     ("metrics", {"server": {"metrics_listen": '"127.0.0.1:9090"'}}, "server.metrics_listen"),
-    ("idle-timeout", {"session": {"idle_timeout": '"30m"'}}, "session.idle_timeout"),
-    ("accept-bearer", {"api": {"accept_bearer": "true"}}, "api.accept_bearer"),
-    ("api-audiences", {"api": {"audiences": f'["api://{CLIENT_ID}"]'}}, "api.audiences"),
 ]
 
 
@@ -498,6 +498,55 @@ def test_not_yet_supported_key_is_refused_by_name(
     lines = [p for p in problems if p.startswith(f"{key}:")]
     assert lines, problems
     assert any("not supported" in line for line in lines), lines
+
+
+NEEDS_SERVER_SIDE: list[tuple[str, dict[str, Section], str]] = [
+    ("pass-access-token", {"identity": {"pass_access_token": "true"}},
+     "identity.pass_access_token"),
+    ("pass-id-token", {"identity": {"pass_id_token": "true"}}, "identity.pass_id_token"),
+    ("idle-timeout", {"session": {"idle_timeout": '"30m"'}}, "session.idle_timeout"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"),
+                         [pytest.param(o, k, id=i) for i, o, k in NEEDS_SERVER_SIDE])
+def test_token_features_need_a_server_side_store(
+        tmp_path: Path, overrides: dict[str, Section], key: str) -> None:
+    lines = [p for p in problems_of(tmp_path, render(overrides)) if p.startswith(f"{key}:")]
+    assert lines and "server-side store" in lines[0], lines
+    with_store = {**overrides, "session": {**overrides.get("session", {}),
+                                           "store": '"memory"'}}
+    assert not [p for p in problems_of_or_none(tmp_path, render(with_store))
+                if p.startswith(f"{key}:")]
+
+
+@pytest.mark.parametrize(("session", "key"), [
+    ({"store": '"disk"'}, "session.store"),
+    ({"store": '"redis"', "redis_url": '"http://x"'}, "session.redis_url"),
+    ({"store": '"redis"', "redis_sentinel_master": '"m"'}, "session.redis_sentinels"),
+    ({"store": '"redis"', "redis_sentinel_master": '"m"', "redis_sentinels": '["nohost"]'},
+     "session.redis_sentinels"),
+    ({"store": '"redis"', "redis_sentinel_master": '"m"', "redis_sentinels": '["h:1"]',
+      "redis_cluster": "true"}, "session.redis_cluster"),
+    ({"store": '"redis"', "redis_ca_file": '"/nonexistent/ca.pem"'}, "session.redis_ca_file"),
+    ({"memory_max_sessions": "0"}, "session.memory_max_sessions"),
+])
+def test_server_side_store_settings_are_checked(tmp_path: Path, session: Section,
+                                                key: str) -> None:
+    problems = problems_of(tmp_path, render({"session": session}))
+    assert any(p.startswith(f"{key}:") for p in problems), problems
+
+
+def test_bearer_needs_audiences(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, render({"api": {"accept_bearer": "true"}}))
+    assert names(problems, "api.audiences"), problems
+    ok = render({"api": {"accept_bearer": "true", "audiences": f'["api://{CLIENT_ID}"]'}})
+    assert problems_of_or_none(tmp_path, ok) == []
+
+
+def test_server_side_stores_are_accepted(tmp_path: Path) -> None:
+    for store in ('"memory"', '"redis"'):
+        assert problems_of_or_none(tmp_path, render({"session": {"store": store}})) == []
 
 
 # --- environment overrides: PROXY_<SECTION>_<KEY> ---------------------------------------------

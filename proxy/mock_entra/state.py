@@ -70,6 +70,8 @@ class MockEntra:
         self.clock = clock
         self.faults = Faults()
         self.auto_user: str | None = None
+        # Seconds until issued access tokens expire (tests shorten it to force a refresh).
+        self.access_token_lifetime = 3599
         self.issued: list[dict[str, Any]] = []
         self.token_requests: list[dict[str, str]] = []
         self.logouts: list[dict[str, str]] = []

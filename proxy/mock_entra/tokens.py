@@ -105,7 +105,7 @@ def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, now: int) ->
         client_id=sign_in.client_id,
         username=user.username,
         scopes=sign_in.scopes,
-        expires_at=now + ACCESS_TOKEN_LIFETIME_SECONDS,
+        expires_at=now + mock.access_token_lifetime,
     )
     key = mock.keys.current
     # Graph tokens carry a header nonce that makes them unverifiable by third parties.
@@ -132,8 +132,8 @@ def mint_tokens(
     body: dict[str, Any] = {
         "token_type": "Bearer",
         "scope": " ".join(s for s in sign_in.scopes if s != "offline_access"),
-        "expires_in": ACCESS_TOKEN_LIFETIME_SECONDS,
-        "ext_expires_in": ACCESS_TOKEN_LIFETIME_SECONDS,
+        "expires_in": mock.access_token_lifetime,
+        "ext_expires_in": mock.access_token_lifetime,
         "access_token": access_token,
     }
     if "offline_access" in sign_in.scopes:

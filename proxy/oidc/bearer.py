@@ -50,6 +50,9 @@ class BearerRejected(Unauthenticated):
     def __init__(self, reason: str) -> None:
         super().__init__(f"The bearer token was rejected: {reason}.", reason=reason)
         self.reason = reason
+        # RFC 6750 §3: tell the client the token itself is the problem.
+        self.challenge = ('Bearer realm="azure-auth-proxy", error="invalid_token", '
+                          f'error_description="{reason.replace(chr(34), "")}"')
 
 
 def bearer_token(authorization_header: str | None) -> str | None:
@@ -110,6 +113,8 @@ def _header(token: str) -> str | None:
         header = jwt.get_unverified_header(token)
     except jwt.DecodeError:
         raise BearerRejected("the token is not a well-formed JWT") from None
+    except jwt.PyJWTError:  # pyjwt also vets header members, e.g. a non-string kid
+        raise BearerRejected("the token header is malformed") from None
     alg = header.get("alg")
     if alg != "RS256":
         shown = alg if alg in _KNOWN_ALGS else "unknown"
@@ -118,8 +123,8 @@ def _header(token: str) -> str | None:
     if "nonce" in header:
         raise BearerRejected("the token is for another API (header nonce)")
     kid = header.get("kid")
-    if kid is not None and not isinstance(kid, str):
-        raise BearerRejected("the key id (kid) is malformed")
+    if kid is not None and not isinstance(kid, str):  # pyjwt releases that don't vet it
+        raise BearerRejected("the token header is malformed")
     return kid
 
 

@@ -13,9 +13,18 @@ import aiohttp
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from ..config import Config
-from ..errors import IdPFailure, IdPTimeout, IdPUnavailable, LoginRejected, TokenRejected
+from ..config import AzureConfig, Config
+from ..errors import (
+    ConfigError,
+    IdPFailure,
+    IdPTimeout,
+    IdPUnavailable,
+    LoginRejected,
+    TokenRejected,
+)
 from ..session.login_state import LoginState
+from .bearer import BearerRejected, validate_access_token
+from .credentials import CertificateCredential, CredentialError, client_auth_fields
 from .discovery import Metadata, discovery_url, parse_metadata
 from .graph import graph_base, has_overage, member_groups
 from .jwks import KeySet, UnknownKey
@@ -27,10 +36,23 @@ METADATA_TTL = 24 * 3600.0  # Microsoft: recheck keys every 24 h
 REFETCH_INTERVAL = 10.0  # an unknown kid refetches the JWKS at most this often
 
 
+def load_credential(azure: AzureConfig) -> CertificateCredential | None:
+    """The certificate credential, read once at startup; a bad file is a config error."""
+    if not azure.client_certificate_file:
+        return None
+    try:
+        return CertificateCredential.load(azure.client_certificate_file,
+                                          azure.client_private_key_file)
+    except CredentialError as exc:
+        raise ConfigError([f"azure.client_certificate_file: {exc}"]) from None
+
+
 class EntraClient:
-    def __init__(self, config: Config, http: aiohttp.ClientSession) -> None:
+    def __init__(self, config: Config, http: aiohttp.ClientSession,
+                 credential: CertificateCredential | None = None) -> None:
         self.config = config
         self.azure = config.azure
+        self.credential = credential
         self.http = http
         self.timeout = aiohttp.ClientTimeout(total=config.azure.timeout)
         self._metadata: tuple[float, Metadata] | None = None
@@ -129,9 +151,9 @@ class EntraClient:
 
     async def _token_request(self, grant: dict[str, str]) -> dict[str, Any]:
         metadata = await self.metadata()
-        form = {**grant, "client_id": self.azure.client_id,
-                "client_secret": self.azure.client_secret.reveal(),
-                "scope": " ".join(self.azure.scopes)}
+        form = {**grant, "scope": " ".join(self.azure.scopes),
+                **client_auth_fields(self.azure.client_id, self.azure.client_secret.reveal(),
+                                     self.credential, metadata.token_endpoint)}
         try:
             async with self.http.post(metadata.token_endpoint, data=form,
                                       timeout=self.timeout) as resp:
@@ -164,6 +186,19 @@ class EntraClient:
                              "Graph access token was issued (add the User.Read scope).")
         base = graph_base(self.azure, await self.metadata())
         return await member_groups(self.http, base, access_token, self.timeout)
+
+    async def validate_bearer(self, token: str) -> dict[str, Any]:
+        """Validate an API client's access token ([api]); one JWKS refetch on an unknown kid."""
+        metadata = await self.metadata()
+        audiences = self.config.api.audiences
+        for refresh in (False, True):
+            keys = await self.keys(refresh=refresh)
+            try:
+                return validate_access_token(token, keys=keys, metadata=metadata,
+                                             azure=self.azure, audiences=audiences)
+            except UnknownKey:
+                continue
+        raise BearerRejected("it is signed with an unknown key")
 
     async def validate(self, id_token: str, nonce: str | None) -> dict[str, Any]:
         """Validate an ID token; an unknown kid triggers one (rate-limited) JWKS refetch."""

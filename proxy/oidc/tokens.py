@@ -24,7 +24,7 @@ REQUIRED = ["iss", "aud", "exp", "iat", "sub"]
 def _header(token: str) -> dict[str, Any]:
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
+    except jwt.PyJWTError:
         raise LoginRejected("the token is not a well-formed JWT") from None
     if header.get("alg") != "RS256":
         raise LoginRejected(f"signature algorithm {str(header.get('alg'))[:20]!r} is not allowed")
