@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -128,3 +129,12 @@ async def stack(make_stack: StackFactory) -> Stack:
 
 def upstream_app() -> web.Application:
     return echo_upstream.create_app()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis `make test` found or started (scripts/with-redis.sh); no Redis is a failure."""
+    url = os.environ.get("PROXY_TEST_REDIS_URL", "")
+    assert url, ("PROXY_TEST_REDIS_URL is not set: run the suite with `make test`, which finds "
+                 "or starts a Redis (or install redis-server)")
+    return url
