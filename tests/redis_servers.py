@@ -181,8 +181,10 @@ def _read_reply(stream: io.BufferedIOBase) -> Reply:
 def resp_command(port: int, *args: str | int, auth: Sequence[str] = (),
                  timeout: float = 2.0) -> Reply:
     """Send one command over a fresh connection (after ``AUTH *auth`` if given)."""
-    with socket.create_connection((HOST, port), timeout=timeout) as sock, \
-            sock.makefile("rb") as stream:
+    with (
+        socket.create_connection((HOST, port), timeout=timeout) as sock,
+        sock.makefile("rb") as stream,
+    ):
         if auth:
             sock.sendall(_encode(["AUTH", *auth]))
             _read_reply(stream)
@@ -192,7 +194,8 @@ def resp_command(port: int, *args: str | int, auth: Sequence[str] = (),
 
 def parse_info(text: Reply) -> dict[str, str]:
     """``INFO`` / ``CLUSTER INFO`` text to a dict."""
-    assert isinstance(text, str), text
+    if not isinstance(text, str):
+        raise RespError(f"expected INFO text, got {text!r}")
     out: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
@@ -203,8 +206,16 @@ def parse_info(text: Reply) -> dict[str, str]:
 
 def _pairs(reply: Reply) -> dict[str, str]:
     """A flat ``[k1, v1, k2, v2, ...]`` reply (SENTINEL REPLICAS entries) to a dict."""
-    assert isinstance(reply, list), reply
+    if not isinstance(reply, list):
+        raise RespError(f"expected a flat key/value array, got {reply!r}")
     return {str(k): str(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
+def _ensure_running(servers: Sequence[RedisServer]) -> None:
+    """Fail fast (rather than at the deadline) when a process we wait for has died."""
+    for server in servers:
+        if not server.running:
+            raise RedisStartError(f"{server!r} is not running\n{server.log_tail()}")
 
 
 def _wait_until(what: str, check: Callable[[], bool], timeout: float,
@@ -412,8 +423,8 @@ class RedisServer:
                 raise RedisStartError(f"{self!r} exited with status {code}\n{self.log_tail()}")
             return self.command("PING", timeout=1.0) == "PONG"
 
-        what = f"{'redis-server --sentinel' if self.sentinel else 'redis-server'} " \
-               f"on {self.host}:{self.port} to answer PING"
+        kind = "redis-server --sentinel" if self.sentinel else "redis-server"
+        what = f"{kind} on {self.host}:{self.port} to answer PING"
         _wait_until(what, ready, self.start_timeout, self.log_tail)
 
     def stop(self) -> None:
@@ -506,6 +517,7 @@ class RedisCluster:
                     self.start_timeout, self.logs)
 
     def _healthy(self) -> bool:
+        _ensure_running(self.nodes)
         total = len(self.nodes)
         for node in self.nodes:
             info = parse_info(node.command("CLUSTER", "INFO"))
@@ -514,7 +526,8 @@ class RedisCluster:
                     or info.get("cluster_known_nodes") != str(total)):
                 return False
             nodes_text = node.command("CLUSTER", "NODES")
-            assert isinstance(nodes_text, str)
+            if not isinstance(nodes_text, str):
+                raise RespError(f"unexpected CLUSTER NODES reply {nodes_text!r}")
             flags = [line.split()[2].split(",") for line in nodes_text.splitlines() if line]
             if any({"fail", "fail?", "handshake", "noaddr"} & set(f) for f in flags):
                 return False
@@ -595,12 +608,14 @@ class RedisSentinelSet:
                     f"{self.replica.port}", self._sentinels_agree, self.start_timeout, self.logs)
 
     def _replica_synced(self, server: RedisServer) -> bool:
+        _ensure_running([server])
         info = server.info()
         return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
     def _sentinels_agree(self, replicas: Sequence[RedisServer] | None = None) -> bool:
         """Every sentinel sees ``self.master`` as master, the replica(s) healthy, all peers."""
         expected_replicas = [self.replica] if replicas is None else replicas
+        _ensure_running([self.master, *expected_replicas, *self.sentinel_servers])
         for sentinel in self.sentinel_servers:
             addr = sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
             if addr != [HOST, str(self.master.port)]:
@@ -610,7 +625,8 @@ class RedisSentinelSet:
                     or state.get("num-other-sentinels") != str(len(self.sentinel_servers) - 1)):
                 return False
             replies = sentinel.command("SENTINEL", "REPLICAS", self.master_name)
-            assert isinstance(replies, list)
+            if not isinstance(replies, list):
+                raise RespError(f"unexpected SENTINEL REPLICAS reply {replies!r}")
             known = {_pairs(r).get("port"): _pairs(r) for r in replies}
             for replica in expected_replicas:
                 entry = known.get(str(replica.port))
@@ -631,6 +647,7 @@ class RedisSentinelSet:
         old.kill()
 
         def promoted() -> bool:
+            _ensure_running([new, *self.sentinel_servers])
             for sentinel in self.sentinel_servers:
                 addr = sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
                 if addr != [HOST, str(new.port)]:
@@ -660,14 +677,18 @@ class RedisSentinelSet:
 
 
 def _started(start: Callable[[], None], stop: Callable[[], None]) -> None:
+    """Start for a fixture: clean up on any error; a missing binary is a plain failure."""
+    missing = ""
     try:
         start()
     except RedisNotInstalledError as exc:
-        stop()
-        pytest.fail(str(exc), pytrace=False)
+        missing = str(exc)
     except BaseException:
         stop()
         raise
+    if missing:
+        stop()
+        pytest.fail(missing, pytrace=False)  # outside `except`: no chained traceback
 
 
 @pytest.fixture
