@@ -138,3 +138,7 @@ def redis_url() -> str:
     assert url, ("PROXY_TEST_REDIS_URL is not set: run the suite with `make test`, which finds "
                  "or starts a Redis (or install redis-server)")
     return url
+
+
+# Real Redis topologies started from the redis-server binary (tests/redis_servers.py).
+from tests.redis_servers import redis_cluster, redis_sentinel, redis_server  # noqa: E402,F401
