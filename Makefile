@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/azure-auth-proxy demo --port $(PORT)
 
 test: $(STAMP)
+	sh scripts/ensure-debs.sh nginx:nginx redis-server:redis-server
 	sh scripts/with-redis.sh $(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import endpoints, gateway, login
+from . import endpoints, forward_auth, gateway, login
+from .authorize import Policy
 from .config import Config
 from .headers import owned_names
 from .middleware import outer
@@ -46,6 +47,7 @@ def build_app(config: Config) -> web.Application:
             owned_headers=owned_names(config.identity.headers, config.identity.assertion_header),
             trusted=config.server.trusted_networks,
             extra_claims=(*config.identity.headers.values(), "login_hint"),
+            policy=Policy.from_config(config.access),
         )
         yield
         await sessions.close()
@@ -61,6 +63,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_route("GET", "/oauth2/sign_out", login.sign_out)
     app.router.add_route("POST", "/oauth2/sign_out", login.sign_out)
     app.router.add_get("/oauth2/userinfo", endpoints.userinfo)
+    app.router.add_get("/oauth2/auth", forward_auth.check)
     app.router.add_get("/oauth2/signed_out", login.signed_out)
     app.router.add_get("/oauth2/frontchannel_logout", login.frontchannel_logout)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)

@@ -34,13 +34,24 @@ async def current_session(request: web.Request, state: State) -> Session | None:
     return fresh
 
 
-async def bearer_session(request: web.Request, state: State, route: Route) -> Session | None:
+async def authenticate(request: web.Request, state: State,
+                       route: Route | None) -> Session | None:
+    """Who is asking: an API bearer token ([api]) first, else the session cookie."""
+    if state.config.api.accept_bearer:
+        session = await bearer_session(request, state, route)
+        if session is not None:
+            return session
+    return await current_session(request, state)
+
+
+async def bearer_session(request: web.Request, state: State,
+                         route: Route | None) -> Session | None:
     """An API client's Entra access token ([api] accept_bearer), as a cookie-less session."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         return None
     claims = await state.entra.validate_bearer(token)
-    if has_overage(claims) and route.policy.groups:
+    if has_overage(claims) and (route.policy if route else state.policy).groups:
         # The API's token cannot call Graph: group membership is unknown, so no group rule
         # can pass (never treat an overage user as groupless).
         raise AccessDenied("This token carries too many groups to check the group rule.")
@@ -60,11 +71,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID])
     if route.is_public(request.raw_path):
         return await forward(request, route, headers, state.upstream_http)
-    session = None
-    if state.config.api.accept_bearer:
-        session = await bearer_session(request, state, route)
-    if session is None:
-        session = await current_session(request, state)
+    session = await authenticate(request, state, route)
     if session is None:
         if is_navigation(request):
             return await begin_login(request, request.raw_path)

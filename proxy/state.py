@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from .authorize import Policy
 from .config import Config
 from .headers import Network
 from .oidc.client import EntraClient
@@ -27,6 +28,7 @@ class State:
     owned_headers: frozenset[str]
     trusted: tuple[Network, ...]
     extra_claims: tuple[str, ...]
+    policy: Policy  # the global [access] policy (routes may carry their own)
 
 
 STATE = web.AppKey("state", State)

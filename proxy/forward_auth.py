@@ -1,0 +1,69 @@
+"""/oauth2/auth: the yes/no answer for nginx auth_request, Traefik forwardAuth, Caddy forward_auth.
+
+The original request's URI and host come from X-Forwarded-Uri / X-Original-URL and
+X-Forwarded-Host only when the caller is a trusted proxy; from anyone else they are
+ignored, so a spoofed `X-Forwarded-Uri: /healthz` opens nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from yarl import URL
+
+from .errors import AccessDenied, Unauthenticated
+from .gateway import authenticate
+from .headers import identity_headers, peer_trusted
+from .identity import Identity
+from .pages import NO_STORE
+from .routes import Route, normalize_path
+from .state import REQUEST_ID, ROUTE, STATE, USER, State
+
+log = logging.getLogger("proxy.auth")
+
+
+def original_request(request: web.Request, state: State) -> tuple[str, str]:
+    """(host, raw path) of the request being checked."""
+    if not peer_trusted(request.remote, state.trusted):
+        return request.host, "/"
+    uri = request.headers.get("X-Forwarded-Uri") or request.headers.get("X-Original-URL") or "/"
+    if not uri.startswith("/"):
+        uri = URL(uri).raw_path_qs if "://" in uri else "/" + uri
+    host = request.headers.get("X-Forwarded-Host") or request.host
+    return host.split(",")[0].strip(), uri
+
+
+def auth_request_headers(identity: Identity) -> dict[str, str]:
+    headers = {
+        "X-Auth-Request-User": identity.user,
+        "X-Auth-Request-Email": identity.email,
+        "X-Auth-Request-Groups": ",".join(identity.groups),
+        "X-Auth-Request-Preferred-Username": identity.preferred_username,
+    }
+    return {k: v for k, v in headers.items() if v}
+
+
+async def check(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    host, raw_path = original_request(request, state)
+    route: Route | None = state.routes.match(host, normalize_path(raw_path))
+    if route is not None:
+        request[ROUTE] = route
+        if route.is_public(raw_path):
+            return web.Response(status=202, headers=NO_STORE)
+    policy = route.policy if route else state.policy
+    session = await authenticate(request, state, route)
+    if session is None:
+        raise Unauthenticated("Sign in first: this request carries no valid session.")
+    identity = session.identity
+    request[USER] = identity.user
+    decision = policy.decide(identity)
+    if not decision.allowed:
+        log.warning("access denied request_id=%s user=%s route=%s reason=%s",
+                    request[REQUEST_ID], identity.user, route.name if route else "-",
+                    decision.reason)
+        raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
+    headers = {**auth_request_headers(identity), **NO_STORE}
+    headers.update(identity_headers(identity, state.config.identity.headers))
+    return web.Response(status=202, headers=headers)
