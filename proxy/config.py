@@ -153,6 +153,16 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UiConfig:
+    """The proxy's own pages (sign-in, errors, 403, signed out): plain HTML, no external assets."""
+
+    title: str = "azure-auth-proxy"  # product name shown on every page
+    logo_url: str = ""  # optional image (https:// or a path served by an upstream)
+    footer: str = ""  # e.g. "Contact the IT service desk"
+    skip_provider_button: bool = True  # false: show a sign-in page instead of redirecting
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     url: str = ""
     path: str = "/"
@@ -172,6 +182,7 @@ class Config:
     access: AccessPolicyConfig = field(default_factory=AccessPolicyConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
     upstreams: tuple[UpstreamConfig, ...] = ()
 
     @property
@@ -186,4 +197,5 @@ SECTIONS: dict[str, type[Any]] = {
     "access": AccessPolicyConfig,
     "identity": IdentityConfig,
     "api": ApiConfig,
+    "ui": UiConfig,
 }

@@ -255,9 +255,17 @@ def check_upstream(u: UpstreamConfig, where: str) -> list[str]:
     return out
 
 
+def check_ui(config: Config) -> list[str]:
+    logo = config.ui.logo_url
+    if logo and not (logo.startswith("https://") or (logo.startswith("/")
+                                                     and not logo.startswith("//"))):
+        return [f"ui.logo_url: {logo!r} must be an https:// URL or a path starting with /"]
+    return []
+
+
 def check(config: Config) -> list[str]:
     out = check_server(config) + check_azure(config) + check_session(config)
-    out += check_policy(config.access, "access") + check_identity(config)
+    out += check_policy(config.access, "access") + check_identity(config) + check_ui(config)
     if not config.upstreams:
         out.append("upstreams: at least one [[upstreams]] table is required")
     seen: set[tuple[str, str]] = set()

@@ -12,7 +12,7 @@ from .identity import Identity
 from .login import begin_login
 from .oidc.bearer import bearer_token, identity_claims
 from .oidc.graph import has_overage
-from .pages import is_navigation
+from .pages import is_navigation, sign_in_page
 from .refresh import ensure_fresh
 from .routes import Route, normalize_path
 from .session.store import Session
@@ -74,6 +74,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     session = await authenticate(request, state, route)
     if session is None:
         if is_navigation(request):
+            if not state.config.ui.skip_provider_button:
+                return sign_in_page(request, request.raw_path)
             return await begin_login(request, request.raw_path)
         raise Unauthenticated("Sign in first: this request carries no valid session.")
     identity = session.identity

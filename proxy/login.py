@@ -30,19 +30,22 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=302, headers={"Location": location, **NO_STORE})
 
 
-async def begin_login(request: web.Request, target: str) -> web.Response:
+async def begin_login(request: web.Request, target: str,
+                      prompt: str | None = None) -> web.Response:
     """Start the authorization-code flow (PKCE S256, state, nonce) for this browser."""
     state = request.app[STATE]
     login = LoginState.new(safe_target(target, state.config.server.public_url,
                                        state.config.server.allowed_redirect_hosts))
-    url = await state.entra.authorize_url(login)
+    url = await state.entra.authorize_url(login, prompt=prompt)
     request[COOKIES].extend(state.logins.start(login, request.cookies))
     log.info("login started request_id=%s", request[REQUEST_ID])
     return redirect(url)
 
 
 async def start(request: web.Request) -> web.Response:
-    return await begin_login(request, request.query.get("rd", "/"))
+    # The 403 page's "Switch account" asks Entra for its account picker.
+    prompt = "select_account" if request.query.get("prompt") == "select_account" else None
+    return await begin_login(request, request.query.get("rd", "/"), prompt=prompt)
 
 
 def _idp_error(error: str, description: str) -> IdPDenied | IdPFailure:
@@ -108,7 +111,7 @@ async def sign_out(request: web.Request) -> web.Response:
     if target and (safe := safe_target(target, server.public_url, server.allowed_redirect_hosts,
                                        default="")):
         return redirect(safe)
-    return signed_out_page()
+    return signed_out_page(request)
 
 
 def _cookie_deletes(request: web.Request, name: str) -> list[CookieSpec]:
@@ -130,13 +133,13 @@ async def _entra_logout_url(request: web.Request, session: Session | None) -> st
     return f"{metadata.end_session_endpoint}?{urlencode(params)}"
 
 
-def signed_out_page() -> web.Response:
-    return render("Signed out", "You have been signed out.",
+def signed_out_page(request: web.Request) -> web.Response:
+    return render(request, "Signed out", "You have been signed out.",
                   links=(("Sign in again", "/oauth2/start"),))
 
 
 async def signed_out(request: web.Request) -> web.Response:
-    return signed_out_page()
+    return signed_out_page(request)
 
 
 async def frontchannel_logout(request: web.Request) -> web.Response:

@@ -1,22 +1,32 @@
-"""The single place errors and notices become responses: an HTML page or JSON + request id."""
+"""The single place errors and notices become responses: an HTML page or JSON + request id.
+
+Pages are plain server-rendered HTML with inline styles (no external assets), themable
+through `[ui]` (title, logo, footer).
+"""
 
 from __future__ import annotations
 
 import html
 import json
+from urllib.parse import quote
 
 from aiohttp import web
 
-from .errors import ProxyError, Unauthenticated
-from .state import REQUEST_ID
+from .config import UiConfig
+from .errors import AccessDenied, ProxyError, Unauthenticated
+from .state import REQUEST_ID, STATE
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;"
-    "color:#1b1b1b;line-height:1.5}h1{font-size:1.5rem}.rid{color:#666;font-size:.85rem}"
+    "color:#1b1b1b;background:#fff;line-height:1.5}h1{font-size:1.5rem}"
+    ".rid,footer{color:#595959;font-size:.85rem}header img{max-height:3rem}"
     "a.button{display:inline-block;padding:.5rem 1rem;border:1px solid #0a58ca;"
-    "border-radius:4px;color:#0a58ca;text-decoration:none;margin-right:.5rem}"
+    "border-radius:4px;color:#0a58ca;text-decoration:none;margin:0 .5rem .5rem 0}"
+    "a.button.primary{background:#0a58ca;color:#fff}"
+    "a.button:focus{outline:3px solid #ffbf47;outline-offset:2px}"
 )
 NO_STORE = {"Cache-Control": "no-store"}
+Links = tuple[tuple[str, str], ...]
 
 
 def wants_html(request: web.BaseRequest) -> bool:
@@ -32,32 +42,60 @@ def is_navigation(request: web.BaseRequest) -> bool:
     return request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
 
 
-def render(title: str, message: str, *, status: int = 200, request_id: str = "",
-           links: tuple[tuple[str, str], ...] = ()) -> web.Response:
+def _ui(request: web.BaseRequest) -> UiConfig:
+    state = request.app.get(STATE) if isinstance(request, web.Request) else None
+    return state.config.ui if state is not None else UiConfig()
+
+
+def render(request: web.BaseRequest, title: str, message: str, *, status: int = 200,
+           links: Links = (), headers: dict[str, str] | None = None) -> web.Response:
+    ui = _ui(request)
     actions = "".join(
-        f'<a class="button" href="{html.escape(href)}">{html.escape(label)}</a>'
-        for label, href in links)
+        f'<a class="button{" primary" if i == 0 else ""}" href="{html.escape(href)}">'
+        f"{html.escape(label)}</a>" for i, (label, href) in enumerate(links))
+    request_id = str(request.get(REQUEST_ID, ""))
     rid = f'<p class="rid">Request ID: {html.escape(request_id)}</p>' if request_id else ""
+    logo = (f'<header><img src="{html.escape(ui.logo_url)}" alt="{html.escape(ui.title)}">'
+            f"</header>" if ui.logo_url else "")
+    footer = f"<footer><p>{html.escape(ui.footer)}</p></footer>" if ui.footer else ""
     body = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body><main>"
+        f"<title>{html.escape(title)} · {html.escape(ui.title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{logo}<main>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>"
-        f"<p>{actions}</p>{rid}</main></body></html>"
+        f"<p>{actions}</p>{rid}</main>{footer}</body></html>"
     )
-    return web.Response(status=status, text=body, content_type="text/html", headers=NO_STORE)
+    return web.Response(status=status, text=body, content_type="text/html",
+                        headers={**NO_STORE, **(headers or {})})
+
+
+def sign_in_page(request: web.Request, target: str) -> web.Response:
+    """The interstitial shown instead of a redirect when skip_provider_button = false."""
+    start = "/oauth2/start?rd=" + quote(target, safe="")
+    return render(request, "Sign in", "This application requires you to sign in with your "
+                  "Microsoft work or school account.", status=401,
+                  links=(("Sign in with Microsoft", start),),
+                  headers={"WWW-Authenticate": Unauthenticated.challenge})
+
+
+def _links(request: web.BaseRequest, error: ProxyError) -> Links:
+    if isinstance(error, AccessDenied):
+        here = quote(request.raw_path if isinstance(request, web.Request) else "/", safe="")
+        return (("Sign out", "/oauth2/sign_out"),
+                ("Switch account", f"/oauth2/start?prompt=select_account&rd={here}"))
+    if error.status in (400, 401) or error.status >= 500:
+        return (("Try again", "/oauth2/start"), ("Sign out", "/oauth2/sign_out"))
+    return ()
 
 
 def error_response(request: web.BaseRequest, error: ProxyError) -> web.Response:
-    request_id = str(request.get(REQUEST_ID, ""))
     # Browsers navigating are redirected before they could see a 401: whoever gets one is
     # a script, and scripts get JSON and a WWW-Authenticate challenge.
     if wants_html(request) and not isinstance(error, Unauthenticated):
-        links: tuple[tuple[str, str], ...] = ()
-        if error.status in (401, 403) or error.status >= 500:
-            links = (("Try again", "/oauth2/start"), ("Sign out", "/oauth2/sign_out"))
-        return render(error.title, error.public, status=error.status, request_id=request_id,
-                      links=links)
+        return render(request, error.title, error.public, status=error.status,
+                      links=_links(request, error))
+    request_id = str(request.get(REQUEST_ID, ""))
     body = {"error": _code(error), "message": error.public, "request_id": request_id}
     headers = dict(NO_STORE)
     if isinstance(error, Unauthenticated):

@@ -119,13 +119,13 @@ class EntraClient:
             self._keys = (time.monotonic(), keyset)
             return keyset
 
-    async def authorize_url(self, login: LoginState) -> str:
+    async def authorize_url(self, login: LoginState, prompt: str | None = None) -> str:
         metadata = await self.metadata()
         extra = {"response_mode": "query", "nonce": login.nonce,
                  "code_challenge": create_s256_code_challenge(login.verifier),
                  "code_challenge_method": "S256"}
-        if self.azure.prompt:
-            extra["prompt"] = self.azure.prompt
+        if prompt or self.azure.prompt:
+            extra["prompt"] = prompt or self.azure.prompt
         if self.azure.domain_hint:
             extra["domain_hint"] = self.azure.domain_hint
         url: str = prepare_grant_uri(

@@ -1,0 +1,51 @@
+"""The proxy's own pages: themable, accessible, escaped; JSON for API clients."""
+
+from __future__ import annotations
+
+from tests.conftest import HTML, StackFactory
+
+
+async def test_ui_theme_and_sign_in_interstitial(make_stack: StackFactory) -> None:
+    stack = await make_stack({"ui": {
+        "title": "Contoso <Tools>", "logo_url": "https://cdn.example/logo.png",
+        "footer": "Help: <it@contoso.example>", "skip_provider_button": False}})
+    async with stack.client.get(stack.url + "/reports?q=1", headers=HTML,
+                                allow_redirects=False) as resp:
+        assert resp.status == 401
+        page = await resp.text()
+    assert '<html lang="en">' in page and "<main>" in page and "<h1>Sign in</h1>" in page
+    assert "Contoso &lt;Tools&gt;" in page and "<Tools>" not in page
+    assert "Help: &lt;it@contoso.example&gt;" in page
+    assert 'src="https://cdn.example/logo.png"' in page
+    assert 'href="/oauth2/start?rd=%2Freports%3Fq%3D1"' in page
+    stack.mock.auto_user = "alice@contoso.example"
+    async with stack.client.get(stack.url + "/oauth2/start?rd=%2Freports%3Fq%3D1") as resp:
+        assert resp.status == 200 and str(resp.url).endswith("/reports?q=1")
+
+
+async def test_denied_page_names_the_user_and_offers_a_way_out(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack({"access": {"roles": ["Auditor"]}})
+    resp = await stack.login("bob@contoso.example", path="/secret")
+    assert resp.status == 403
+    page = await resp.text()
+    assert "bob@contoso.example" in page and "Request ID" in page
+    assert 'href="/oauth2/sign_out"' in page
+    assert "/oauth2/start?prompt=select_account&amp;rd=%2Fsecret" in page
+    async with stack.client.get(stack.url + "/oauth2/start?prompt=select_account&rd=/secret",
+                                allow_redirects=False) as resp:
+        assert "prompt=select_account" in resp.headers["Location"]
+    async with stack.client.get(stack.url + "/oauth2/start?prompt=consent",
+                                allow_redirects=False) as resp:
+        assert "prompt=" not in resp.headers["Location"]  # only the account picker
+
+
+async def test_errors_are_pages_for_browsers_and_json_for_scripts(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack({"upstreams": [{"path": "/app", "url": "http://127.0.0.1:9"}]})
+    async with stack.client.get(stack.url + "/nowhere", headers=HTML) as resp:
+        assert resp.status == 404 and "<h1>Not found</h1>" in await resp.text()
+    async with stack.client.get(stack.url + "/nowhere") as resp:
+        body = await resp.json()
+        assert resp.status == 404 and body["error"] == "not_found" and body["request_id"]
+        assert resp.headers["X-Request-Id"] == body["request_id"]
