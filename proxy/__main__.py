@@ -33,8 +33,9 @@ def _run(args: argparse.Namespace) -> int:
     host, port = config.server.host_port
     print(f"azure-auth-proxy {__version__} listening on {config.server.listen} "
           f"for {config.server.public_url}", file=sys.stderr, flush=True)
-    web.run_app(build_app(config), host=host or None, port=port, access_log=None,
-                print=None)
+    web.run_app(build_app(config, loader=lambda: _config(args.config)), host=host or None,
+                port=port, access_log=None, print=None,
+                shutdown_timeout=config.server.drain_timeout)
     return 0
 
 

@@ -2,64 +2,134 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from . import endpoints, forward_auth, gateway, login
 from .authorize import Policy
 from .config import Config
+from .errors import ConfigError
 from .headers import owned_names
 from .middleware import outer
 from .oidc.client import EntraClient, load_credential
+from .oidc.credentials import CertificateCredential
 from .routes import RouteTable
 from .session.factory import build_store
 from .session.login_state import LoginStates
-from .state import STATE, State
+from .state import STATE, State, StateCell, get_state
 from .upstream import new_client
 
+log = logging.getLogger("proxy")
 # Session cookies can be chunked to several 4 KB cookies: accept header lines that large.
 MAX_FIELD_SIZE = 40 * 1024
+RETIRE_AFTER = 60.0  # seconds a replaced session store stays open for in-flight requests
+ConfigLoader = Callable[[], Config]
 
 
-def build_app(config: Config) -> web.Application:
+def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
+                upstream_http: aiohttp.ClientSession, credential: CertificateCredential | None,
+                routes: RouteTable, previous: State | None = None) -> State:
+    # Unchanged [session] settings keep the store (a memory store's sessions survive a
+    # reload) and the login states (replay protection survives too).
+    same = previous is not None and previous.config.session == config.session
+    return State(
+        config=config,
+        entra=EntraClient(config, idp_http, credential),
+        sessions=previous.sessions if same and previous else build_store(config.session),
+        logins=previous.logins if same and previous else LoginStates(config.session),
+        routes=routes,
+        upstream_http=upstream_http,
+        owned_headers=owned_names(config.identity.headers, config.identity.assertion_header),
+        trusted=config.server.trusted_networks,
+        extra_claims=(*config.identity.headers.values(), "login_hint"),
+        policy=Policy.from_config(config.access),
+    )
+
+
+async def reload(app: web.Application, loader: ConfigLoader) -> bool:
+    """SIGHUP: swap in a State from the new config; on any error keep the running one."""
+    cell = app[STATE]
+    old = cell.current
+    try:
+        config = loader()
+        credential = load_credential(config.azure)
+        routes = RouteTable(config.upstreams, config.access)
+    except ConfigError as exc:
+        log.error("config reload refused, keeping the running config: %s",
+                  "; ".join(exc.problems))
+        return False
+    if config.server.listen != old.config.server.listen:
+        log.warning("config reload: server.listen changes take effect after a restart")
+    cell.current = build_state(config, idp_http=old.entra.http,
+                               upstream_http=old.upstream_http, credential=credential,
+                               routes=routes, previous=old)
+    if cell.current.sessions is not old.sessions:
+        asyncio.get_running_loop().call_later(
+            RETIRE_AFTER, lambda: asyncio.ensure_future(old.sessions.close()))
+    log.info("config reloaded")
+    return True
+
+
+def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Application:
     app = web.Application(handler_args={"max_field_size": MAX_FIELD_SIZE,
                                         "max_line_size": 16 * 1024},
                           # Bodies the proxy itself reads (the sign-out form) are tiny;
                           # forwarded bodies stream and are not bound by this.
                           middlewares=[outer], client_max_size=64 * 1024)
-    # Built here so a bad regex or table fails at startup, not on the first request.
+    # Built here so a bad regex, table or certificate fails at startup, not on a request.
     routes = RouteTable(config.upstreams, config.access)
     credential = load_credential(config.azure)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         upstream_http = new_client()
-        sessions = build_store(config.session)
-        app[STATE] = State(
-            config=config,
-            entra=EntraClient(config, idp_http, credential),
-            sessions=sessions,
-            logins=LoginStates(config.session),
-            routes=routes,
-            upstream_http=upstream_http,
-            owned_headers=owned_names(config.identity.headers, config.identity.assertion_header),
-            trusted=config.server.trusted_networks,
-            extra_claims=(*config.identity.headers.values(), "login_hint"),
-            policy=Policy.from_config(config.access),
-        )
+        app[STATE] = StateCell(build_state(config, idp_http=idp_http,
+                                           upstream_http=upstream_http,
+                                           credential=credential, routes=routes))
+        if loader is not None:
+            _on_sighup(app, loader)
         yield
-        await sessions.close()
+        await app[STATE].current.sessions.close()
         await upstream_http.close()
         await idp_http.close()
 
     app.cleanup_ctx.append(lifecycle)
-    connector = config.azure.connector_id
+    app.on_shutdown.append(_close_websockets)
+    _add_routes(app)
+    return app
+
+
+def _on_sighup(app: web.Application, loader: ConfigLoader) -> None:
+    import signal
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(reload(app, loader)))
+    except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+        log.warning("SIGHUP reload is not available in this process")
+
+
+async def _close_websockets(app: web.Application) -> None:
+    for ws in list(app[STATE].websockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"proxy shutting down")
+
+
+async def _callback(request: web.Request) -> web.StreamResponse:
+    # Matched dynamically so a reload may change connector_id; other paths go upstream.
+    if request.match_info["connector"] != get_state(request).config.azure.connector_id:
+        return await gateway.handle(request)
+    return await login.callback(request)
+
+
+def _add_routes(app: web.Application) -> None:
     app.router.add_get("/ping", endpoints.ping)
     app.router.add_get("/ready", endpoints.ready)
     app.router.add_get("/oauth2/start", login.start)
-    app.router.add_get(f"/callback/{connector}", login.callback)
+    app.router.add_get("/callback/{connector}", _callback)
     app.router.add_route("GET", "/oauth2/sign_out", login.sign_out)
     app.router.add_route("POST", "/oauth2/sign_out", login.sign_out)
     app.router.add_get("/oauth2/userinfo", endpoints.userinfo)
@@ -67,4 +137,3 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/oauth2/signed_out", login.signed_out)
     app.router.add_get("/oauth2/frontchannel_logout", login.frontchannel_logout)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)
-    return app

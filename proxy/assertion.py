@@ -3,8 +3,8 @@
 Plain identity headers are only as trustworthy as the network path: anything that reaches the
 upstream without passing the proxy can set them. `[identity] assertion_header` adds a JWT
 signed with a key only the proxy holds, published at `/oauth2/jwks` (the role of Pomerium's
-`X-Pomerium-Jwt-Assertion` and Google IAP's `x-goog-iap-jwt-assertion`). docs/
-upstream-verification.md shows an upstream how to check it.
+`X-Pomerium-Jwt-Assertion` and Google IAP's `x-goog-iap-jwt-assertion`).
+docs/upstream-verification.md shows an upstream how to check it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .identity import Identity
 
-# Pomerium's lifetime; long enough to cover a slow upload, short enough that a leaked
-# assertion is worth little.
+# Pomerium's lifetime: room for clock skew and for reuse (below), short enough that a leaked
+# assertion is soon worth nothing.
 DEFAULT_LIFETIME: Final = 300
 MIN_RSA_BITS: Final = 2048
 # Identity fields copied into the token verbatim. The cache key is built from the same list,
@@ -66,7 +66,7 @@ class AssertionSigner:
         self.algorithm = _algorithm(private_key, "the assertion signing key")
         self.lifetime = lifetime
         self._private_key = private_key
-        self._public_jwk = public_jwk(private_key.public_key())
+        self._public_jwk = _public_jwk(private_key.public_key())
         self.kid = thumbprint(self._public_jwk)
         # The TTL bounds memory on the monotonic clock; `_fresh` decides reuse on the
         # wall clock the token's own `exp` is written in.
@@ -102,18 +102,15 @@ class AssertionSigner:
         except (ValueError, UnsupportedAlgorithm):
             # from None: the parser's errors are about the key's bytes, which stay out of logs.
             raise AssertionKeyError(f"{key_file} holds no readable PEM private key") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-            raise AssertionKeyError(
-                f"the assertion key in {key_file} is of type {_kind(key)}; use an EC P-256 key "
-                f"(ES256) or an RSA key of at least {MIN_RSA_BITS} bits (RS256)"
-            )
         _algorithm(key, f"the assertion key in {key_file}")
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):  # for mypy
+            raise AssertionKeyError(f"the assertion key in {key_file} is of type {_kind(key)}")
         return cls(issuer, key)
 
     def jwks(self) -> dict[str, Any]:
         """The JWKS served at /oauth2/jwks (RFC 7517 §5): the one public signing key."""
-        return {"keys": [{**self._public_jwk, "kid": self.kid, "alg": self.algorithm,
-                          "use": "sig"}]}
+        key = {**self._public_jwk, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+        return {"keys": [key]}
 
     def assertion(self, identity: Identity, audience: str, now: float | None = None) -> str:
         """The signed assertion of `identity` for the upstream whose origin is `audience`."""
@@ -122,17 +119,19 @@ class AssertionSigner:
         moment = time.time() if now is None else now
         fields = tuple(_field(identity, name) for name in SIGNED_FIELDS)
         key: _CacheKey = (audience, fields)
-        cached = self._cache.get(key)
-        if cached is not None and self._fresh(cached[1], moment):
-            return cached[0]
+        try:  # half the cost of TTLCache.get, which looks the key up twice
+            token, issued_at = self._cache[key]
+            if self._fresh(issued_at, moment):
+                return token
+        except KeyError:
+            pass
         issued_at = int(moment)
         token = self._sign(identity, audience, issued_at)
         self._cache[key] = (token, issued_at)
         return token
 
     def __repr__(self) -> str:
-        return f"AssertionSigner(issuer={self.issuer!r}, algorithm={self.algorithm!r}, " \
-               f"kid={self.kid!r})"
+        return f"AssertionSigner({self.issuer!r}, algorithm={self.algorithm!r}, kid={self.kid!r})"
 
     def _fresh(self, issued_at: int, moment: float) -> bool:
         # Reused only while more than half the lifetime is left, so an upstream never gets an
@@ -157,7 +156,7 @@ class AssertionSigner:
                           headers={"kid": self.kid, "typ": "JWT"})
 
 
-def public_jwk(key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> dict[str, str]:
+def _public_jwk(key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> dict[str, str]:
     """The required members of the key's JWK (RFC 7518 §6), nothing else."""
     if isinstance(key, ec.EllipticCurvePublicKey):
         size = (key.curve.key_size + 7) // 8
@@ -191,7 +190,10 @@ def _algorithm(key: object, source: str) -> str:
                 "are required"
             )
         return "RS256"
-    raise AssertionKeyError(f"{source} is of type {_kind(key)}; use EC P-256 or RSA")
+    raise AssertionKeyError(
+        f"{source} is of type {_kind(key)}; use an EC P-256 key (ES256) or an RSA key of at "
+        f"least {MIN_RSA_BITS} bits (RS256)"
+    )
 
 
 def _origin(issuer: str) -> str:
@@ -227,4 +229,4 @@ def _kind(key: object) -> str:
     """The key type as an operator would name it: "EC (secp384r1)", "Ed25519", "DSA"."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return f"EC ({key.curve.name})"
-    return type(key).__name__.lstrip("_").removesuffix("PrivateKey")
+    return type(key).__name__.removesuffix("PrivateKey")

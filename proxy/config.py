@@ -57,6 +57,7 @@ class ServerConfig:
     log_format: str = "text"
     log_level: str = "info"
     allowed_redirect_hosts: tuple[str, ...] = ()
+    drain_timeout: Duration = 30.0  # on SIGTERM: how long in-flight requests may finish
 
     @property
     def host_port(self) -> tuple[str, int]:

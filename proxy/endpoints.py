@@ -6,11 +6,11 @@ from aiohttp import web
 
 from .errors import ProxyError, Unauthenticated
 from .pages import NO_STORE
-from .state import STATE, USER
+from .state import USER, get_state
 
 
 async def userinfo(request: web.Request) -> web.Response:
-    session = await request.app[STATE].sessions.load(request.cookies)
+    session = await get_state(request).sessions.load(request.cookies)
     if session is None:
         raise Unauthenticated("No valid session.")
     identity = session.identity
@@ -26,7 +26,7 @@ async def ping(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     """Ready once discovery and keys are loaded; otherwise 503 with the reason."""
-    state = request.app[STATE]
+    state = get_state(request)
     try:
         await state.entra.metadata()
         await state.entra.keys()

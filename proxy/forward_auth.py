@@ -18,7 +18,7 @@ from .headers import identity_headers, peer_trusted
 from .identity import Identity
 from .pages import NO_STORE
 from .routes import Route, normalize_path
-from .state import REQUEST_ID, ROUTE, STATE, USER, State
+from .state import REQUEST_ID, ROUTE, USER, State, get_state
 
 log = logging.getLogger("proxy.auth")
 
@@ -45,7 +45,7 @@ def auth_request_headers(identity: Identity) -> dict[str, str]:
 
 
 async def check(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    state = get_state(request)
     host, raw_path = original_request(request, state)
     route: Route | None = state.routes.match(host, normalize_path(raw_path))
     if route is not None:

@@ -16,7 +16,7 @@ from .pages import is_navigation, sign_in_page
 from .refresh import ensure_fresh
 from .routes import Route, normalize_path
 from .session.store import Session
-from .state import COOKIES, REQUEST_ID, ROUTE, STATE, USER, State
+from .state import COOKIES, REQUEST_ID, ROUTE, USER, State, get_state
 from .upstream import forward
 
 log = logging.getLogger("proxy.auth")
@@ -59,7 +59,7 @@ async def bearer_session(request: web.Request, state: State,
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
+    state = get_state(request)
     route = state.routes.match(request.host, normalize_path(request.raw_path))
     if route is None:
         raise NotFound("No application is configured at this address.")

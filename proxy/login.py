@@ -17,7 +17,7 @@ from .refresh import tokens_from
 from .session.cookies import CookieSpec
 from .session.login_state import LoginState, LoginStateError
 from .session.store import Session
-from .state import COOKIES, REQUEST_ID, STATE, USER
+from .state import COOKIES, REQUEST_ID, USER, get_state
 
 log = logging.getLogger("proxy.auth")
 # Errors a person can act on (cancelled, not assigned, needs consent) versus a broken IdP.
@@ -33,7 +33,7 @@ def redirect(location: str) -> web.Response:
 async def begin_login(request: web.Request, target: str,
                       prompt: str | None = None) -> web.Response:
     """Start the authorization-code flow (PKCE S256, state, nonce) for this browser."""
-    state = request.app[STATE]
+    state = get_state(request)
     login = LoginState.new(safe_target(target, state.config.server.public_url,
                                        state.config.server.allowed_redirect_hosts))
     url = await state.entra.authorize_url(login, prompt=prompt)
@@ -57,7 +57,7 @@ def _idp_error(error: str, description: str) -> IdPDenied | IdPFailure:
 
 
 async def callback(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    state = get_state(request)
     query = request.query
     try:
         login = state.logins.finish(query.get("state"), request.cookies)
@@ -91,7 +91,7 @@ async def callback(request: web.Request) -> web.Response:
 
 async def sign_out(request: web.Request) -> web.Response:
     """End the session here (and, with federated_logout, at Entra too)."""
-    state = request.app[STATE]
+    state = get_state(request)
     target = request.query.get("rd")
     if request.method == "POST" and target is None:
         form = await request.post()
@@ -120,7 +120,7 @@ def _cookie_deletes(request: web.Request, name: str) -> list[CookieSpec]:
 
 
 async def _entra_logout_url(request: web.Request, session: Session | None) -> str:
-    state = request.app[STATE]
+    state = get_state(request)
     metadata = await state.entra.metadata()
     params = {"post_logout_redirect_uri":
               f"{state.config.server.public_url.rstrip('/')}/oauth2/signed_out",
@@ -144,7 +144,7 @@ async def signed_out(request: web.Request) -> web.Response:
 
 async def frontchannel_logout(request: web.Request) -> web.Response:
     """Entra's front-channel logout: GET ?sid= only (no iss); end every session of that sid."""
-    state = request.app[STATE]
+    state = get_state(request)
     sid = request.query.get("sid", "")
     if not _SID.match(sid):
         raise BadRequest("Front-channel logout needs a valid sid.")

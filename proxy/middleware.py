@@ -14,7 +14,7 @@ from .errors import ProxyError
 from .headers import peer_trusted
 from .pages import error_response
 from .session.cookies import CookieSpec
-from .state import COOKIES, REQUEST_ID, ROUTE, STATE, USER
+from .state import COOKIES, REQUEST_ID, ROUTE, USER, get_state
 
 access_log = logging.getLogger("proxy.access")
 log = logging.getLogger("proxy")
@@ -22,7 +22,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def _request_id(request: web.Request) -> str:
-    state = request.app[STATE]
+    state = get_state(request)
     incoming = request.headers.get("X-Request-Id", "")
     if incoming and _REQUEST_ID.match(incoming) and peer_trusted(request.remote, state.trusted):
         return incoming
@@ -31,7 +31,7 @@ def _request_id(request: web.Request) -> str:
 
 def apply_cookies(request: web.Request, response: web.StreamResponse,
                   specs: list[CookieSpec]) -> None:
-    session = request.app[STATE].config.session
+    session = get_state(request).config.session
     for spec in specs:
         if spec.max_age is None:
             response.del_cookie(spec.name, path=spec.path, domain=session.cookie_domain or None,

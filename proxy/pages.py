@@ -43,8 +43,8 @@ def is_navigation(request: web.BaseRequest) -> bool:
 
 
 def _ui(request: web.BaseRequest) -> UiConfig:
-    state = request.app.get(STATE) if isinstance(request, web.Request) else None
-    return state.config.ui if state is not None else UiConfig()
+    cell = request.app.get(STATE) if isinstance(request, web.Request) else None
+    return cell.current.config.ui if cell is not None else UiConfig()
 
 
 def render(request: web.BaseRequest, title: str, message: str, *, status: int = 200,

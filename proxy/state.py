@@ -1,7 +1,12 @@
-"""Everything the app owns, built once from config; handlers read `request.app[STATE]`."""
+"""Everything the app owns, built from config; handlers call `get_state(request)`.
+
+The State is immutable; the app holds it in one cell so that SIGHUP can swap in a State
+built from a new config between requests, without dropping connections or sessions.
+"""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import aiohttp
@@ -31,7 +36,21 @@ class State:
     policy: Policy  # the global [access] policy (routes may carry their own)
 
 
-STATE = web.AppKey("state", State)
+class StateCell:
+    __slots__ = ("current", "websockets")
+
+    def __init__(self, state: State) -> None:
+        self.current = state
+        # Open client WebSockets, closed with 1001 (going away) when the proxy shuts down.
+        self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+
+STATE = web.AppKey("state", StateCell)
+
+
+def get_state(request: web.Request) -> State:
+    return request.app[STATE].current
+
 
 # Per-request values the middleware and handlers share.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -13,6 +13,7 @@ from yarl import URL
 from .errors import UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
+from .state import STATE
 
 log = logging.getLogger("proxy.upstream")
 CHUNK = 64 * 1024
@@ -102,6 +103,7 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
             protocols=[upstream.protocol] if upstream.protocol else (),
             autoping=False, max_msg_size=0)
         await client.prepare(request)
+        request.app[STATE].websockets.add(client)
         pumps = [asyncio.create_task(_pump(client, upstream)),
                  asyncio.create_task(_pump(upstream, client))]
         try:
