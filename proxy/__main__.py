@@ -18,10 +18,10 @@ from .errors import ConfigError
 
 
 def _config(path: str | None) -> Config:
-    from .oidc.client import load_credential
+    from .app import check_files
 
     config = load(path or os.environ.get("PROXY_CONFIG") or "proxy.toml", os.environ)
-    load_credential(config.azure)  # a bad certificate fails check-config too
+    check_files(config)  # a bad certificate or key file fails check-config too
     return config
 
 

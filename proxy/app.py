@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import WSCloseCode, web
 
-from . import endpoints, forward_auth, gateway, login
+from . import easy_auth, easy_auth_endpoints, endpoints, forward_auth, gateway, login
+from .assertion import AssertionKeyError, AssertionSigner
 from .authorize import Policy
 from .config import Config
 from .errors import ConfigError
@@ -47,7 +48,26 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
         trusted=config.server.trusted_networks,
         extra_claims=(*config.identity.headers.values(), "login_hint"),
         policy=Policy.from_config(config.access),
+        signer=_signer(config, previous),
     )
+
+
+def _signer(config: Config, previous: State | None) -> AssertionSigner | None:
+    """The assertion signer; a reload keeps it (and its generated key) when nothing changed."""
+    identity = config.identity
+    if not identity.assertion_header:
+        return None
+    if (previous is not None and previous.signer is not None
+            and previous.config.identity.assertion_key_file == identity.assertion_key_file
+            and previous.config.server.public_url == config.server.public_url):
+        return previous.signer
+    issuer = str(config.server.origin)
+    if not identity.assertion_key_file:
+        return AssertionSigner.generate(issuer)
+    try:
+        return AssertionSigner.from_file(issuer, identity.assertion_key_file)
+    except AssertionKeyError as exc:
+        raise ConfigError([f"identity.assertion_key_file: {exc}"]) from None
 
 
 async def reload(app: web.Application, loader: ConfigLoader) -> bool:
@@ -58,20 +78,27 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
         config = loader()
         credential = load_credential(config.azure)
         routes = RouteTable(config.upstreams, config.access)
+        new = build_state(config, idp_http=old.entra.http, upstream_http=old.upstream_http,
+                          credential=credential, routes=routes, previous=old)
     except ConfigError as exc:
         log.error("config reload refused, keeping the running config: %s",
                   "; ".join(exc.problems))
         return False
     if config.server.listen != old.config.server.listen:
         log.warning("config reload: server.listen changes take effect after a restart")
-    cell.current = build_state(config, idp_http=old.entra.http,
-                               upstream_http=old.upstream_http, credential=credential,
-                               routes=routes, previous=old)
+    cell.current = new
     if cell.current.sessions is not old.sessions:
         asyncio.get_running_loop().call_later(
             RETIRE_AFTER, lambda: asyncio.ensure_future(old.sessions.close()))
     log.info("config reloaded")
     return True
+
+
+def check_files(config: Config) -> None:
+    """Load what config only names (certificate, assertion key): ConfigError if unusable."""
+    load_credential(config.azure)
+    if config.identity.assertion_header and config.identity.assertion_key_file:
+        _signer(config, None)
 
 
 def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Application:
@@ -136,4 +163,9 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/auth", forward_auth.check)
     app.router.add_get("/oauth2/signed_out", login.signed_out)
     app.router.add_get("/oauth2/frontchannel_logout", login.frontchannel_logout)
+    app.router.add_get("/oauth2/jwks", endpoints.jwks)
+    app.router.add_get(easy_auth.ME_PATH, easy_auth_endpoints.me)
+    app.router.add_get(easy_auth.LOGIN_PATH, easy_auth_endpoints.login)
+    app.router.add_get(easy_auth.LOGOUT_PATH, easy_auth_endpoints.logout)
+    app.router.add_get(easy_auth.LOGOUT_DONE_PATH, easy_auth_endpoints.logout)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)

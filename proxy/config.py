@@ -142,7 +142,9 @@ class AccessPolicyConfig:
 class IdentityConfig:
     headers: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADERS))
     easy_auth: bool = False
-    assertion_header: str = ""
+    easy_auth_tokens: bool = False  # X-MS-TOKEN-AAD-* and tokens in /.auth/me (opt-in)
+    assertion_header: str = "X-Auth-Assertion"
+    assertion_key_file: str = ""  # PEM EC P-256 or RSA key; generated per process if empty
     pass_access_token: bool = False
     pass_id_token: bool = False
 

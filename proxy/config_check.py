@@ -213,10 +213,21 @@ def check_identity(config: Config) -> list[str]:
         if getattr(i, key) and config.session.store == "cookie":
             out.append(f"identity.{key}: needs a server-side store (session.store = 'memory' "
                        "or 'redis'); the cookie store never holds tokens")
-    if i.easy_auth:
-        out.append(f"identity.easy_auth: {_NOT_YET}")
-    if i.assertion_header:
-        out.append(f"identity.assertion_header: {_NOT_YET}")
+    if i.easy_auth_tokens and not i.easy_auth:
+        out.append("identity.easy_auth_tokens: needs identity.easy_auth = true")
+    if i.easy_auth_tokens and config.session.store == "cookie":
+        out.append("identity.easy_auth_tokens: needs a server-side store (session.store = "
+                   "'memory' or 'redis'); the cookie store never holds tokens")
+    if i.assertion_header and (not _HEADER_NAME.match(i.assertion_header)
+                               or i.assertion_header.lower() in _RESERVED_HEADERS):
+        out.append(f"identity.assertion_header: {i.assertion_header!r} is not a usable "
+                   "header name")
+    if i.assertion_key_file and not os.path.isfile(i.assertion_key_file):
+        out.append(f"identity.assertion_key_file: {i.assertion_key_file!r} is not a "
+                   "readable file")
+    if i.assertion_header and not i.assertion_key_file and config.server.workers > 1:
+        out.append("identity.assertion_key_file: required with server.workers > 1, so every "
+                   "process signs with the same key")
     if config.api.accept_bearer and not config.api.audiences:
         out.append("api.audiences: required with accept_bearer (e.g. "
                    f"[\"api://{config.azure.client_id or '<client_id>'}\"])")

@@ -1,4 +1,4 @@
-"""The proxy's own small endpoints: /oauth2/userinfo, /ping, /ready."""
+"""The proxy's own small endpoints: /oauth2/userinfo, /oauth2/jwks, /ping, /ready."""
 
 from __future__ import annotations
 
@@ -35,3 +35,11 @@ async def ready(request: web.Request) -> web.Response:
         return web.json_response({"ready": False, "reason": exc.public}, status=503,
                                  headers=NO_STORE)
     return web.json_response({"ready": True}, headers=NO_STORE)
+
+
+async def jwks(request: web.Request) -> web.Response:
+    """Public keys that verify the identity assertion header."""
+    signer = get_state(request).signer
+    body = signer.jwks() if signer is not None else {"keys": []}
+    return web.json_response(body, headers={"Cache-Control": "public, max-age=300"})
+

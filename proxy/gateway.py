@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from .easy_auth import principal_headers
 from .errors import AccessDenied, NotFound, Unauthenticated
 from .headers import identity_headers, peer_trusted, upstream_headers
 from .identity import Identity
@@ -85,10 +87,23 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.warning("access denied request_id=%s user=%s route=%s reason=%s",
                     request[REQUEST_ID], identity.user, route.name, decision.reason)
         raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
-    headers.extend(identity_headers(identity, state.config.identity.headers))
-    if session.tokens is not None:
-        if state.config.identity.pass_access_token:
-            headers["X-Forwarded-Access-Token"] = session.tokens.access_token
-        if state.config.identity.pass_id_token:
-            headers["X-Forwarded-Id-Token"] = session.tokens.id_token
+    add_identity(headers, session, route, state)
     return await forward(request, route, headers, state.upstream_http)
+
+
+def add_identity(headers: CIMultiDict[str], session: Session, route: Route,
+                 state: State) -> None:
+    """Everything the upstream learns about the user, after every client copy was stripped."""
+    config = state.config.identity
+    headers.extend(identity_headers(session.identity, config.headers))
+    if session.tokens is not None:
+        if config.pass_access_token:
+            headers["X-Forwarded-Access-Token"] = session.tokens.access_token
+        if config.pass_id_token:
+            headers["X-Forwarded-Id-Token"] = session.tokens.id_token
+    if state.signer is not None:
+        headers[config.assertion_header] = state.signer.assertion(session.identity,
+                                                                  route.audience)
+    if config.easy_auth:
+        headers.extend(principal_headers(session.identity, session.tokens,
+                                         with_tokens=config.easy_auth_tokens))

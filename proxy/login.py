@@ -154,3 +154,4 @@ async def frontchannel_logout(request: web.Request) -> web.Response:
         request[COOKIES].extend(_cookie_deletes(request, state.sessions.name))
     log.info("front-channel logout request_id=%s sessions_ended=%d", request[REQUEST_ID], ended)
     return web.Response(text="", headers=NO_STORE)
+

@@ -46,6 +46,7 @@ class Route:
     strip_prefix: bool
     timeout: float
     policy: Policy
+    audience: str  # the upstream's origin: the `aud` of identity assertions sent to it
 
     @property
     def name(self) -> str:
@@ -94,6 +95,7 @@ class RouteTable:
                 strip_prefix=u.strip_prefix,
                 timeout=u.timeout,
                 policy=Policy.from_config(u.access if u.access is not None else default),
+                audience=str(URL(u.url).origin()),
             )
             for i, u in enumerate(upstreams)
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from .assertion import AssertionSigner
 from .authorize import Policy
 from .config import Config
 from .headers import Network
@@ -34,6 +35,7 @@ class State:
     trusted: tuple[Network, ...]
     extra_claims: tuple[str, ...]
     policy: Policy  # the global [access] policy (routes may carry their own)
+    signer: AssertionSigner | None  # the identity assertion ([identity] assertion_header)
 
 
 class StateCell:

@@ -148,7 +148,7 @@ def with_lines(text: str, header: str, lines: str) -> str:
     ("[session]", 'secure = "yes"', "session.secure"),
     ("[session]", 'max_age = "ten minutes"', "session.max_age"),
     ("[session]", 'store = "disk"', "session.store"),
-    ("[identity]", "easy_auth = true", "identity.easy_auth"),
+    ("[identity]", "easy_auth_tokens = true", "identity.easy_auth_tokens"),
 ])
 def test_check_config_problem_names_key(tmp_path: Path, header: str, lines: str,
                                         key: str) -> None:

@@ -482,9 +482,6 @@ def test_unknown_keys_and_semantic_problems_are_reported_together(tmp_path: Path
 # --- keys this release refuses --------------------------------------------------------------
 
 NOT_YET: list[tuple[str, dict[str, Section], str]] = [
-    ("easy-auth", {"identity": {"easy_auth": "true"}}, "identity.easy_auth"),
-    ("assertion-header", {"identity": {"assertion_header": '"X-Auth-Assertion"'}},
-     "identity.assertion_header"),
     ("workers", {"server": {"workers": "4"}}, "server.workers"),
     ("metrics", {"server": {"metrics_listen": '"127.0.0.1:9090"'}}, "server.metrics_listen"),
 ]
@@ -505,6 +502,8 @@ NEEDS_SERVER_SIDE: list[tuple[str, dict[str, Section], str]] = [
      "identity.pass_access_token"),
     ("pass-id-token", {"identity": {"pass_id_token": "true"}}, "identity.pass_id_token"),
     ("idle-timeout", {"session": {"idle_timeout": '"30m"'}}, "session.idle_timeout"),
+    ("easy-auth-tokens", {"identity": {"easy_auth": "true", "easy_auth_tokens": "true"}},
+     "identity.easy_auth_tokens"),
 ]
 
 
@@ -535,6 +534,17 @@ def test_server_side_store_settings_are_checked(tmp_path: Path, session: Section
                                                 key: str) -> None:
     problems = problems_of(tmp_path, render({"session": session}))
     assert any(p.startswith(f"{key}:") for p in problems), problems
+
+
+@pytest.mark.parametrize(("identity", "key"), [
+    ({"easy_auth_tokens": "true"}, "identity.easy_auth_tokens"),
+    ({"assertion_header": '"Host"'}, "identity.assertion_header"),
+    ({"assertion_header": '"bad header"'}, "identity.assertion_header"),
+    ({"assertion_key_file": '"/nonexistent/key.pem"'}, "identity.assertion_key_file"),
+])
+def test_identity_feature_settings_are_checked(tmp_path: Path, identity: Section,
+                                               key: str) -> None:
+    assert names(problems_of(tmp_path, render({"identity": identity})), key)
 
 
 def test_bearer_needs_audiences(tmp_path: Path) -> None:
