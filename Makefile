@@ -18,13 +18,14 @@ demo: $(STAMP)
 	$(BIN)/azure-auth-proxy demo --port $(PORT)
 
 test: $(STAMP)
-	sh scripts/ensure-debs.sh nginx:nginx redis-server:redis-server
+	sh scripts/ensure-debs.sh nginx:nginx redis-server:redis-server chromium:chromium chromium-driver:chromedriver
 	sh scripts/with-redis.sh $(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 
 lint: $(STAMP)
 	$(BIN)/ruff check proxy tests
 	$(BIN)/mypy
+	sh scripts/lint-deploy.sh
 
 clean:
 	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from aiohttp import WSCloseCode, web
@@ -15,13 +16,15 @@ from .authorize import Policy
 from .config import Config
 from .errors import ConfigError
 from .headers import owned_names
+from .metrics import CountingBackend, Metrics
+from .metrics import serve as serve_metrics
 from .middleware import outer
 from .oidc.client import EntraClient, load_credential
 from .oidc.credentials import CertificateCredential
 from .routes import RouteTable
 from .session.factory import build_store
 from .session.login_state import LoginStates
-from .state import STATE, State, StateCell, get_state
+from .state import METRICS, STATE, State, StateCell, get_state
 from .upstream import new_client
 
 log = logging.getLogger("proxy")
@@ -33,14 +36,16 @@ ConfigLoader = Callable[[], Config]
 
 def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
                 upstream_http: aiohttp.ClientSession, credential: CertificateCredential | None,
-                routes: RouteTable, previous: State | None = None) -> State:
+                routes: RouteTable, metrics: Metrics,
+                previous: State | None = None) -> State:
     # Unchanged [session] settings keep the store (a memory store's sessions survive a
     # reload) and the login states (replay protection survives too).
     same = previous is not None and previous.config.session == config.session
     return State(
         config=config,
-        entra=EntraClient(config, idp_http, credential),
-        sessions=previous.sessions if same and previous else build_store(config.session),
+        entra=EntraClient(config, idp_http, credential, metrics),
+        sessions=(previous.sessions if same and previous
+                  else build_store(config.session, lambda b: CountingBackend(b, metrics))),
         logins=previous.logins if same and previous else LoginStates(config.session),
         routes=routes,
         upstream_http=upstream_http,
@@ -79,7 +84,8 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
         credential = load_credential(config.azure)
         routes = RouteTable(config.upstreams, config.access)
         new = build_state(config, idp_http=old.entra.http, upstream_http=old.upstream_http,
-                          credential=credential, routes=routes, previous=old)
+                          credential=credential, routes=routes, metrics=app[METRICS],
+                          previous=old)
     except ConfigError as exc:
         log.error("config reload refused, keeping the running config: %s",
                   "; ".join(exc.problems))
@@ -115,15 +121,21 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         upstream_http = new_client()
         app[STATE] = StateCell(build_state(config, idp_http=idp_http,
-                                           upstream_http=upstream_http,
-                                           credential=credential, routes=routes))
+                                           upstream_http=upstream_http, credential=credential,
+                                           routes=routes, metrics=app[METRICS]))
         if loader is not None:
             _on_sighup(app, loader)
-        yield
+        async with AsyncExitStack() as stack:
+            if config.server.metrics_listen:
+                await stack.enter_async_context(
+                    asynccontextmanager(serve_metrics)(app[METRICS],
+                                                       config.server.metrics_listen))
+            yield
         await app[STATE].current.sessions.close()
         await upstream_http.close()
         await idp_http.close()
 
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_close_websockets)
     _add_routes(app)

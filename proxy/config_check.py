@@ -78,7 +78,13 @@ def check_server(config: Config) -> list[str]:
     if s.workers != 1:
         out.append(f"server.workers: {_NOT_YET}")
     if s.metrics_listen:
-        out.append(f"server.metrics_listen: {_NOT_YET}")
+        m_host, _, m_port = s.metrics_listen.rpartition(":")
+        if not m_host or not m_port.isdigit() or not 0 < int(m_port) <= 65535:
+            out.append(f"server.metrics_listen: {s.metrics_listen!r} must be host:port, "
+                       "e.g. \"127.0.0.1:9090\"")
+        elif s.metrics_listen == s.listen:
+            out.append("server.metrics_listen: must differ from server.listen (metrics are "
+                       "never served on the public port)")
     if s.log_format not in ("text", "json"):
         out.append(f"server.log_format: {s.log_format!r} must be one of ['text', 'json']")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

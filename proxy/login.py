@@ -8,8 +8,16 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from .errors import AccessDenied, BadRequest, IdPDenied, IdPFailure, StoreUnavailable
+from .errors import (
+    AccessDenied,
+    BadRequest,
+    IdPDenied,
+    IdPFailure,
+    ProxyError,
+    StoreUnavailable,
+)
 from .identity import Identity
+from .metrics import reason
 from .oidc.tokens import tenant_allowed
 from .pages import NO_STORE, render
 from .redirects import safe_target
@@ -17,7 +25,7 @@ from .refresh import tokens_from
 from .session.cookies import CookieSpec
 from .session.login_state import LoginState, LoginStateError
 from .session.store import Session
-from .state import COOKIES, REQUEST_ID, USER, get_state
+from .state import COOKIES, METRICS, REQUEST_ID, USER, get_state
 
 log = logging.getLogger("proxy.auth")
 # Errors a person can act on (cancelled, not assigned, needs consent) versus a broken IdP.
@@ -38,6 +46,7 @@ async def begin_login(request: web.Request, target: str,
                                        state.config.server.allowed_redirect_hosts))
     url = await state.entra.authorize_url(login, prompt=prompt)
     request[COOKIES].extend(state.logins.start(login, request.cookies))
+    request.app[METRICS].logins.labels("started", "").inc()
     log.info("login started request_id=%s", request[REQUEST_ID])
     return redirect(url)
 
@@ -57,6 +66,17 @@ def _idp_error(error: str, description: str) -> IdPDenied | IdPFailure:
 
 
 async def callback(request: web.Request) -> web.Response:
+    logins = request.app[METRICS].logins
+    try:
+        response = await _complete_login(request)
+    except ProxyError as exc:
+        logins.labels("failed", reason(exc)).inc()
+        raise
+    logins.labels("completed", "").inc()
+    return response
+
+
+async def _complete_login(request: web.Request) -> web.Response:
     state = get_state(request)
     query = request.query
     try:

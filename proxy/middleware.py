@@ -14,7 +14,7 @@ from .errors import ProxyError
 from .headers import peer_trusted
 from .pages import error_response
 from .session.cookies import CookieSpec
-from .state import COOKIES, REQUEST_ID, ROUTE, USER, get_state
+from .state import COOKIES, METRICS, REQUEST_ID, ROUTE, USER, get_state
 
 access_log = logging.getLogger("proxy.access")
 log = logging.getLogger("proxy")
@@ -42,6 +42,14 @@ def apply_cookies(request: web.Request, response: web.StreamResponse,
                                 httponly=True, samesite=session.samesite)
 
 
+def _endpoint(request: web.Request) -> str:
+    """A bounded label for the proxy's own endpoints (never the raw path)."""
+    info = request.match_info.route.resource
+    canonical = info.canonical if info is not None else ""
+    return canonical if canonical.startswith(("/oauth2", "/callback", "/.auth", "/ping",
+                                              "/ready")) else "-"
+
+
 @web.middleware
 async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.monotonic()
@@ -66,7 +74,12 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     finally:
         route = request.get(ROUTE)
+        label = route.name if route else _endpoint(request)
+        elapsed = time.monotonic() - started
+        metrics = request.app[METRICS]
+        metrics.requests.labels(label, str(status)).inc()
+        metrics.latency.labels(label).observe(elapsed)
         access_log.info(
             "%s %s %s %.1fms user=%s route=%s request_id=%s",
-            request.method, request.path[:512], status, (time.monotonic() - started) * 1000,
+            request.method, request.path[:512], status, elapsed * 1000,
             request.get(USER, "-"), route.name if route else "-", request[REQUEST_ID])

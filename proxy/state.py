@@ -16,6 +16,7 @@ from .assertion import AssertionSigner
 from .authorize import Policy
 from .config import Config
 from .headers import Network
+from .metrics import Metrics
 from .oidc.client import EntraClient
 from .routes import Route, RouteTable
 from .session.cookies import CookieSpec
@@ -48,6 +49,7 @@ class StateCell:
 
 
 STATE = web.AppKey("state", StateCell)
+METRICS = web.AppKey("metrics", Metrics)  # outlives reloads: counters never reset
 
 
 def get_state(request: web.Request) -> State:

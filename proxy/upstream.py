@@ -13,7 +13,7 @@ from yarl import URL
 from .errors import UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
-from .state import STATE
+from .state import METRICS, STATE
 
 log = logging.getLogger("proxy.upstream")
 CHUNK = 64 * 1024
@@ -60,8 +60,10 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
             request.method, target_url(route, request.raw_path), headers=headers, data=data,
             allow_redirects=False, timeout=timeout, compress=None, chunked=None)
     except (TimeoutError, aiohttp.ServerTimeoutError):
+        _count(request, route, "timeout")
         raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") from None
     except aiohttp.ClientError:
+        _count(request, route, "unreachable")
         raise UpstreamUnavailable(f"The app behind {route.name} is unreachable.") from None
     async with upstream:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
@@ -75,11 +77,16 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Headers are gone: the only honest signal left is a cut connection.
             log.warning("upstream %s broke off mid-body: %s", route.name, type(exc).__name__)
+            _count(request, route, "broken_body")
             if request.transport is not None:
                 request.transport.abort()
             return response
         await response.write_eof()
         return response
+
+
+def _count(request: web.Request, route: Route, kind: str) -> None:
+    request.app[METRICS].upstream_errors.labels(route.name, kind).inc()
 
 
 async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[str],

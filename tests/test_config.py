@@ -483,7 +483,6 @@ def test_unknown_keys_and_semantic_problems_are_reported_together(tmp_path: Path
 
 NOT_YET: list[tuple[str, dict[str, Section], str]] = [
     ("workers", {"server": {"workers": "4"}}, "server.workers"),
-    ("metrics", {"server": {"metrics_listen": '"127.0.0.1:9090"'}}, "server.metrics_listen"),
 ]
 
 

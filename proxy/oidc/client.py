@@ -20,8 +20,10 @@ from ..errors import (
     IdPTimeout,
     IdPUnavailable,
     LoginRejected,
+    ProxyError,
     TokenRejected,
 )
+from ..metrics import Metrics
 from ..session.login_state import LoginState
 from .bearer import BearerRejected, validate_access_token
 from .credentials import CertificateCredential, CredentialError, client_auth_fields
@@ -49,7 +51,9 @@ def load_credential(azure: AzureConfig) -> CertificateCredential | None:
 
 class EntraClient:
     def __init__(self, config: Config, http: aiohttp.ClientSession,
-                 credential: CertificateCredential | None = None) -> None:
+                 credential: CertificateCredential | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
         self.config = config
         self.azure = config.azure
         self.credential = credential
@@ -113,9 +117,14 @@ class EntraClient:
             try:
                 keyset = KeySet.parse(await self._get_json(metadata.jwks_uri, "key set (JWKS)"))
             except (IdPUnavailable, IdPTimeout):
+                self.metrics.jwks_refreshes.labels("unavailable").inc()
                 if cached is None:
                     raise
                 return cached[1]  # keep verifying with the keys we have
+            except IdPFailure:
+                self.metrics.jwks_refreshes.labels("failed").inc()
+                raise
+            self.metrics.jwks_refreshes.labels("ok").inc()
             self._keys = (time.monotonic(), keyset)
             return keyset
 
@@ -146,8 +155,17 @@ class EntraClient:
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
         """The refresh_token grant; TokenRejected when Entra says the grant is dead."""
-        return await self._token_request(
-            {"grant_type": "refresh_token", "refresh_token": refresh_token})
+        try:
+            body = await self._token_request(
+                {"grant_type": "refresh_token", "refresh_token": refresh_token})
+        except TokenRejected:
+            self.metrics.refreshes.labels("rejected").inc()
+            raise
+        except ProxyError:
+            self.metrics.refreshes.labels("failed").inc()
+            raise
+        self.metrics.refreshes.labels("ok").inc()
+        return body
 
     async def _token_request(self, grant: dict[str, str]) -> dict[str, Any]:
         metadata = await self.metadata()
@@ -185,7 +203,13 @@ class EntraClient:
             raise IdPFailure("Your account is in too many groups to fit in the token, and no "
                              "Graph access token was issued (add the User.Read scope).")
         base = graph_base(self.azure, await self.metadata())
-        return await member_groups(self.http, base, access_token, self.timeout)
+        try:
+            groups = await member_groups(self.http, base, access_token, self.timeout)
+        except ProxyError:
+            self.metrics.graph_calls.labels("failed").inc()
+            raise
+        self.metrics.graph_calls.labels("ok").inc()
+        return groups
 
     async def validate_bearer(self, token: str) -> dict[str, Any]:
         """Validate an API client's access token ([api]); one JWKS refetch on an unknown kid."""

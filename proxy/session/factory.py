@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..config import SessionConfig
+from .backend import Backend
 from .cookie_store import CookieStore
 from .memory import MemoryBackend
 from .redis_store import RedisBackend, connect
@@ -10,9 +13,11 @@ from .server_store import ServerSideStore
 from .store import SessionStore
 
 
-def build_store(config: SessionConfig) -> SessionStore:
+def build_store(config: SessionConfig,
+                wrap: Callable[[Backend], Backend] = lambda b: b) -> SessionStore:
+    """The configured store; `wrap` decorates a server-side backend (metrics)."""
     if config.store == "memory":
-        return ServerSideStore(config, MemoryBackend(config.memory_max_sessions))
+        return ServerSideStore(config, wrap(MemoryBackend(config.memory_max_sessions)))
     if config.store == "redis":
-        return ServerSideStore(config, RedisBackend(connect(config)))
+        return ServerSideStore(config, wrap(RedisBackend(connect(config))))
     return CookieStore(config)

@@ -1,0 +1,115 @@
+"""Prometheus metrics, owned by the app (a private registry, no global state).
+
+Labels are bounded: routes are the configured ones (or the proxy's own endpoint names),
+statuses are HTTP codes, reasons are exception class names; never raw methods or paths.
+With several workers, prometheus-client's multiprocess mode aggregates every process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .errors import ProxyError
+from .session.backend import Backend
+
+T = TypeVar("T")
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("azp_requests", "Requests by route and status",
+                                ["route", "status"], registry=r)
+        self.latency = Histogram("azp_request_duration_seconds", "Request duration",
+                                 ["route"], buckets=_BUCKETS, registry=r)
+        self.logins = Counter("azp_logins", "Logins by result (started, completed, failed) "
+                              "and reason", ["result", "reason"], registry=r)
+        self.refreshes = Counter("azp_token_refreshes", "Token refreshes by result",
+                                 ["result"], registry=r)
+        self.graph_calls = Counter("azp_graph_calls", "Microsoft Graph calls by result",
+                                   ["result"], registry=r)
+        self.upstream_errors = Counter("azp_upstream_errors", "Upstream errors by kind",
+                                       ["route", "kind"], registry=r)
+        self.store_ops = Counter("azp_session_store_operations", "Session store operations",
+                                 ["op"], registry=r)
+        self.store_errors = Counter("azp_session_store_errors", "Session store failures",
+                                    ["op"], registry=r)
+        self.jwks_refreshes = Counter("azp_jwks_refreshes", "JWKS fetches by result",
+                                      ["result"], registry=r)
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def reason(error: BaseException) -> str:
+    return type(error).__name__ if isinstance(error, ProxyError) else "Unexpected"
+
+
+class CountingBackend:
+    """A session-store backend that counts its operations and failures."""
+
+    def __init__(self, backend: Backend, metrics: Metrics) -> None:
+        self._backend = backend
+        self._metrics = metrics
+
+    async def _run(self, op: str, call: Awaitable[T]) -> T:
+        self._metrics.store_ops.labels(op).inc()
+        try:
+            return await call
+        except ProxyError:
+            self._metrics.store_errors.labels(op).inc()
+            raise
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._run("get", self._backend.get(key))
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self._run("set", self._backend.set(key, value, ttl))
+
+    async def delete(self, *keys: str) -> None:
+        await self._run("delete", self._backend.delete(*keys))
+
+    async def add_to_set(self, key: str, member: str, ttl: float) -> None:
+        await self._run("add_to_set", self._backend.add_to_set(key, member, ttl))
+
+    async def pop_set(self, key: str) -> list[str]:
+        return await self._run("pop_set", self._backend.pop_set(key))
+
+    def lock(self, key: str, ttl: float) -> AbstractAsyncContextManager[bool]:
+        self._metrics.store_ops.labels("lock").inc()
+        return self._backend.lock(key, ttl)
+
+    async def ping(self) -> None:
+        await self._run("ping", self._backend.ping())
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+
+async def serve(metrics: Metrics, listen: str) -> AsyncIterator[None]:
+    """Run /metrics on its own listener (never on the public port)."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, _, port = listen.rpartition(":")
+    await web.TCPSite(runner, host.strip("[]") or None, int(port), reuse_port=True).start()
+    yield
+    await runner.cleanup()

