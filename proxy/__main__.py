@@ -9,33 +9,35 @@ import os
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from . import __version__, logs
 from .config import Config
 from .config_load import load, redacted
 from .errors import ConfigError
 
 
+def _config_path(path: str | None) -> str:
+    return path or os.environ.get("PROXY_CONFIG") or "proxy.toml"
+
+
 def _config(path: str | None) -> Config:
     from .app import check_files
 
-    config = load(path or os.environ.get("PROXY_CONFIG") or "proxy.toml", os.environ)
+    config = load(_config_path(path), os.environ)
     check_files(config)  # a bad certificate or key file fails check-config too
     return config
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .app import build_app
+    from .workers import serve, supervise
 
     config = _config(args.config)
     logs.setup(config.server.log_format, config.server.log_level)
-    host, port = config.server.host_port
     print(f"azure-auth-proxy {__version__} listening on {config.server.listen} "
-          f"for {config.server.public_url}", file=sys.stderr, flush=True)
-    web.run_app(build_app(config, loader=lambda: _config(args.config)), host=host or None,
-                port=port, access_log=None, print=None,
-                shutdown_timeout=config.server.drain_timeout)
+          f"for {config.server.public_url} ({config.server.workers} worker(s))",
+          file=sys.stderr, flush=True)
+    if config.server.workers > 1:
+        return supervise(config, _config_path(args.config))
+    serve(config, _config_path(args.config))
     return 0
 
 

@@ -20,8 +20,6 @@ _RESERVED_HEADERS = {
     "transfer-encoding", "te", "trailer", "keep-alive", "proxy-authorization",
     "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
 }
-# Keys this release parses but cannot act on yet: refusing them beats silently ignoring them.
-_NOT_YET = "is not supported by this release yet; remove it or leave it at its default"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -75,8 +73,10 @@ def check_server(config: Config) -> list[str]:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             out.append(f"server.trusted_proxies: {cidr!r} is not an IP address or CIDR")
-    if s.workers != 1:
-        out.append(f"server.workers: {_NOT_YET}")
+    if not 1 <= s.workers <= 64:
+        out.append(f"server.workers: {s.workers} must be between 1 and 64")
+    elif s.workers > 1 and s.listen.endswith(":0"):
+        out.append("server.workers: several workers need a fixed port in server.listen")
     if s.metrics_listen:
         m_host, _, m_port = s.metrics_listen.rpartition(":")
         if not m_host or not m_port.isdigit() or not 0 < int(m_port) <= 65535:

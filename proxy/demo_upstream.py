@@ -7,6 +7,7 @@ import html
 from aiohttp import WSMsgType, web
 
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Demo app behind azure-auth-proxy</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:48rem;margin:3rem auto;padding:0 1rem}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
@@ -14,9 +15,11 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6re
 <h1>Hello, {name}</h1>
 <p>This page is served by a demo app that has no login of its own. azure-auth-proxy signed
 you in with (mock) Microsoft Entra ID and added these headers to your request:</p>
-<table><thead><tr><th>Header</th><th>Value</th></tr></thead><tbody>{rows}</tbody></table>
+<table><caption>Headers added by the proxy</caption>
+<thead><tr><th scope="col">Header</th><th scope="col">Value</th></tr></thead>
+<tbody>{rows}</tbody></table>
 <p>WebSocket through the proxy: <button id="ws" type="button">Send "ping"</button>
-<output id="wsout" aria-live="polite"></output></p>
+<output id="wsout" for="ws" aria-label="WebSocket reply" aria-live="polite"></output></p>
 <p><a href="/oauth2/userinfo">/oauth2/userinfo</a> &middot;
 <a href="/oauth2/sign_out">Sign out</a></p>
 <script>

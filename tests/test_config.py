@@ -479,23 +479,6 @@ def test_unknown_keys_and_semantic_problems_are_reported_together(tmp_path: Path
         assert names(problems, key), (key, problems)
 
 
-# --- keys this release refuses --------------------------------------------------------------
-
-NOT_YET: list[tuple[str, dict[str, Section], str]] = [
-    ("workers", {"server": {"workers": "4"}}, "server.workers"),
-]
-
-
-@pytest.mark.parametrize(("overrides", "key"),
-                         [pytest.param(o, k, id=i) for i, o, k in NOT_YET])
-def test_not_yet_supported_key_is_refused_by_name(
-        tmp_path: Path, overrides: dict[str, Section], key: str) -> None:
-    problems = problems_of(tmp_path, render(overrides))
-    lines = [p for p in problems if p.startswith(f"{key}:")]
-    assert lines, problems
-    assert any("not supported" in line for line in lines), lines
-
-
 NEEDS_SERVER_SIDE: list[tuple[str, dict[str, Section], str]] = [
     ("pass-access-token", {"identity": {"pass_access_token": "true"}},
      "identity.pass_access_token"),
@@ -544,6 +527,21 @@ def test_server_side_store_settings_are_checked(tmp_path: Path, session: Section
 def test_identity_feature_settings_are_checked(tmp_path: Path, identity: Section,
                                                key: str) -> None:
     assert names(problems_of(tmp_path, render({"identity": identity})), key)
+
+
+@pytest.mark.parametrize(("server", "key"), [
+    ({"workers": "0"}, "server.workers"),
+    ({"workers": "1000"}, "server.workers"),
+    ({"workers": "2", "listen": '"127.0.0.1:0"'}, "server.workers"),
+])
+def test_worker_settings_are_checked(tmp_path: Path, server: Section, key: str) -> None:
+    assert names(problems_of(tmp_path, render({"server": server})), key)
+
+
+def test_several_workers_need_shared_state(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, render({"server": {"workers": "2"},
+                                             "session": {"store": '"memory"'}}))
+    assert names(problems, "session.store") and names(problems, "identity.assertion_key_file")
 
 
 def test_bearer_needs_audiences(tmp_path: Path) -> None:
