@@ -114,3 +114,23 @@ def test_pending_login_cookies_are_capped() -> None:
             else:
                 jar[spec.name] = spec.value
     assert len(jar) <= 5
+
+
+async def test_verified_cookie_cache_never_outlives_the_cookie() -> None:
+    import asyncio
+
+    short = store(max_age=1.5)
+    jar = as_jar(await short.save(Session(ALICE), {}))
+    assert short.load_identity(jar) == ALICE
+    assert short.load_identity(jar) == ALICE  # served from the cache
+    await asyncio.sleep(1.7)
+    assert short.load_identity(jar) is None
+
+
+async def test_verified_cookie_cache_is_per_store_and_exact() -> None:
+    jar = as_jar(await store().save(Session(ALICE), {}))
+    assert store().load_identity(jar) == ALICE
+    other = store(secret=Secret(NEW))
+    assert other.load_identity(jar) is None  # another secret never sees the first one's cache
+    value = jar["azp_session"]
+    assert store().load_identity({"azp_session": value + "x"}) is None
