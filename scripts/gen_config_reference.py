@@ -1,0 +1,652 @@
+"""Generate docs/configuration.md from the config dataclasses in proxy/config.py.
+
+    python scripts/gen_config_reference.py > docs/configuration.md   # regenerate
+    python scripts/gen_config_reference.py --check                    # exit 1 if stale
+
+Types, defaults, environment variable names and `_file` support are read from the
+dataclasses (the same way proxy/config_load.py reads them); the one-line descriptions live in
+DESCRIPTIONS below, keyed "section.key". A field without a description, a description without
+a field, or a field type this script does not know makes it exit 1 and list them: the
+reference cannot silently fall behind the code. Keys that proxy/config_check.py refuses as
+"not supported by this release" are found by asking config_check, not by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from proxy import config_check  # noqa: E402
+from proxy.config import SECTIONS, Config, Secret, UpstreamConfig  # noqa: E402
+
+OUTPUT = ROOT / "docs" / "configuration.md"
+COMMAND = "python scripts/gen_config_reference.py > docs/configuration.md"
+
+# How each field type (as config_load sees it: the annotation string) is written.
+TYPES = {
+    "str": "string",
+    "Secret": "string, secret",
+    "bool": "boolean",
+    "int": "integer",
+    "Duration": "duration",
+    "tuple[str, ...]": "list of strings",
+    "tuple[Secret, ...]": "list of strings, secret",
+    "dict[str, str]": "table: string → string",
+    "AccessPolicyConfig | None": "table",
+}
+
+SECTION_INTROS = {
+    "server": "Where the proxy listens, the origin users see, logging and redirect targets.",
+    "azure": (
+        "The app registration in Microsoft Entra ID and how to talk to it. "
+        "[azure-portal-setup.md](azure-portal-setup.md) shows where each value comes from."
+    ),
+    "session": (
+        "Session cookies and where sessions live. The proxy's cookies are always HttpOnly; "
+        "`Path=/`."
+    ),
+    "access": (
+        "The global access policy, applied to every route that has no `[upstreams.access]` "
+        "of its own. Empty lists: any signed-in user of an allowed tenant. Several non-empty "
+        "lists: the user must match each of them (AND); within one list any entry is enough "
+        "(OR)."
+    ),
+    "identity": "What the upstream learns about the user, in request headers.",
+    "api": "Bearer tokens from API clients that have no session cookie.",
+    "ui": (
+        "The proxy's own pages (sign-in, errors, access denied, signed out). API clients get "
+        "JSON instead."
+    ),
+    "upstreams": (
+        "One `[[upstreams]]` table per route; at least one is required. A request goes to the "
+        "route with a matching `host` (exact names first, then `*.` wildcards, then routes "
+        "without `host`) and the longest matching `path` prefix; no match is a 404. "
+        "These tables are read from the file only: no environment variables."
+    ),
+    "upstreams.access": (
+        "Optional, per route: when a `[[upstreams]]` entry has an `[upstreams.access]` table, "
+        "it **replaces** the global `[access]` policy for that route (it is not merged). An "
+        "empty table therefore lets in any signed-in user of an allowed tenant. Same keys and "
+        "rules as `[access]`; file only."
+    ),
+}
+
+DESCRIPTIONS = {
+    # [server]
+    "server.listen": (
+        "`host:port` to listen on; the host is required (`0.0.0.0` for every IPv4 interface, "
+        "`[::]` for IPv6). Plain HTTP: put TLS in front."
+    ),
+    "server.public_url": (
+        "**Required.** The external origin users browse to, e.g. `https://tools.example.com` "
+        "(no path, query or credentials; `http://` only for loopback hosts). The redirect URI "
+        "is `{public_url}/callback/{connector_id}`."
+    ),
+    "server.trusted_proxies": (
+        "IP addresses or CIDRs of load balancers in front of the proxy. Only from these peers "
+        "are `X-Forwarded-For` (appended to), `-Proto`, `-Host`, `Forwarded`, `X-Real-IP`, "
+        "`X-Request-Id` and, on `/oauth2/auth`, `X-Forwarded-Uri`/`X-Original-URL` believed; "
+        "from anyone else they are dropped or replaced."
+    ),
+    "server.workers": (
+        "Processes sharing the listening port (SO_REUSEPORT) under a supervisor that replaces "
+        "one that dies; 1 to 64. More than 1 needs a fixed port in `listen`, a `cookie` or "
+        "`redis` store (not `memory`) and, with the assertion header on, "
+        "`[identity] assertion_key_file`."
+    ),
+    "server.metrics_listen": (
+        "`host:port` of a separate listener serving Prometheus metrics at `/metrics`; must "
+        "differ from `listen` (metrics never appear on the public port). Empty: off."
+    ),
+    "server.log_format": (
+        "`text` or `json`. One line per request (method, path, status, duration, user, route, "
+        "request id) plus sign-in events, on stderr; never tokens, cookies or secrets."
+    ),
+    "server.log_level": "`debug`, `info`, `warning` or `error` (any case).",
+    "server.allowed_redirect_hosts": (
+        "Extra hosts that `rd=` and post-login targets may name in absolute URLs, besides "
+        "`public_url`'s own origin. `*.example.com` (or `.example.com`) matches subdomains "
+        "only, not `example.com`. Any port and `http`/`https` are accepted on these hosts."
+    ),
+    "server.drain_timeout": (
+        "On shutdown (SIGTERM), how long in-flight requests may take to finish; open "
+        "WebSockets are closed with code 1001."
+    ),
+    # [azure]
+    "azure.client_id": (
+        "**Required.** The app registration's Application (client) ID; ID tokens must carry "
+        "it as `aud`."
+    ),
+    "azure.client_secret": (
+        "The client secret's **Value** (not its Secret ID). Required unless "
+        "`client_certificate_file` is set; if both are set, the certificate is used."
+    ),
+    "azure.client_certificate_file": (
+        "PEM certificate uploaded to the app registration (leaf first if the file holds a "
+        "chain; RSA ≥ 2048 bits; must be valid now). The proxy then authenticates with a PS256 "
+        "client assertion (`x5t#S256`) instead of a secret. Set with `client_private_key_file`."
+    ),
+    "azure.client_private_key_file": (
+        "PEM file with the certificate's **unencrypted** RSA private key (may be the same file "
+        "as the certificate). A missing, expired or mismatched pair stops startup and "
+        "`check-config`."
+    ),
+    "azure.tenant_id": (
+        "Who may sign in: a tenant GUID or verified domain (single tenant), `organizations` "
+        "(work/school accounts of any tenant), `common` (work/school and personal accounts) or "
+        "`consumers` (personal Microsoft accounts only)."
+    ),
+    "azure.cloud_instance": (
+        "Login origin of the Entra cloud: `https://login.microsoftonline.com/` (global), "
+        "`https://login.microsoftonline.us/` (US Government), "
+        "`https://login.partner.microsoftonline.cn/` (China). Discovery's endpoints must be on "
+        "this origin."
+    ),
+    "azure.connector_id": (
+        "Last segment of the redirect URI `{public_url}/callback/{connector_id}`: letters, "
+        "digits, `-`, `_`."
+    ),
+    "azure.scopes": (
+        "Scopes requested at sign-in and on token requests; must include `openid`. `profile` "
+        "brings `oid`/`tid`, `email` the email claim, `offline_access` a refresh token, "
+        "`User.Read` lets the proxy read groups from Graph on overage. Keep one resource: "
+        "Entra refuses scopes of several APIs in one request."
+    ),
+    "azure.allowed_tenants": (
+        "Tenant GUIDs whose users (and bearer tokens) are accepted. Required for "
+        "`organizations`/`common` unless `allow_any_tenant = true`; when set, enforced in "
+        "every tenant mode."
+    ),
+    "azure.allow_any_tenant": (
+        "`true`: with `organizations`/`common` and no `allowed_tenants`, accept every Entra "
+        "tenant (a real multi-tenant app). The issuer is still checked against the token's "
+        "`tid`."
+    ),
+    "azure.prompt": (
+        "`prompt` sent to Entra's authorize endpoint, e.g. `select_account` (always show the "
+        "account picker) or `login`; empty: none."
+    ),
+    "azure.domain_hint": (
+        "`domain_hint` sent to Entra, e.g. `contoso.com`, to skip home-realm discovery; "
+        "empty: none."
+    ),
+    "azure.graph_url": (
+        "Microsoft Graph origin for reading group memberships on overage (`https://`, no "
+        "path). Empty: discovery's `msgraph_host`, else the Graph host of `cloud_instance`."
+    ),
+    "azure.federated_logout": (
+        "`true`: `/oauth2/sign_out` also ends the Entra session (the browser goes to Entra's "
+        "logout, then to `{public_url}/oauth2/signed_out`, which must be a registered redirect "
+        "URI); `rd=` is then not followed."
+    ),
+    "azure.timeout": (
+        "Timeout of each call to Entra or Graph (discovery, keys, token, Graph); must be "
+        "greater than 0."
+    ),
+    # [session]
+    "session.secret": (
+        "**Required** (or `secrets`). Signs the cookies and, for `memory`/`redis`, encrypts "
+        "session records (AES-256-GCM, key derived with HKDF). At least 32 bytes of random "
+        "text. Not together with `secrets`."
+    ),
+    "session.secrets": (
+        "Key rotation, instead of `secret`: keys newest first, each ≥ 32 bytes. The first "
+        "signs and encrypts; every key verifies and decrypts. In `secrets_file`, one key per "
+        "line."
+    ),
+    "session.store": (
+        "`cookie` (identity claims in signed cookies, never tokens), `memory` (server-side, "
+        "one process, lost on restart) or `redis` (server-side, shared by replicas). Only "
+        "server-side stores refresh tokens, pass tokens upstream, honour `idle_timeout` and "
+        "revoke sessions on sign-out and front-channel logout."
+    ),
+    "session.redis_url": (
+        "`store = \"redis\"`: `redis://[user:password@]host:port/db`, `rediss://` for TLS. "
+        "With Sentinel only user, password, db and the scheme are used; with Cluster it names "
+        "one node."
+    ),
+    "session.redis_cluster": (
+        "`true`: `redis_url` names one node of a Redis Cluster. Cannot be combined with "
+        "Sentinel."
+    ),
+    "session.redis_sentinel_master": (
+        "Sentinel: the master's name, e.g. `mymaster`. Set together with `redis_sentinels`."
+    ),
+    "session.redis_sentinels": (
+        "Sentinel: each sentinel as `host:port` (not a URL). Set together with "
+        "`redis_sentinel_master`."
+    ),
+    "session.redis_sentinel_password": (
+        "Password of the sentinels themselves, if they require one; the data nodes' password "
+        "goes in `redis_url`."
+    ),
+    "session.redis_ca_file": (
+        "PEM CA bundle to verify a `rediss://` server signed by a private CA; must be a "
+        "readable file."
+    ),
+    "session.memory_max_sessions": (
+        "`store = \"memory\"`: most sessions kept; past it the least recently used are "
+        "dropped. At least 1."
+    ),
+    "session.cookie_name": (
+        "Session cookie name (1-64 letters, digits, `-`, `_`); also the prefix of chunk "
+        "cookies (`_0`, `_1`, ...) and login-state cookies (`_login_...`). `__Host-` names "
+        "work while `cookie_domain` is empty."
+    ),
+    "session.cookie_domain": (
+        "`Domain` attribute of the proxy's cookies, e.g. `.example.com` to share one session "
+        "across subdomains; empty: host-only cookies."
+    ),
+    "session.secure": (
+        "`Secure` cookie attribute. Must be `false` when `public_url` is plain `http://` "
+        "(loopback only, e.g. the demo)."
+    ),
+    "session.samesite": (
+        "`lax` or `none` (`none` needs `secure = true`). `strict` is refused: it would drop "
+        "the login cookie on the return from Entra."
+    ),
+    "session.max_age": (
+        "Absolute session lifetime from sign-in (also the cookies' `Max-Age`); greater than 0."
+    ),
+    "session.idle_timeout": (
+        "Server-side stores: end a session unused this long, e.g. `\"30m\"`; `\"0\"`: never. "
+        "A non-zero value with `store = \"cookie\"` is an error."
+    ),
+    "session.refresh": (
+        "Server-side stores: refresh tokens this long before the access token expires, one "
+        "refresh per session at a time across replicas. A refresh Entra rejects ends the "
+        "session; an Entra outage keeps it. Ignored by the cookie store."
+    ),
+    # [access]
+    "access.emails": (
+        "Allowed addresses, exact and case-insensitive, compared with `email` and "
+        "`preferred_username`; each must contain exactly one `@`."
+    ),
+    "access.domains": (
+        "Allowed domains (`contoso.com`; a leading `@` is ignored), compared exactly with the "
+        "domain of `email` and `preferred_username` (subdomains do not match). An address "
+        "passes only with exactly one `@`."
+    ),
+    "access.groups": (
+        "Entra group object IDs (case-insensitive); membership of any one is enough. Users "
+        "past the token's group limit have their groups read from Graph at sign-in."
+    ),
+    "access.roles": "App role values (case-sensitive), as in the token's `roles` claim.",
+    "access.tenants": (
+        "Tenant GUIDs (the user's `tid`), on top of `[azure] allowed_tenants`; must be GUIDs."
+    ),
+    # [identity]
+    "identity.headers": (
+        "Headers sent upstream, header name → claim. `groups`/`roles` are joined with `,`; a "
+        "claim the user lacks sends no header. Any ID-token claim may be named (e.g. `upn`). "
+        "Names: letters, digits, `-`; not `Host`, `Cookie`, `Authorization`, hop-by-hop "
+        "headers, `X-Forwarded-For`/`-Proto`/`-Host` or `X-Request-Id`. Setting it replaces "
+        "the whole default table."
+    ),
+    "identity.easy_auth": (
+        "Also send Azure App Service \"Easy Auth\" headers (`X-MS-CLIENT-PRINCIPAL`, `-NAME`, "
+        "`-ID`, `-IDP`) and serve `/.auth/me`, `/.auth/login/aad` and `/.auth/logout`; when "
+        "off, those paths go upstream like any other. Client-sent `X-MS-CLIENT-PRINCIPAL*` and "
+        "`X-MS-TOKEN-*` headers are always removed."
+    ),
+    "identity.easy_auth_tokens": (
+        "With `easy_auth`: also send `X-MS-TOKEN-AAD-ID-TOKEN`, `-ACCESS-TOKEN`, `-EXPIRES-ON` "
+        "and put the tokens in `/.auth/me` (never the refresh token). Needs `easy_auth = true` "
+        "and a server-side store. Off by default: tokens on a same-origin endpoint are exposed "
+        "to any XSS in the app."
+    ),
+    "identity.assertion_header": (
+        "Header carrying a short-lived JWT about the user, signed by the proxy (`iss` = "
+        "`public_url`'s origin, `aud` = the upstream's origin, `sub` = `tid/oid`), verifiable "
+        "with the keys at `/oauth2/jwks`; `\"\"` turns it off. Must be a usable header name. "
+        "See [upstream-verification.md](upstream-verification.md)."
+    ),
+    "identity.assertion_key_file": (
+        "Unencrypted PEM key that signs the assertion: EC P-256 (ES256) or RSA ≥ 2048 bits "
+        "(RS256); must be a readable file. Empty: a key is generated per process and lost on "
+        "restart, so set it when several replicas serve one site."
+    ),
+    "identity.pass_access_token": (
+        "Send the user's Entra access token (a Graph token with the default scopes) in "
+        "`X-Forwarded-Access-Token`. Needs `store = \"memory\"` or `\"redis\"`."
+    ),
+    "identity.pass_id_token": (
+        "Send the user's ID token in `X-Forwarded-Id-Token`. Needs `store = \"memory\"` or "
+        "`\"redis\"`."
+    ),
+    # [api]
+    "api.accept_bearer": (
+        "Accept `Authorization: Bearer <Entra access token for this API>` instead of a "
+        "cookie: RS256 against Entra's keys, v1 or v2 issuer of the configured tenant(s), "
+        "times, `aud` in `audiences`, `oid`, tenant rules; Graph tokens are refused. A bad "
+        "token gets 401 `WWW-Authenticate: Bearer error=\"invalid_token\"`."
+    ),
+    "api.audiences": (
+        "Accepted `aud` values, e.g. `api://<client_id>` (v1 access tokens) and "
+        "`<client_id>` (v2). Required with `accept_bearer`; Graph audiences never count."
+    ),
+    # [ui]
+    "ui.title": "Product name shown in the title of every page the proxy serves.",
+    "ui.logo_url": (
+        "Optional logo on those pages: an `https://` URL or a path starting with `/` (e.g. "
+        "served by an upstream's public route)."
+    ),
+    "ui.footer": "Optional footer text, e.g. `Questions? it-help@example.com`.",
+    "ui.skip_provider_button": (
+        "`true`: browsers without a session go straight to Entra. `false`: they get a "
+        "\"Sign in with Microsoft\" page first (status 401)."
+    ),
+    # [[upstreams]]
+    "upstreams.url": (
+        "**Required.** Where matching requests go: `http(s)://host[:port][/path]`, no query or "
+        "fragment. A path here is put in front of the forwarded path. WebSockets follow as "
+        "`ws(s)://`."
+    ),
+    "upstreams.path": (
+        "Path prefix served by this route; starts with `/`. `/app` matches `/app` and "
+        "`/app/...`, not `/apple`. Longest prefix wins; a `(host, path)` pair may appear once."
+    ),
+    "upstreams.host": (
+        "Only for requests whose `Host` (port ignored) is this name, or for `*.example.com` "
+        "any subdomain at any depth (not `example.com`). Empty: any host."
+    ),
+    "upstreams.public": (
+        "Regexes searched in the decoded request path (full path, before `strip_prefix`; no "
+        "query): a match needs no sign-in and gets no identity headers. Anchor them (`^...$`). "
+        "Paths with encoded `/` or `\\`, `.`/`..` segments, `;` or `//` never match."
+    ),
+    "upstreams.preserve_host": (
+        "`true`: send the client's `Host` upstream; `false`: the upstream URL's `host:port`. "
+        "`X-Forwarded-Host` carries the original either way."
+    ),
+    "upstreams.strip_prefix": (
+        "`true`: remove `path` before forwarding (`/app/x` → `/x`, path normalised first). "
+        "`false`: forward the path unchanged."
+    ),
+    "upstreams.timeout": (
+        "Connect timeout and the longest silence while waiting for or reading the response "
+        "(not a total limit; streams may run longer). For WebSockets: the closing handshake."
+    ),
+    "upstreams.access": (
+        "Table `[upstreams.access]`: this route's own policy, replacing `[access]` (see "
+        "below)."
+    ),
+}
+
+# Values that config_check should accept unless the key is refused as "not in this release".
+# Each is rendered as "not available" when config_check refuses it, so the reference follows
+# the code when a feature ships.
+PROBES: dict[str, Any] = {
+    "server.workers": 2,
+    "server.metrics_listen": "127.0.0.1:9090",
+    "identity.easy_auth": True,
+    "identity.assertion_header": "X-Auth-Assertion",
+}
+NOT_YET_MARKER = "not supported by this release"
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    section: str  # "server", ..., "upstreams", "upstreams.access"
+    name: str
+    kind: str  # the field's annotation string
+    default: Any
+    description_key: str
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        if self.section.startswith("upstreams"):
+            return ""
+        return f"PROXY_{self.section.upper()}_{self.name.upper()}"
+
+    @property
+    def accepts_file(self) -> bool:
+        return "Secret" in self.kind
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None  # pragma: no cover - every config field has a default
+
+
+def _section_of(cls: type[Any]) -> str | None:
+    return next((name for name, c in SECTIONS.items() if c is cls), None)
+
+
+def keys() -> list[Key]:
+    """Every configurable key, in the order of the dataclasses."""
+    out: list[Key] = []
+    tables: list[tuple[str, type[Any]]] = [*SECTIONS.items(), ("upstreams", UpstreamConfig)]
+    for section, cls in tables:
+        for f in dataclasses.fields(cls):
+            kind = str(f.type)
+            out.append(Key(section, f.name, kind, _default(f), f"{section}.{f.name}"))
+    # The nested policy table: its keys are those of the section with the same class.
+    nested = next(f for f in dataclasses.fields(UpstreamConfig) if f.name == "access")
+    policy_cls = _policy_class(str(nested.type))
+    shared = _section_of(policy_cls) if policy_cls else None
+    if policy_cls is not None and shared is not None:
+        for f in dataclasses.fields(policy_cls):
+            out.append(Key("upstreams.access", f.name, str(f.type), _default(f),
+                           f"{shared}.{f.name}"))
+    return out
+
+
+def _policy_class(annotation: str) -> type[Any] | None:
+    name = annotation.split("|")[0].strip()
+    return next((c for c in SECTIONS.values() if c.__name__ == name), None)
+
+
+def problems() -> list[str]:
+    """Undocumented fields, descriptions of fields that no longer exist, unknown types."""
+    all_keys = keys()
+    wanted = {k.description_key for k in all_keys}
+    out = [f"{k}: no description in DESCRIPTIONS" for k in sorted(wanted - DESCRIPTIONS.keys())]
+    out += [f"{k}: described, but no such config field" for k in
+            sorted(DESCRIPTIONS.keys() - wanted)]
+    out += [f"{k.dotted}: unknown field type {k.kind!r} (add it to TYPES)" for k in all_keys
+            if k.kind not in TYPES]
+    out += [f"{s}: no section introduction" for s in
+            sorted({k.section for k in all_keys} - SECTION_INTROS.keys())]
+    return out
+
+
+def not_available() -> dict[str, str]:
+    """Keys config_check refuses as not in this release: dotted key -> its message."""
+    base = Config()
+    baseline = set(config_check.check(base))
+    out: dict[str, str] = {}
+    for dotted, value in PROBES.items():
+        section, name = dotted.split(".")
+        changed = dataclasses.replace(getattr(base, section), **{name: value})
+        config = dataclasses.replace(base, **{section: changed})
+        for problem in set(config_check.check(config)) - baseline:
+            if problem.startswith(f"{dotted}:") and NOT_YET_MARKER in problem:
+                out[dotted] = problem.split(":", 1)[1].strip()
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds == 0:
+        return '"0"'
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        # "60s" reads better than "1m"; "5m" better than "300s".
+        if seconds % size == 0 and seconds >= (2 * size if unit == "m" else size):
+            return f'"{int(seconds // size)}{unit}"'
+    return f'"{seconds:g}s"'
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, Secret):
+        return _toml(value.reveal())
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise ValueError(f"cannot render {value!r}")
+
+
+def default_text(key: Key) -> str:
+    if key.name == "access" and key.section == "upstreams":
+        return "none: `[access]` applies"
+    if key.kind == "Duration":
+        return f"`{_duration(float(key.default))}`"
+    if isinstance(key.default, dict) and key.default:
+        return "see below"
+    return f"`{_toml(key.default)}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+VALUE_FORMATS = [
+    ("string", '`"text"`', "the text as is"),
+    ("boolean", "`true` / `false`",
+     "`true`, `false`, `1`, `0`, `yes`, `no`, `on`, `off` (any case)"),
+    ("integer", "`4`", "`4`"),
+    ("duration",
+     '`"90s"`, `"15m"`, `"8h"`, `"7d"`, `"1h30m"`, `"1.5h"`, `"500ms"`, `"0"`, or a bare '
+     "number of seconds (`10`)",
+     'the same strings; a bare number needs a unit (`"10s"`), except `0`'),
+    ("list of strings", '`["a", "b"]`',
+     '`a,b` (comma-separated, blanks dropped) or a JSON array `["a","b"]`'),
+    ("table", '`{ "X-Name" = "claim" }`', 'a JSON object `{"X-Name": "claim"}`'),
+]
+VALUE_TYPES = "\n".join(
+    ["| type | in `proxy.toml` | in an environment variable |", "|---|---|---|"]
+    + [f"| {kind} | {toml} | {env} |" for kind, toml, env in VALUE_FORMATS])
+
+HEADER = f"""\
+<!-- Generated by scripts/gen_config_reference.py from proxy/config.py. Do not edit by hand:
+     change the dataclasses or the descriptions in the script, then run
+     {COMMAND} -->
+
+# Configuration reference
+
+Every key of `proxy.toml`, generated from the configuration dataclasses (`proxy/config.py`)
+so it cannot drift from the code; the constraints quoted are the ones
+`azure-auth-proxy check-config` enforces (`proxy/config_check.py`). The commented example
+`proxy.toml` in the repository shows a whole file.
+
+The proxy reads `-c FILE`, else `$PROXY_CONFIG`, else `./proxy.toml`.
+`azure-auth-proxy check-config [-c FILE]` validates it and prints the effective configuration
+with secrets masked; every problem is one line naming its key, and the exit code is 1. Unknown
+sections and keys are errors, so a typo cannot silently weaken a setting.
+
+## Value types
+
+{VALUE_TYPES}
+
+"secret" marks a value that is masked in `check-config` output and that may come from a file
+(below).
+
+## Environment variables
+
+Every key of the sections below (not `[[upstreams]]`) can be set as
+`PROXY_<SECTION>_<KEY>`, upper case: `PROXY_AZURE_CLIENT_SECRET`, `PROXY_SESSION_STORE`,
+`PROXY_ACCESS_GROUPS`. A variable replaces the key from the file (and the key's `_file` twin),
+even when it is empty. A variable under a section's prefix that names no key
+(`PROXY_SESSION_SECERT`) is an error; variables with other prefixes, such as `PROXY_CONFIG`,
+are ignored.
+
+## Secrets from files
+
+Keys marked "yes" in the `_file` column also accept `<key>_file`: a path whose content is the
+value (Docker and Kubernetes secrets), in the file (`client_secret_file =
+"/run/secrets/client_secret"`) or the environment (`PROXY_AZURE_CLIENT_SECRET_FILE`). The
+content is read as UTF-8 with surrounding whitespace (the trailing newline) removed; for
+`secrets_file`, every non-empty line is one key, newest first. Setting a key and its `_file`
+twin together, in the file or in the environment, is an error; an unreadable file is an error
+naming the key.
+"""
+
+
+def render() -> str:
+    all_keys = keys()
+    unavailable = not_available()
+    parts = [HEADER]
+    sections: dict[str, list[Key]] = {}
+    for key in all_keys:
+        sections.setdefault(key.section, []).append(key)
+    for section, section_keys in sections.items():
+        title = {"upstreams": "[[upstreams]]", "upstreams.access": "[upstreams.access]"}.get(
+            section, f"[{section}]")
+        intro = textwrap.fill(SECTION_INTROS[section], width=92, break_on_hyphens=False)
+        parts.append(f"## `{title}`\n\n{intro}\n")
+        parts.append("| key | type | default | environment variable | `_file` | description |")
+        parts.append("|---|---|---|---|---|---|")
+        below: list[Key] = []
+        for key in section_keys:
+            description = DESCRIPTIONS[key.description_key]
+            if key.dotted in unavailable:
+                description += (" **Not available in this release:** any value but the default "
+                                "is refused at startup.")
+            env = f"`{key.env}`" if key.env else "—"
+            file_ok = "yes" if key.accepts_file else "—"
+            parts.append(
+                f"| `{key.name}` | {TYPES[key.kind]} | {_cell(default_text(key))} | {env} "
+                f"| {file_ok} | {_cell(description)} |")
+            if isinstance(key.default, dict) and key.default:
+                below.append(key)
+        for key in below:
+            body = "\n".join(f"{_toml(k)} = {_toml(v)}" for k, v in key.default.items())
+            parts.append(f"\nDefault of `{key.name}`:\n\n```toml\n[{section}.{key.name}]\n"
+                         f"{body}\n```")
+        parts.append("")
+    if unavailable:
+        parts.append("## Not available in this release\n")
+        parts.append("These keys exist so that a setting meant for a later release fails\n"
+                     "loudly instead of being ignored. Leave them at their defaults; otherwise\n"
+                     "`check-config` reports:\n")
+        parts += [f"- `{dotted}`: {message}" for dotted, message in unavailable.items()]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["--check"]):
+        print("usage: gen_config_reference.py [--check]", file=sys.stderr)
+        return 2
+    found = problems()
+    if found:
+        print("gen_config_reference: the configuration reference is incomplete:",
+              file=sys.stderr)
+        for problem in found:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    text = render()
+    if args == ["--check"]:
+        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
+        if current != text:
+            print(f"gen_config_reference: {OUTPUT.relative_to(ROOT)} is out of date; run: "
+                  f"{COMMAND}", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
