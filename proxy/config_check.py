@@ -156,6 +156,9 @@ def check_session(config: Config) -> list[str]:
         out.append(f"session.cookie_name: {s.cookie_name!r} must be 1-64 letters, digits, - or _")
     if s.cookie_domain and not _DOMAIN.match(s.cookie_domain.lstrip(".")):
         out.append(f"session.cookie_domain: {s.cookie_domain!r} is not a domain name")
+    elif s.cookie_domain and not _covers(s.cookie_domain, config.server.public_url):
+        out.append(f"session.cookie_domain: {s.cookie_domain!r} does not cover "
+                   "server.public_url's host, so browsers would drop the session cookie")
     if s.samesite not in ("lax", "strict", "none"):
         out.append(f"session.samesite: {s.samesite!r} must be one of ['lax', 'strict', 'none']")
     if s.samesite == "none" and not s.secure:
@@ -172,6 +175,12 @@ def check_session(config: Config) -> list[str]:
         out.append("session.idle_timeout: needs a server-side store (store = 'memory' or "
                    "'redis')")
     return out
+
+
+def _covers(cookie_domain: str, public_url: str) -> bool:
+    domain = cookie_domain.lstrip(".").lower()
+    host = (URL(public_url).host or "").lower()
+    return not host or host == domain or host.endswith("." + domain)
 
 
 def check_redis(s: SessionConfig) -> list[str]:

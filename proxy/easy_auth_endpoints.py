@@ -7,10 +7,9 @@ from aiohttp import web
 from . import easy_auth
 from .errors import Unauthenticated
 from .gateway import current_session, handle
-from .login import begin_login, redirect, signed_out_page
+from .login import begin_login, end_session, signed_out_page
 from .pages import NO_STORE
-from .redirects import safe_target
-from .state import COOKIES, USER, get_state
+from .state import USER, get_state
 
 
 async def me(request: web.Request) -> web.StreamResponse:
@@ -41,8 +40,5 @@ async def logout(request: web.Request) -> web.StreamResponse:
         return await handle(request)
     if request.path == easy_auth.LOGOUT_DONE_PATH:
         return signed_out_page(request)
-    request[COOKIES].extend(await state.sessions.clear(request.cookies))
-    server = state.config.server
-    target = safe_target(request.query.get(easy_auth.LOGOUT_REDIRECT_PARAM), server.public_url,
-                         server.allowed_redirect_hosts, default=easy_auth.LOGOUT_DONE_PATH)
-    return redirect(target)
+    return await end_session(request, request.query.get(easy_auth.LOGOUT_REDIRECT_PARAM),
+                             done=easy_auth.LOGOUT_DONE_PATH)

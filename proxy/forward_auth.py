@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from .errors import AccessDenied, Unauthenticated
-from .gateway import authenticate
-from .headers import identity_headers, peer_trusted
+from .gateway import add_identity, authenticate
+from .headers import peer_trusted
 from .identity import Identity
 from .pages import NO_STORE
 from .routes import Route, normalize_path
@@ -64,6 +65,6 @@ async def check(request: web.Request) -> web.Response:
                     request[REQUEST_ID], identity.user, route.name if route else "-",
                     decision.reason)
         raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
-    headers = {**auth_request_headers(identity), **NO_STORE}
-    headers.update(identity_headers(identity, state.config.identity.headers))
+    headers: CIMultiDict[str] = CIMultiDict({**auth_request_headers(identity), **NO_STORE})
+    add_identity(headers, session, route, state)  # the same headers a forwarded request gets
     return web.Response(status=202, headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -11,7 +12,7 @@ from .easy_auth import principal_headers
 from .errors import AccessDenied, NotFound, Unauthenticated
 from .headers import identity_headers, peer_trusted, upstream_headers
 from .identity import Identity
-from .login import begin_login
+from .login import begin_login, redirect
 from .oidc.bearer import bearer_token, identity_claims
 from .oidc.graph import has_overage
 from .pages import is_navigation, sign_in_page
@@ -60,6 +61,20 @@ async def bearer_session(request: web.Request, state: State,
     return Session(Identity.from_claims(identity_claims(claims), state.extra_claims))
 
 
+async def send_to_sign_in(request: web.Request, state: State) -> web.StreamResponse:
+    """A browser without a session: sign in, then come back to exactly this URL."""
+    origin = state.config.server.origin
+    if request.host.lower() != origin.raw_authority.lower():
+        # Another host behind the same proxy: sign in on the public_url host (where the
+        # callback and its login cookie live) and return to this host afterwards, which
+        # must be in allowed_redirect_hosts (and cookie_domain must cover both).
+        here = f"{origin.scheme}://{request.host}{request.raw_path}"
+        return redirect(f"{origin}/oauth2/start?rd={quote(here, safe='')}")
+    if not state.config.ui.skip_provider_button:
+        return sign_in_page(request, request.raw_path)
+    return await begin_login(request, request.raw_path)
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
     route = state.routes.match(request.host, normalize_path(request.raw_path))
@@ -76,9 +91,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     session = await authenticate(request, state, route)
     if session is None:
         if is_navigation(request):
-            if not state.config.ui.skip_provider_button:
-                return sign_in_page(request, request.raw_path)
-            return await begin_login(request, request.raw_path)
+            return await send_to_sign_in(request, state)
         raise Unauthenticated("Sign in first: this request carries no valid session.")
     identity = session.identity
     request[USER] = identity.user
@@ -91,7 +104,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return await forward(request, route, headers, state.upstream_http)
 
 
-def add_identity(headers: CIMultiDict[str], session: Session, route: Route,
+def add_identity(headers: CIMultiDict[str], session: Session, route: Route | None,
                  state: State) -> None:
     """Everything the upstream learns about the user, after every client copy was stripped."""
     config = state.config.identity
@@ -101,7 +114,7 @@ def add_identity(headers: CIMultiDict[str], session: Session, route: Route,
             headers["X-Forwarded-Access-Token"] = session.tokens.access_token
         if config.pass_id_token:
             headers["X-Forwarded-Id-Token"] = session.tokens.id_token
-    if state.signer is not None:
+    if state.signer is not None and route is not None:
         headers[config.assertion_header] = state.signer.assertion(session.identity,
                                                                   route.audience)
     if config.easy_auth:

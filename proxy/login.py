@@ -111,11 +111,18 @@ async def _complete_login(request: web.Request) -> web.Response:
 
 async def sign_out(request: web.Request) -> web.Response:
     """End the session here (and, with federated_logout, at Entra too)."""
-    state = get_state(request)
     target = request.query.get("rd")
     if request.method == "POST" and target is None:
         form = await request.post()
         target = str(form.get("rd", "")) or None
+    return await end_session(request, target, done=None)
+
+
+async def end_session(request: web.Request, target: str | None,
+                      done: str | None) -> web.Response:
+    """Sign-out for /oauth2/sign_out and /.auth/logout: delete the session everywhere, go to
+    Entra's logout with federated_logout, else to a safe `target`, `done` or the page."""
+    state = get_state(request)
     session = None
     try:
         session = await state.sessions.load(request.cookies)
@@ -128,9 +135,9 @@ async def sign_out(request: web.Request) -> web.Response:
     if state.config.azure.federated_logout:
         return redirect(await _entra_logout_url(request, session))
     server = state.config.server
-    if target and (safe := safe_target(target, server.public_url, server.allowed_redirect_hosts,
-                                       default="")):
-        return redirect(safe)
+    safe = safe_target(target, server.public_url, server.allowed_redirect_hosts, default="")
+    if safe or done:
+        return redirect(safe or done or "/")
     return signed_out_page(request)
 
 

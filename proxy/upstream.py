@@ -96,10 +96,11 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
                  if p.strip()]
     try:
-        upstream = await http.ws_connect(
-            target_url(route, request.raw_path, websocket=True), headers=headers,
-            protocols=protocols, autoping=False, max_msg_size=0,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=route.timeout))
+        async with asyncio.timeout(route.timeout):  # the handshake; the socket may idle after
+            upstream = await http.ws_connect(
+                target_url(route, request.raw_path, websocket=True), headers=headers,
+                protocols=protocols, autoping=False, max_msg_size=0,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=route.timeout))
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") from None
     except aiohttp.ClientError:

@@ -84,6 +84,10 @@ def validate_access_token(token: str, *, keys: KeySet, metadata: Metadata, azure
         raise BearerRejected("the oid claim is missing")
     if not tenant_allowed(azure, tid):
         raise BearerRejected("the token's tenant (tid) is not allowed here")
+    # An ID token can share our audience (the bare client ID) but is not a credential for an
+    # API: access tokens name the calling client (v2 azp, v1 appid) and carry no nonce.
+    if "nonce" in claims or not (claims.get("azp") or claims.get("appid")):
+        raise BearerRejected("this is not an access token (an ID token cannot call the API)")
     return claims
 
 

@@ -95,3 +95,17 @@ async def test_without_accept_bearer_the_header_is_just_passed_along(stack: Stac
             "Authorization": "Bearer whatever"}) as resp:
         assert resp.status == 401
         assert 'error="invalid_token"' not in resp.headers["WWW-Authenticate"]
+
+
+async def test_an_id_token_is_not_an_api_credential(make_stack: StackFactory) -> None:
+    # The bare client ID is a legitimate audience for v1-style API tokens, and it is also
+    # every ID token's aud: the proxy must still tell them apart.
+    stack = await make_stack({"api": {"accept_bearer": True,
+                                      "audiences": [AUDIENCE, DEFAULT_CLIENT_ID]}})
+    await stack.login()
+    id_token = stack.mock.issued[-1]["id_token"]
+    status, body, challenge = await call(stack, id_token)
+    assert status == 401 and "not an access token" in body["message"]
+    no_client = api_token(stack.mock, stack.idp, azp=None, aud=DEFAULT_CLIENT_ID)
+    assert (await call(stack, no_client))[0] == 401
+    assert (await call(stack, api_token(stack.mock, stack.idp, aud=DEFAULT_CLIENT_ID)))[0] == 200

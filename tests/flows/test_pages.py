@@ -49,3 +49,32 @@ async def test_errors_are_pages_for_browsers_and_json_for_scripts(
         body = await resp.json()
         assert resp.status == 404 and body["error"] == "not_found" and body["request_id"]
         assert resp.headers["X-Request-Id"] == body["request_id"]
+
+
+async def test_other_hosts_sign_in_on_the_public_host_and_return(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack({"server": {"allowed_redirect_hosts": ["grafana.example.test"]},
+                              "upstreams": [{"path": "/", "url": "http://127.0.0.1:9"},
+                                            {"path": "/", "host": "grafana.example.test",
+                                             "url": "http://127.0.0.1:9"}]})
+    async with stack.client.get(stack.url + "/d/1?x=2", headers={
+            **HTML, "Host": "grafana.example.test"}, allow_redirects=False) as resp:
+        location = resp.headers["Location"]
+    assert location == (stack.url + "/oauth2/start?rd="
+                        "http%3A%2F%2Fgrafana.example.test%2Fd%2F1%3Fx%3D2")
+    stack.mock.auto_user = "alice@contoso.example"
+    async with stack.client.get(location, allow_redirects=False) as resp:
+        authorize = resp.headers["Location"]
+    async with stack.client.get(authorize, allow_redirects=False) as resp:
+        callback = resp.headers["Location"]
+    async with stack.client.get(callback, allow_redirects=False) as resp:
+        assert resp.headers["Location"] == "http://grafana.example.test/d/1?x=2"
+
+
+async def test_cookie_domain_must_cover_the_public_host(make_stack: StackFactory) -> None:
+    import pytest
+
+    from proxy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="session.cookie_domain"):
+        await make_stack({"session": {"cookie_domain": "example.org"}})
