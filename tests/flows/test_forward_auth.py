@@ -181,3 +181,9 @@ async def test_real_nginx_auth_request_in_front_of_an_upstream(
                                  allow_redirects=False) as resp:
             assert resp.status == 302  # the client's own X-Forwarded-Uri opens nothing
             assert resp.headers["Location"].endswith("/oauth2/start?rd=/app")
+
+
+async def test_forward_auth_answer_carries_the_assertion_for_the_route(gated: Stack) -> None:
+    await gated.login()
+    resp = await auth(gated, **{"X-Forwarded-Uri": "/app"})
+    assert resp.status == 202 and resp.headers["X-Auth-Assertion"].count(".") == 2
