@@ -43,3 +43,20 @@ async def test_failed_logins_and_upstream_errors_are_counted(make_stack: StackFa
     async with stack.client.get(f"http://127.0.0.1:{port}/metrics") as resp:
         text = await resp.text()
     assert 'azp_upstream_errors_total{kind="unreachable",route="/"}' in text
+
+
+def test_grafana_dashboard_uses_only_metrics_the_proxy_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from proxy.metrics import Metrics
+
+    path = Path(__file__).resolve().parents[2] / "deploy/grafana/azure-auth-proxy.json"
+    dashboard = json.loads(path.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b(azp_[a-z_]+)", e)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    exported = {family.name + suffix for family in Metrics().registry.collect()
+                for suffix in suffixes.get(family.type, ("",))}
+    assert used and used <= exported, used - exported
