@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import aiohttp
 from aiohttp import WSCloseCode, web
 
-from . import easy_auth, easy_auth_endpoints, endpoints, forward_auth, gateway, login
+from . import easy_auth, easy_auth_endpoints, endpoints, forward_auth, gateway, login, logs
 from .assertion import AssertionKeyError, AssertionSigner
 from .authorize import Policy
 from .config import Config
@@ -113,6 +113,7 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
                           # Bodies the proxy itself reads (the sign-out form) are tiny;
                           # forwarded bodies stream and are not bound by this.
                           middlewares=[outer], client_max_size=64 * 1024)
+    logs.quiet_aiohttp()
     # Built here so a bad regex, table or certificate fails at startup, not on a request.
     routes = RouteTable(config.upstreams, config.access)
     credential = load_credential(config.azure)

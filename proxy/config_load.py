@@ -30,7 +30,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration like \"90s\", \"15m\", \"8h\" or \"7d\"")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("is far too large a duration") from None
     elif isinstance(value, str) and value.strip() == "0":
         seconds = 0.0
     elif isinstance(value, str) and re.fullmatch(rf"(?:{_DURATION_PART.pattern})+", value.strip()):

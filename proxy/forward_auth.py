@@ -28,11 +28,22 @@ def original_request(request: web.Request, state: State) -> tuple[str, str]:
     """(host, raw path) of the request being checked."""
     if not peer_trusted(request.remote, state.trusted):
         return request.host, "/"
-    uri = request.headers.get("X-Forwarded-Uri") or request.headers.get("X-Original-URL") or "/"
-    if not uri.startswith("/"):
-        uri = URL(uri).raw_path_qs if "://" in uri else "/" + uri
-    host = request.headers.get("X-Forwarded-Host") or request.host
-    return host.split(",")[0].strip(), uri
+    # Front proxies set one of these and may pass the client's copies of the other along
+    # (ingress-nginx sets X-Original-URL and forwards X-Forwarded-Uri untouched): two
+    # different answers, or a repeated header, is ambiguous and refused, never guessed.
+    uris = {_as_path(v) for name in ("X-Forwarded-Uri", "X-Original-URL")
+            for v in request.headers.getall(name, [])}
+    hosts = set(request.headers.getall("X-Forwarded-Host", []))
+    if len(uris) > 1 or len(hosts) > 1 or any("," in h for h in hosts):
+        # 401, not 400: nginx's auth_request turns any other status into a 500.
+        raise Unauthenticated("The original request's URI or host is ambiguous.")
+    return (hosts.pop().strip() if hosts else request.host), (uris.pop() if uris else "/")
+
+
+def _as_path(uri: str) -> str:
+    if uri.startswith("/"):
+        return uri
+    return URL(uri).raw_path_qs if "://" in uri else "/" + uri
 
 
 def auth_request_headers(identity: Identity) -> dict[str, str]:

@@ -22,6 +22,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class BadRequestFilter(logging.Filter):
+    """aiohttp logs a malformed request with a traceback quoting the raw line, which can
+    hold a session cookie: keep one line with the peer and the kind of error, no bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            record.msg = "malformed request refused from %s: %s (HTTP %s)"
+            record.args = (peer, type(error).__name__, error.code)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_aiohttp() -> None:
+    """Idempotent: our access log replaces aiohttp's (which would print query strings,
+    i.e. authorization codes), and malformed requests log one safe line."""
+    logging.getLogger("aiohttp.access").disabled = True
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BadRequestFilter) for f in server.filters):
+        server.addFilter(BadRequestFilter())
+
+
 def setup(log_format: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -31,5 +58,4 @@ def setup(log_format: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp's access log would duplicate ours (and would print query strings with codes).
-    logging.getLogger("aiohttp.access").disabled = True
+    quiet_aiohttp()

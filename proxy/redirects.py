@@ -24,8 +24,9 @@ _MAX_LENGTH = 2048
 
 
 def _decoded_forms(target: str) -> list[str]:
+    """Every percent-decoding of `target` until it stops changing (bounded by its length)."""
     forms = [target]
-    for _ in range(3):
+    while len(forms) <= len(target):
         decoded = unquote(forms[-1])
         if decoded == forms[-1]:
             break

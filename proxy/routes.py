@@ -14,13 +14,16 @@ from .config import AccessPolicyConfig, UpstreamConfig
 
 # A public path must be unambiguous: no encoded or literal separators, dot segments or path
 # parameters that an upstream might read differently from us (oauth2-proxy/Pomerium advisories).
-_AMBIGUOUS_RAW = re.compile(r"%(2f|5c|25|00|3b|23|3f)|[\\;]", re.I)
+_AMBIGUOUS_RAW = re.compile(r"%(2f|5c|25|00|3b|23|3f)|%u[0-9a-f]{4}|[\\;]", re.I)
 _AMBIGUOUS_DECODED = re.compile(r"//|/\.\.?(/|$)|[\x00-\x1f\x7f#?]")
 
 
 def normalize_path(raw_path: str) -> str:
-    """The decoded path with dot segments resolved: what an upstream will act on."""
-    decoded = unquote(raw_path.split("?", 1)[0]) or "/"
+    """The decoded path as the most lenient upstream reads it: `\\` is `/` (IIS), `;params`
+    are dropped (Tomcat, Jetty, Spring), dot segments are resolved. Routes and their
+    policies are chosen on this, so `/admin;x/secret` is still under `/admin`."""
+    decoded = unquote(raw_path.split("?", 1)[0]).replace("\\", "/") or "/"
+    decoded = "/".join(segment.split(";", 1)[0] for segment in decoded.split("/")) or "/"
     normalized = posixpath.normpath(decoded)
     if normalized.startswith("//"):
         normalized = "/" + normalized.lstrip("/")
@@ -32,7 +35,13 @@ def normalize_path(raw_path: str) -> str:
 def is_plain_path(raw_path: str) -> bool:
     """True when the path has exactly one reading (public rules only apply to such paths)."""
     path = raw_path.split("?", 1)[0]
-    return not _AMBIGUOUS_RAW.search(path) and not _AMBIGUOUS_DECODED.search(unquote(path))
+    if _AMBIGUOUS_RAW.search(path):
+        return False
+    try:  # overlong or invalid UTF-8 (%c0%ae for ".") has more than one reading too
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return not _AMBIGUOUS_DECODED.search(decoded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,14 +55,15 @@ class CookieStore:
         value = self._joined(cookies)
         if not value:
             return None
-        digest = hashlib.sha256(value.encode()).digest()
+        # surrogateescape: a cookie with bytes that are not UTF-8 is junk, never a 500.
+        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
         hit = self._verified.get(digest)
         if hit is not None and hit[1] > time.time():
             return hit[0]
         try:
             data, signed = self._serializer.loads(value, max_age=int(self.max_age),
                                                   return_timestamp=True)
-        except (BadData, ValueError, json.JSONDecodeError):
+        except (BadData, ValueError, UnicodeError, json.JSONDecodeError):
             return None
         if not isinstance(data, dict):
             return None

@@ -62,7 +62,7 @@ class LoginStates:
                                   "already finished, or started in another browser)")
         try:
             data = self._serializer.loads(raw, max_age=LOGIN_TTL)
-        except BadData:
+        except (BadData, ValueError, UnicodeError):
             raise LoginStateError("the sign-in state is invalid or expired") from None
         if not isinstance(data, dict) or not hmac.compare_digest(str(data.get("s")), state):
             raise LoginStateError("the sign-in state does not match")
@@ -82,7 +82,7 @@ class LoginStates:
             try:
                 _, ts = self._serializer.loads(value, max_age=LOGIN_TTL, return_timestamp=True)
                 pending.append((ts.timestamp(), name))
-            except BadData:
+            except (BadData, ValueError, UnicodeError):
                 pending.append((0.0, name))
             if len(pending) > 50:  # a browser stuffed with state cookies costs nothing more
                 break

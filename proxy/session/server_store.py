@@ -44,7 +44,7 @@ class ServerSideStore:
             return None
         try:
             value = self._ids.loads(raw, max_age=int(self.max_age))
-        except BadData:
+        except (BadData, ValueError, UnicodeError):
             return None
         return value if isinstance(value, str) and _ID.match(value) else None
 

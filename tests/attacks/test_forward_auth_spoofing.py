@@ -1,0 +1,195 @@
+"""/oauth2/auth believes the original request's URI and host only from trusted proxies, and
+never lets an ambiguous original URI open a public rule (SPEC §5, forward-auth)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.attacks.conftest import Browsers, ShieldFactory, sign_in
+from tests.attacks.harness import Upstream, tally
+from tests.conftest import Stack, free_port
+
+BOB = "bob@contoso.example"
+FAMILY = "forward-auth-spoofing"
+ROUTES = [{"path": "/", "public": ["^/healthz$", "^/public/"]},
+          {"path": "/admin", "access": {"roles": ["Admin"]}},
+          {"path": "/", "host": "open.example", "public": ["^/"]}]
+
+
+async def check(stack: Stack, client: aiohttp.ClientSession | None = None,
+                headers: list[tuple[str, str]] | None = None) -> aiohttp.ClientResponse:
+    own = client is None
+    session = client or aiohttp.ClientSession()
+    try:
+        async with session.get(stack.url + "/oauth2/auth", headers=headers or []) as resp:
+            await resp.read()
+            return resp
+    finally:
+        if own:
+            await session.close()
+
+
+# The test client connects from 127.0.0.1; these make it look like a trusted proxy's peer.
+LOOK_TRUSTED = [("X-Forwarded-For", "10.9.9.9"), ("X-Real-IP", "10.9.9.9"),
+                ("Forwarded", "for=10.9.9.9;proto=https"), ("True-Client-IP", "10.9.9.9"),
+                ("X-Client-IP", "10.9.9.9"), ("CF-Connecting-IP", "10.9.9.9")]
+ORIGINAL = [("X-Forwarded-Uri", "/healthz"), ("X-Original-URL", "/healthz"),
+            ("X-Original-URI", "/healthz"), ("X-Rewrite-URL", "/healthz"),
+            ("X-Forwarded-Host", "open.example"), ("X-Forwarded-Uri", "http://open.example/x"),
+            ("X_Forwarded_Uri", "/healthz"), ("x-forwarded-uri", "/public/x")]
+
+
+async def test_untrusted_peers_cannot_choose_the_original_request(
+        shield: ShieldFactory, upstream: Upstream) -> None:
+    stack = await shield({"server": {"trusted_proxies": ["10.0.0.0/8"]}}, routes=ROUTES)
+    opened = []
+    for header in ORIGINAL:
+        for disguise in ([], LOOK_TRUSTED):
+            resp = await check(stack, headers=[*disguise, header])
+            tally(FAMILY, refused=resp.status == 401, crashed=resp.status >= 500)
+            if resp.status != 401:
+                opened.append((header, bool(disguise), resp.status))
+    assert opened == []
+    assert upstream.seen == []
+
+
+async def test_identity_in_the_answer_is_computed_not_echoed(
+        shield: ShieldFactory, browsers: Browsers) -> None:
+    stack = await shield(routes=ROUTES)
+    bob = await sign_in(stack, BOB, browsers())
+    spoof = [("X-Auth-Request-User", "admin@evil"), ("X-Auth-Request-Email", "admin@evil"),
+             ("X-Auth-Request-Groups", "admins"), ("X-Forwarded-User", "admin@evil"),
+             ("X_Auth_Request_User", "admin@evil"), ("X-Auth-Request-Preferred-Username", "a")]
+    resp = await check(stack, bob, spoof)
+    tally(FAMILY, refused="admin@evil" not in str(resp.headers), crashed=resp.status >= 500)
+    assert resp.status == 202
+    assert resp.headers["X-Auth-Request-User"] == BOB
+    assert resp.headers.getall("X-Forwarded-User") == [BOB]
+    assert "admin@evil" not in str(resp.headers) and "admins" not in str(resp.headers)
+    anonymous = await check(stack, headers=spoof)
+    assert anonymous.status == 401 and "admin@evil" not in str(anonymous.headers)
+
+
+AMBIGUOUS_URIS = ["/healthz/../admin/x", "/healthz%2f..%2fadmin", "/admin/x?/healthz",
+                  "/admin/x#/healthz", "/healthz;/../admin/x", "//healthz", "/%2e%2e/healthz",
+                  "/public/../admin/x", "/public/%2e%2e/admin/x", "/healthz%23", "/healthz%00",
+                  "/public%2fx"]
+
+
+async def test_trusted_proxy_ambiguous_uris_open_nothing(shield: ShieldFactory,
+                                                         upstream: Upstream) -> None:
+    stack = await shield({"server": {"trusted_proxies": ["127.0.0.1/32"]}}, routes=ROUTES)
+    assert (await check(stack, headers=[("X-Forwarded-Uri", "/healthz")])).status == 202
+    opened = {}
+    for uri in AMBIGUOUS_URIS:
+        for header in ("X-Forwarded-Uri", "X-Original-URL"):
+            resp = await check(stack, headers=[(header, uri)])
+            tally(FAMILY, refused=resp.status == 401, crashed=resp.status >= 500)
+            if resp.status != 401:
+                opened[f"{header}: {uri}"] = resp.status
+    assert opened == {}
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize("headers", [
+    [("X-Original-URL", "/admin/x"), ("X-Forwarded-Uri", "/healthz")],
+    [("X-Forwarded-Uri", "/healthz"), ("X-Original-URL", "/admin/x")],
+    [("X-Forwarded-Uri", "/healthz"), ("X-Forwarded-Uri", "/admin/x")],
+    [("X-Original-URL", "/healthz"), ("X-Original-URL", "/admin/x")],
+], ids=["front-sets-original-url", "client-first", "two-forwarded-uris", "two-original-urls"])
+async def test_conflicting_original_uris_from_a_trusted_proxy_open_nothing(
+        shield: ShieldFactory, upstream: Upstream, headers: list[tuple[str, str]]) -> None:
+    # A front that sets X-Original-URL (ingress-nginx does) passes the client's own
+    # X-Forwarded-Uri through: when the two disagree, the proxy cannot know which one the
+    # front wrote, so it must not take the public one.
+    stack = await shield({"server": {"trusted_proxies": ["127.0.0.1/32"]}}, routes=ROUTES)
+    resp = await check(stack, headers=headers)
+    tally(FAMILY, refused=resp.status in (400, 401), crashed=resp.status >= 500)
+    assert resp.status in (400, 401), resp.status
+    assert upstream.seen == []
+
+
+async def test_trusted_proxy_route_policy_follows_path_parameters(
+        shield: ShieldFactory, browsers: Browsers) -> None:
+    # nginx passes $request_uri verbatim: a Java upstream reads /admin;x/y as /admin/y.
+    stack = await shield({"server": {"trusted_proxies": ["127.0.0.1/32"]}}, routes=ROUTES)
+    bob = await sign_in(stack, BOB, browsers())
+    assert (await check(stack, bob, [("X-Forwarded-Uri", "/admin/y")])).status == 403
+    resp = await check(stack, bob, [("X-Forwarded-Uri", "/admin;x/y")])
+    tally(FAMILY, refused=resp.status in (400, 403), crashed=resp.status >= 500)
+    assert resp.status in (400, 403), resp.status
+
+
+INGRESS_NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /_external-auth {{
+      internal;
+      # What ingress-nginx's auth-url annotation generates: the original URL goes in
+      # X-Original-URL; every other header of the client's request is passed through.
+      proxy_pass http://127.0.0.1:{proxy_port}/oauth2/auth;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Auth-Request-Redirect $request_uri;
+    }}
+    location / {{
+      auth_request /_external-auth;
+      proxy_pass {upstream};
+    }}
+  }}
+}}
+"""
+
+
+async def test_behind_ingress_nginx_a_client_x_forwarded_uri_opens_nothing(
+        shield: ShieldFactory, upstream: Upstream, tmp_path: Path) -> None:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert Path(binary).exists(), "nginx missing: `make test` installs it"
+    stack = await shield({"server": {"trusted_proxies": ["127.0.0.1/32"]}}, routes=ROUTES)
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(INGRESS_NGINX_CONF.format(
+        tmp=tmp_path, port=port, proxy_port=stack.url.rsplit(":", 1)[1], upstream=upstream.url))
+    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as client:
+            for _ in range(100):
+                try:
+                    async with client.get(url + "/healthz") as resp:
+                        assert resp.status == 200  # the control: public through nginx
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert proc.poll() is None, (tmp_path / "error.log").read_text()
+                    await asyncio.sleep(0.05)
+            async with client.get(url + "/admin/x") as resp:
+                assert resp.status == 401  # the control: nginx asks the proxy
+            upstream.seen.clear()
+            async with client.get(url + "/admin/x",
+                                  headers={"X-Forwarded-Uri": "/healthz"}) as resp:
+                status = resp.status
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    tally(FAMILY, refused=status == 401, crashed=status >= 500)
+    assert status == 401, (status, upstream.paths())
+    assert upstream.seen == []
