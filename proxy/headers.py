@@ -65,9 +65,12 @@ def strip_cookies(cookie_header: str, prefix: str) -> str:
     return "; ".join(kept)
 
 
+_CONTROL = {c: None for c in [*range(0x20), 0x7F]}
+
+
 def clean_value(value: str) -> str:
     """Header values from claims: no control characters, so nothing can inject a header."""
-    return "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    return value if value.isprintable() else value.translate(_CONTROL)
 
 
 def upstream_headers(

@@ -17,6 +17,7 @@ from .state import METRICS, STATE
 
 log = logging.getLogger("proxy.upstream")
 CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024
 _WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                  "sec-websocket-protocol", "sec-websocket-accept")
 
@@ -66,10 +67,17 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
         _count(request, route, "unreachable")
         raise UpstreamUnavailable(f"The app behind {route.name} is unreachable.") from None
     async with upstream:
+        length = upstream.content_length
+        if (length is not None and length <= SMALL_BODY and request.method != "HEAD"
+                and "Transfer-Encoding" not in upstream.headers):
+            # Most responses are small: one read and one write instead of a stream.
+            return web.Response(status=upstream.status, reason=upstream.reason,
+                                headers=response_headers(upstream.headers),
+                                body=await upstream.read())
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=response_headers(upstream.headers))
-        if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
-            response.content_length = upstream.content_length
+        if length is not None and "Transfer-Encoding" not in upstream.headers:
+            response.content_length = length
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(CHUNK):

@@ -555,7 +555,7 @@ class RedisSentinelSet:
     """A monitored master + replica and three sentinels (quorum 2) watching them."""
 
     def __init__(self, workdir: Path, *, master_name: str = "mymaster",
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
+                 down_after_ms: int = 2000, failover_timeout_ms: int = 6000,
                  sentinel_count: int = 3, quorum: int = 2,
                  start_timeout: float = START_TIMEOUT) -> None:
         self.workdir = Path(workdir)
@@ -664,9 +664,10 @@ class RedisSentinelSet:
         if restart_old_master:
             old.replicaof = new.address
             old.start()
+            # Generous: on a loaded machine sentinels take several hello rounds to agree.
             _wait_until(f"old master {old.port} to rejoin as a replica of {new.port}",
                         lambda: self._replica_synced(old) and self._sentinels_agree([old]),
-                        self.start_timeout, self.logs)
+                        2 * self.start_timeout, self.logs)
 
     def stop(self) -> None:
         for server in [*self.sentinel_servers, self.replica, self.master]:

@@ -68,9 +68,11 @@ class CookieStore:
         if not isinstance(data, dict):
             return None
         identity = Identity.from_claims(data)
-        if not (identity.oid and identity.tid):
+        expires = signed.timestamp() + self.max_age
+        # itsdangerous counts whole seconds: hold the cookie to the exact max_age ourselves.
+        if not (identity.oid and identity.tid) or expires <= time.time():
             return None
-        self._verified[digest] = (identity, signed.timestamp() + self.max_age)
+        self._verified[digest] = (identity, expires)
         return identity
 
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
