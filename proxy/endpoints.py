@@ -6,11 +6,11 @@ from aiohttp import web
 
 from .errors import ProxyError, Unauthenticated
 from .pages import NO_STORE
-from .state import USER, get_state
+from .state import USER, get_state, session_cookies
 
 
 async def userinfo(request: web.Request) -> web.Response:
-    session = await get_state(request).sessions.load(request.cookies)
+    session = await get_state(request).sessions.load(session_cookies(request))
     if session is None:
         raise Unauthenticated("No valid session.")
     identity = session.identity

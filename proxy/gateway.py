@@ -19,7 +19,7 @@ from .pages import is_navigation, sign_in_page
 from .refresh import ensure_fresh
 from .routes import Route, normalize_path
 from .session.store import Session
-from .state import COOKIES, REQUEST_ID, ROUTE, USER, State, get_state
+from .state import COOKIES, REQUEST_ID, ROUTE, USER, State, get_state, session_cookies
 from .upstream import forward
 
 log = logging.getLogger("proxy.auth")
@@ -27,13 +27,13 @@ log = logging.getLogger("proxy.auth")
 
 async def current_session(request: web.Request, state: State) -> Session | None:
     """The request's session with fresh tokens; None when there is none (or it just ended)."""
-    session = await state.sessions.load(request.cookies)
+    session = await state.sessions.load(session_cookies(request))
     if session is None or not state.sessions.server_side:
         return session
     fresh = await ensure_fresh(session, state.sessions, state.entra,
                                state.config.session.refresh, state.extra_claims)
     if fresh is None:
-        request[COOKIES].extend(await state.sessions.clear(request.cookies))
+        request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
     return fresh
 
 

@@ -68,6 +68,21 @@ def strip_cookies(cookie_header: str, prefix: str) -> str:
 _CONTROL = {c: None for c in [*range(0x20), 0x7F]}
 
 
+def own_cookies(headers: Mapping[str, str] | CIMultiDict[str], prefix: str) -> dict[str, str]:
+    """Just the proxy's cookies from the Cookie header(s), without building a Morsel for
+    every cookie the apps behind the proxy set (the hot path's own parse)."""
+    found: dict[str, str] = {}
+    for header in _all(headers, "cookie"):
+        for part in header.split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name.startswith(prefix) and name not in found:
+                value = value.strip()
+                if len(value) > 1 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                found[name] = value
+    return found
+
+
 def clean_value(value: str) -> str:
     """Header values from claims: no control characters, so nothing can inject a header."""
     return value if value.isprintable() else value.translate(_CONTROL)

@@ -25,7 +25,7 @@ from .refresh import tokens_from
 from .session.cookies import CookieSpec
 from .session.login_state import LoginState, LoginStateError
 from .session.store import Session
-from .state import COOKIES, METRICS, REQUEST_ID, USER, get_state
+from .state import COOKIES, METRICS, REQUEST_ID, USER, get_state, session_cookies
 
 log = logging.getLogger("proxy.auth")
 # Errors a person can act on (cancelled, not assigned, needs consent) versus a broken IdP.
@@ -45,7 +45,7 @@ async def begin_login(request: web.Request, target: str,
     login = LoginState.new(safe_target(target, state.config.server.public_url,
                                        state.config.server.allowed_redirect_hosts))
     url = await state.entra.authorize_url(login, prompt=prompt)
-    request[COOKIES].extend(state.logins.start(login, request.cookies))
+    request[COOKIES].extend(state.logins.start(login, session_cookies(request)))
     request.app[METRICS].logins.labels("started", "").inc()
     log.info("login started request_id=%s", request[REQUEST_ID])
     return redirect(url)
@@ -80,7 +80,7 @@ async def _complete_login(request: web.Request) -> web.Response:
     state = get_state(request)
     query = request.query
     try:
-        login = state.logins.finish(query.get("state"), request.cookies)
+        login = state.logins.finish(query.get("state"), session_cookies(request))
         request[COOKIES].append(state.logins.clear(login.state))
     except LoginStateError as exc:
         # Without our state, an error= text is anyone's words: show none of it.
@@ -102,7 +102,7 @@ async def _complete_login(request: web.Request) -> web.Response:
     identity = Identity.from_claims(claims, state.extra_claims)
     kept = tokens_from(tokens) if state.sessions.server_side else None
     request[COOKIES].extend(await state.sessions.save(Session(identity, tokens=kept),
-                                                      request.cookies))
+                                                      session_cookies(request)))
     request[USER] = identity.user
     log.info("login completed request_id=%s user=%s tid=%s", request[REQUEST_ID],
              identity.user, identity.tid)
@@ -125,8 +125,8 @@ async def end_session(request: web.Request, target: str | None,
     state = get_state(request)
     session = None
     try:
-        session = await state.sessions.load(request.cookies)
-        request[COOKIES].extend(await state.sessions.clear(request.cookies))
+        session = await state.sessions.load(session_cookies(request))
+        request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
     except StoreUnavailable:
         # The cookie goes regardless; the record expires on its own.
         log.warning("sign-out could not reach the session store request_id=%s",
@@ -142,7 +142,7 @@ async def end_session(request: web.Request, target: str | None,
 
 
 def _cookie_deletes(request: web.Request, name: str) -> list[CookieSpec]:
-    return [CookieSpec(n, "", None) for n in request.cookies
+    return [CookieSpec(n, "", None) for n in session_cookies(request)
             if n == name or re.match(rf"^{re.escape(name)}_\d$", n)]
 
 
@@ -176,7 +176,7 @@ async def frontchannel_logout(request: web.Request) -> web.Response:
     if not _SID.match(sid):
         raise BadRequest("Front-channel logout needs a valid sid.")
     ended = await state.sessions.end_sid(sid)
-    session = await state.sessions.load(request.cookies)
+    session = await state.sessions.load(session_cookies(request))
     if session is None or session.identity.sid == sid:
         request[COOKIES].extend(_cookie_deletes(request, state.sessions.name))
     log.info("front-channel logout request_id=%s sessions_ended=%d", request[REQUEST_ID], ended)

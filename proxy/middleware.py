@@ -76,9 +76,7 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.get(ROUTE)
         label = route.name if route else _endpoint(request)
         elapsed = time.monotonic() - started
-        metrics = request.app[METRICS]
-        metrics.requests.labels(label, str(status)).inc()
-        metrics.latency.labels(label).observe(elapsed)
+        request.app[METRICS].observe(label, status, elapsed)
         access_log.info(
             "%s %s %s %.1fms user=%s route=%s request_id=%s",
             request.method, request.path[:512], status, elapsed * 1000,

@@ -56,6 +56,7 @@ class Route:
     timeout: float
     policy: Policy
     audience: str  # the upstream's origin: the `aud` of identity assertions sent to it
+    base: str  # the upstream URL without a trailing slash, for joining raw paths
 
     @property
     def name(self) -> str:
@@ -105,6 +106,7 @@ class RouteTable:
                 timeout=u.timeout,
                 policy=Policy.from_config(u.access if u.access is not None else default),
                 audience=str(URL(u.url).origin()),
+                base=u.url.rstrip("/"),
             )
             for i, u in enumerate(upstreams)
         )

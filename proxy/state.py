@@ -15,7 +15,7 @@ from aiohttp import web
 from .assertion import AssertionSigner
 from .authorize import Policy
 from .config import Config
-from .headers import Network
+from .headers import Network, own_cookies
 from .metrics import Metrics
 from .oidc.client import EntraClient
 from .routes import Route, RouteTable
@@ -54,6 +54,12 @@ METRICS = web.AppKey("metrics", Metrics)  # outlives reloads: counters never res
 
 def get_state(request: web.Request) -> State:
     return request.app[STATE].current
+
+
+def session_cookies(request: web.Request) -> dict[str, str]:
+    """The proxy's own cookies of this request, read the same way on every path (the first
+    of duplicated names wins), so a page and /oauth2/userinfo never see two identities."""
+    return own_cookies(request.headers, get_state(request).sessions.name)
 
 
 # Per-request values the middleware and handlers share.

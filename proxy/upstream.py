@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import aiohttp
@@ -34,10 +35,15 @@ def new_client() -> aiohttp.ClientSession:
 
 
 def target_url(route: Route, raw_path: str, websocket: bool = False) -> URL:
-    base = str(route.upstream).rstrip("/")
+    base = route.base
     if websocket:
         base = "ws" + base[4:] if base.startswith("http") else base
     return URL(base + route.upstream_path(raw_path), encoded=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeouts(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 def is_websocket(request: web.BaseRequest) -> bool:
@@ -53,8 +59,7 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
         headers["Host"] = request.host
     if is_websocket(request):
         return await _websocket(request, route, headers, http)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=route.timeout,
-                                    sock_read=route.timeout)
+    timeout = _timeouts(route.timeout)
     data = request.content if request.body_exists else None
     try:
         upstream = await http.request(

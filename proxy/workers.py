@@ -8,6 +8,7 @@ worker that dies. Metrics then use prometheus-client's multiprocess mode, so any
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -48,6 +49,9 @@ def serve(config: Config, config_path: str, *, reuse_port: bool = False) -> None
         return fresh
 
     host, port = config.server.host_port
+    # Requests allocate many short-lived objects but few cycles: collect the young
+    # generation less often (the profile showed ~6% of CPU in the collector).
+    gc.set_threshold(20_000, 20, 20)
     web.run_app(build_app(config, loader=reload_config), host=host or None, port=port,
                 access_log=None, print=None, shutdown_timeout=config.server.drain_timeout,
                 reuse_port=reuse_port or None, loop=new_loop())
