@@ -23,9 +23,30 @@ test: $(STAMP)
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy tests
+	$(BIN)/ruff check proxy tests bench
 	$(BIN)/mypy
 	sh scripts/lint-deploy.sh
 
 clean:
 	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (never part of `make test`; tests/test_bench_smoke.py runs a few-second smoke).
+# `make bench`: installs nginx, apache2 + mod_auth_openidc, wrk (apt) and matplotlib (.venv),
+# runs everything on 127.0.0.1, writes bench/results.md + bench/results.png. BENCH_ARGS adds
+# options, e.g. BENCH_ARGS='--duration 5 --only proxy-cookie,apache,nginx'.
+.PHONY: bench bench-smoke
+bench: $(STAMP)
+	sh bench/install-deps.sh
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check 'matplotlib>=3.6'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
+
+# Soak (not part of `make test`): steady mixed load on loopback against a proxy process for
+# 300 s; fails on any 5xx or when its RSS/fds grow. `make soak SOAK_ARGS="--duration 30"`,
+# `SOAK_ARGS="--store redis"`; all options: `$(BIN)/python -m tests.soak.soak --help`.
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.soak $(SOAK_ARGS)
