@@ -143,6 +143,9 @@ def markdown(report: Report, *, title: str, command: str, chart: str | None) -> 
     if report.failures:
         out += ["", "## Failures", ""] + [f"- {f}" for f in report.failures]
     out += ["", "## How each contender ran", ""] + [f"- {n}" for n in report.notes]
+    profile = Path(__file__).with_name("profile.md")
+    if profile.exists():  # the profile notes that explain the figures (kept by hand)
+        out += ["", profile.read_text().rstrip()]
     return "\n".join(out) + "\n"
 
 
