@@ -138,7 +138,7 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
 
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(lifecycle)
-    app.on_shutdown.append(_close_websockets)
+    app.on_shutdown.append(close_websockets)
     _add_routes(app)
     return app
 
@@ -153,7 +153,7 @@ def _on_sighup(app: web.Application, loader: ConfigLoader) -> None:
         log.warning("SIGHUP reload is not available in this process")
 
 
-async def _close_websockets(app: web.Application) -> None:
+async def close_websockets(app: web.Application) -> None:
     for ws in list(app[STATE].websockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"proxy shutting down")
 

@@ -14,7 +14,7 @@ from .errors import ProxyError
 from .headers import peer_trusted
 from .pages import error_response
 from .session.cookies import CookieSpec
-from .state import COOKIES, METRICS, REQUEST_ID, ROUTE, USER, get_state
+from .state import COOKIES, METRICS, REQUEST_ID, ROUTE, STATE, USER, get_state
 
 access_log = logging.getLogger("proxy.access")
 log = logging.getLogger("proxy")
@@ -53,6 +53,8 @@ def _endpoint(request: web.Request) -> str:
 @web.middleware
 async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.monotonic()
+    cell = request.app[STATE]
+    cell.inflight += 1
     request[REQUEST_ID] = _request_id(request)
     request[COOKIES] = []
     status = 500
@@ -73,6 +75,7 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
         return response
     finally:
+        cell.inflight -= 1
         route = request.get(ROUTE)
         label = route.name if route else _endpoint(request)
         elapsed = time.monotonic() - started

@@ -40,10 +40,11 @@ class State:
 
 
 class StateCell:
-    __slots__ = ("current", "websockets")
+    __slots__ = ("current", "websockets", "inflight")
 
     def __init__(self, state: State) -> None:
         self.current = state
+        self.inflight = 0  # requests being handled: SIGTERM waits for this to reach 0
         # Open client WebSockets, closed with 1001 (going away) when the proxy shuts down.
         self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
 

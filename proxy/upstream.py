@@ -75,10 +75,20 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
         length = upstream.content_length
         if (length is not None and length <= SMALL_BODY and request.method != "HEAD"
                 and "Transfer-Encoding" not in upstream.headers):
-            # Most responses are small: one read and one write instead of a stream.
+            # Most responses are small: one read and one write instead of a stream. Nothing
+            # has reached the client yet, so a body that breaks off is still an honest 502.
+            try:
+                body = await upstream.read()
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                _count(request, route, "timeout")
+                raise UpstreamTimeout(f"The app behind {route.name} stopped answering.") \
+                    from None
+            except aiohttp.ClientError:
+                _count(request, route, "broken_body")
+                raise UpstreamUnavailable(f"The app behind {route.name} broke off its "
+                                          "answer.") from None
             return web.Response(status=upstream.status, reason=upstream.reason,
-                                headers=response_headers(upstream.headers),
-                                body=await upstream.read())
+                                headers=response_headers(upstream.headers), body=body)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=response_headers(upstream.headers))
         if length is not None and "Transfer-Encoding" not in upstream.headers:

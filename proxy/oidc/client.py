@@ -112,13 +112,18 @@ class EntraClient:
         async with self._lock:
             if self._keys is not cached and self._keys is not None:
                 return self._keys[1]
+            previous_forced = self._last_forced
             if refresh:
                 self._last_forced = now
             try:
                 keyset = KeySet.parse(await self._get_json(metadata.jwks_uri, "key set (JWKS)"))
             except (IdPUnavailable, IdPTimeout):
                 self.metrics.jwks_refreshes.labels("unavailable").inc()
-                if cached is None:
+                if cached is None or refresh:
+                    # A token names a key we lack and Entra cannot tell us about it: that is
+                    # "try again later" (503), not "your token is bad", and the failed
+                    # attempt must not hold back the next one.
+                    self._last_forced = previous_forced
                     raise
                 return cached[1]  # keep verifying with the keys we have
             except IdPFailure:

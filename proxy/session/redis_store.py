@@ -23,7 +23,8 @@ from ..errors import StoreUnavailable
 
 # Compare-and-delete: only the holder releases the refresh lock.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
-_TIMEOUT = 2.0  # seconds per Redis call: fail closed fast rather than hang a request
+_TIMEOUT = 2.0  # seconds per Redis socket operation: fail closed fast rather than hang
+CALL_BUDGET = 5.0  # seconds for one store call, retries included
 
 
 def _common(config: SessionConfig) -> dict[str, Any]:
@@ -72,7 +73,10 @@ class RedisBackend:
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await getattr(self._redis, method)(*args, **kwargs)
+            # One budget for the whole call: redis-py's retries nest (handshake inside
+            # command), and a hung Redis must fail a request in seconds, not twenty.
+            async with asyncio.timeout(CALL_BUDGET):
+                return await getattr(self._redis, method)(*args, **kwargs)
         except (TimeoutError, RedisError, OSError):
             raise StoreUnavailable("The session store (Redis) is unavailable; "
                                    "please retry shortly.") from None
