@@ -22,6 +22,7 @@ from .oidc.tokens import tenant_allowed
 from .pages import NO_STORE, render
 from .redirects import safe_target
 from .refresh import tokens_from
+from .session.cookie_store import session_cookie_names
 from .session.cookies import CookieSpec
 from .session.login_state import LoginState, LoginStateError
 from .session.store import Session
@@ -142,8 +143,9 @@ async def end_session(request: web.Request, target: str | None,
 
 
 def _cookie_deletes(request: web.Request, name: str) -> list[CookieSpec]:
-    return [CookieSpec(n, "", None) for n in session_cookies(request)
-            if n == name or re.match(rf"^{re.escape(name)}_\d$", n)]
+    """Delete the session cookies without asking the store (which may be down)."""
+    return [CookieSpec(n, "", None)
+            for n in session_cookie_names(session_cookies(request), name)]
 
 
 async def _entra_logout_url(request: web.Request, session: Session | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -219,27 +220,29 @@ class EntraClient:
     async def validate_bearer(self, token: str) -> dict[str, Any]:
         """Validate an API client's access token ([api]); one JWKS refetch on an unknown kid."""
         metadata = await self.metadata()
-        audiences = self.config.api.audiences
-        for refresh in (False, True):
-            keys = await self.keys(refresh=refresh)
-            try:
-                return validate_access_token(token, keys=keys, metadata=metadata,
-                                             azure=self.azure, audiences=audiences)
-            except UnknownKey:
-                continue
-        raise BearerRejected("it is signed with an unknown key")
+        claims = await self._with_refetch(lambda keys: validate_access_token(
+            token, keys=keys, metadata=metadata, azure=self.azure,
+            audiences=self.config.api.audiences))
+        if claims is None:
+            raise BearerRejected("it is signed with an unknown key")
+        return claims
 
     async def validate(self, id_token: str, nonce: str | None) -> dict[str, Any]:
         """Validate an ID token; an unknown kid triggers one (rate-limited) JWKS refetch."""
         metadata = await self.metadata()
-        keys = await self.keys()
-        try:
-            return validate_id_token(id_token, keys=keys, metadata=metadata, azure=self.azure,
-                                     nonce=nonce)
-        except UnknownKey:
-            keys = await self.keys(refresh=True)
-        try:
-            return validate_id_token(id_token, keys=keys, metadata=metadata, azure=self.azure,
-                                     nonce=nonce)
-        except UnknownKey:
-            raise LoginRejected("the token is signed with an unknown key") from None
+        claims = await self._with_refetch(lambda keys: validate_id_token(
+            id_token, keys=keys, metadata=metadata, azure=self.azure, nonce=nonce))
+        if claims is None:
+            raise LoginRejected("the token is signed with an unknown key")
+        return claims
+
+    async def _with_refetch(
+            self, check: Callable[[KeySet], dict[str, Any]]) -> dict[str, Any] | None:
+        """Run a token check with the cached keys, and once more after one (rate-limited)
+        JWKS refetch if the token names an unknown kid; None if the kid stays unknown."""
+        for refresh in (False, True):
+            try:
+                return check(await self.keys(refresh=refresh))
+            except UnknownKey:
+                continue
+        return None

@@ -29,6 +29,11 @@ def chunk_names(cookies: Mapping[str, str], name: str) -> list[str]:
     return [n for n in cookies if pattern.match(n)]
 
 
+def session_cookie_names(cookies: Mapping[str, str], name: str) -> list[str]:
+    """The session cookie and its chunks present in a request (what sign-out deletes)."""
+    return [n for n in cookies if n == name] + chunk_names(cookies, name)
+
+
 @asynccontextmanager
 async def _no_lock() -> AsyncIterator[bool]:
     yield False
@@ -91,8 +96,7 @@ class CookieStore:
         return None
 
     async def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
-        names = [n for n in cookies if n == self.name] + chunk_names(cookies, self.name)
-        return [CookieSpec(n, "", None) for n in names]
+        return [CookieSpec(n, "", None) for n in session_cookie_names(cookies, self.name)]
 
     async def clear_id(self, session_id: str) -> None:
         return None

@@ -16,7 +16,7 @@ from itsdangerous import BadData
 from ..config import SessionConfig
 from ..identity import Identity
 from .backend import Backend
-from .cookie_store import chunk_names
+from .cookie_store import chunk_names, session_cookie_names
 from .cookies import CookieSpec
 from .crypto import RecordCipher, RecordUnreadable
 from .signing import serializer
@@ -100,8 +100,7 @@ class ServerSideStore:
         session_id = self._session_id(cookies)
         if session_id:
             await self._backend.delete("s:" + session_id)
-        names = [n for n in cookies if n == self.name] + chunk_names(cookies, self.name)
-        return [CookieSpec(n, "", None) for n in names]
+        return [CookieSpec(n, "", None) for n in session_cookie_names(cookies, self.name)]
 
     async def clear_id(self, session_id: str) -> None:
         await self._backend.delete("s:" + session_id)
