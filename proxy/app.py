@@ -26,6 +26,7 @@ from .session.factory import build_store
 from .session.login_state import LoginStates
 from .state import METRICS, STATE, State, StateCell, get_state
 from .upstream import new_client
+from .upstream_client import UpstreamPool
 
 log = logging.getLogger("proxy")
 # Session cookies can be chunked to several 4 KB cookies: accept header lines that large.
@@ -35,7 +36,8 @@ ConfigLoader = Callable[[], Config]
 
 
 def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
-                upstream_http: aiohttp.ClientSession, credential: CertificateCredential | None,
+                upstream_http: aiohttp.ClientSession, upstream_pool: UpstreamPool,
+                credential: CertificateCredential | None,
                 routes: RouteTable, metrics: Metrics,
                 previous: State | None = None) -> State:
     # Unchanged [session] settings keep the store (a memory store's sessions survive a
@@ -49,6 +51,7 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
         logins=previous.logins if same and previous else LoginStates(config.session),
         routes=routes,
         upstream_http=upstream_http,
+        upstream_pool=upstream_pool,
         owned_headers=owned_names(config.identity.headers, config.identity.assertion_header),
         trusted=config.server.trusted_networks,
         extra_claims=(*config.identity.headers.values(), "login_hint"),
@@ -84,8 +87,8 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
         credential = load_credential(config.azure)
         routes = RouteTable(config.upstreams, config.access)
         new = build_state(config, idp_http=old.entra.http, upstream_http=old.upstream_http,
-                          credential=credential, routes=routes, metrics=app[METRICS],
-                          previous=old)
+                          upstream_pool=old.upstream_pool, credential=credential,
+                          routes=routes, metrics=app[METRICS], previous=old)
     except ConfigError as exc:
         log.error("config reload refused, keeping the running config: %s",
                   "; ".join(exc.problems))
@@ -121,8 +124,10 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         upstream_http = new_client()
+        upstream_pool = UpstreamPool()
         app[STATE] = StateCell(build_state(config, idp_http=idp_http,
-                                           upstream_http=upstream_http, credential=credential,
+                                           upstream_http=upstream_http,
+                                           upstream_pool=upstream_pool, credential=credential,
                                            routes=routes, metrics=app[METRICS]))
         if loader is not None:
             _on_sighup(app, loader)
@@ -133,6 +138,7 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
                                                        config.server.metrics_listen))
             yield
         await app[STATE].current.sessions.close()
+        await upstream_pool.close()
         await upstream_http.close()
         await idp_http.close()
 

@@ -87,7 +87,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         peer=request.remote, peer_is_trusted=trusted,
         scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID])
     if route.is_public(request.raw_path):
-        return await forward(request, route, headers, state.upstream_http)
+        return await forward(request, route, headers, state.upstream_http,
+                             state.upstream_pool)
     session = await authenticate(request, state, route)
     if session is None:
         if is_navigation(request):
@@ -101,7 +102,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
                     request[REQUEST_ID], identity.user, route.name, decision.reason)
         raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
     add_identity(headers, session, route, state)
-    return await forward(request, route, headers, state.upstream_http)
+    return await forward(request, route, headers, state.upstream_http,
+                             state.upstream_pool)
 
 
 def add_identity(headers: CIMultiDict[str], session: Session, route: Route | None,

@@ -5,28 +5,27 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .errors import ProxyError
+from .errors import BadRequest, ProxyError
 from .headers import peer_trusted
 from .pages import error_response
 from .session.cookies import CookieSpec
-from .state import COOKIES, METRICS, REQUEST_ID, ROUTE, STATE, USER, get_state
+from .state import COOKIES, METRICS, REQUEST_ID, ROUTE, STATE, USER, StateCell, get_state
 
 access_log = logging.getLogger("proxy.access")
 log = logging.getLogger("proxy")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _request_id(request: web.Request) -> str:
-    state = get_state(request)
+def _request_id(request: web.Request, cell: StateCell) -> str:
     incoming = request.headers.get("X-Request-Id", "")
-    if incoming and _REQUEST_ID.match(incoming) and peer_trusted(request.remote, state.trusted):
+    if (incoming and _REQUEST_ID.match(incoming)
+            and peer_trusted(request.remote, cell.current.trusted)):
         return incoming
-    return uuid.uuid4().hex
+    return cell.new_request_id()
 
 
 def apply_cookies(request: web.Request, response: web.StreamResponse,
@@ -55,11 +54,16 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.monotonic()
     cell = request.app[STATE]
     cell.inflight += 1
-    request[REQUEST_ID] = _request_id(request)
+    request[REQUEST_ID] = _request_id(request, cell)
     request[COOKIES] = []
     status = 500
     try:
         try:
+            if not request.raw_path.startswith("/"):
+                # absolute-form ("GET http://host/admin"): aiohttp routes on the URL's path
+                # but raw_path keeps the URL, which an upstream would read as /admin after
+                # the proxy chose a route for another path. Browsers never send it here.
+                raise BadRequest("The request target must be a path, not a full URL.")
             response = await handler(request)
         except ProxyError as exc:
             response = error_response(request, exc)
@@ -80,7 +84,8 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         label = route.name if route else _endpoint(request)
         elapsed = time.monotonic() - started
         request.app[METRICS].observe(label, status, elapsed)
-        access_log.info(
-            "%s %s %s %.1fms user=%s route=%s request_id=%s",
-            request.method, request.path[:512], status, elapsed * 1000,
-            request.get(USER, "-"), route.name if route else "-", request[REQUEST_ID])
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s %.1fms user=%s route=%s request_id=%s",
+                request.method, request.path[:512], status, elapsed * 1000,
+                request.get(USER, "-"), route.name if route else "-", request[REQUEST_ID])

@@ -57,6 +57,8 @@ class Route:
     policy: Policy
     audience: str  # the upstream's origin: the `aud` of identity assertions sent to it
     base: str  # the upstream URL without a trailing slash, for joining raw paths
+    origin: tuple[str, str, int]  # (scheme, host, port): the upstream client's pool key
+    prefix: str  # the upstream URL's own path, without a trailing slash ("" for none)
 
     @property
     def name(self) -> str:
@@ -89,6 +91,14 @@ class Route:
         encoded = URL.build(path=rest).raw_path
         return encoded + (sep + query if sep else "")
 
+    def upstream_target(self, raw_path: str) -> str:
+        """The request target sent upstream: the upstream URL's path, then this request's."""
+        return self.prefix + self.upstream_path(raw_path)
+
+
+def _origin(url: URL) -> tuple[str, str, int]:
+    return (url.scheme, url.host or "", url.port or (443 if url.scheme == "https" else 80))
+
 
 class RouteTable:
     """Compiled once at startup; `match` is the per-request lookup."""
@@ -107,6 +117,8 @@ class RouteTable:
                 policy=Policy.from_config(u.access if u.access is not None else default),
                 audience=str(URL(u.url).origin()),
                 base=u.url.rstrip("/"),
+                origin=_origin(URL(u.url)),
+                prefix=URL(u.url).raw_path.rstrip("/"),
             )
             for i, u in enumerate(upstreams)
         )

@@ -6,6 +6,8 @@ built from a new config between requests, without dropping connections or sessio
 
 from __future__ import annotations
 
+import itertools
+import os
 import weakref
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ from .routes import Route, RouteTable
 from .session.cookies import CookieSpec
 from .session.login_state import LoginStates
 from .session.store import SessionStore
+from .upstream_client import UpstreamPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +34,8 @@ class State:
     sessions: SessionStore
     logins: LoginStates
     routes: RouteTable
-    upstream_http: aiohttp.ClientSession
+    upstream_http: aiohttp.ClientSession  # WebSockets
+    upstream_pool: UpstreamPool  # everything else
     owned_headers: frozenset[str]
     trusted: tuple[Network, ...]
     extra_claims: tuple[str, ...]
@@ -40,13 +44,20 @@ class State:
 
 
 class StateCell:
-    __slots__ = ("current", "websockets", "inflight")
+    __slots__ = ("current", "websockets", "inflight", "_id_prefix", "_ids")
 
     def __init__(self, state: State) -> None:
         self.current = state
         self.inflight = 0  # requests being handled: SIGTERM waits for this to reach 0
         # Open client WebSockets, closed with 1001 (going away) when the proxy shuts down.
         self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._id_prefix = os.urandom(8).hex()  # per process (workers are spawned, not forked)
+        self._ids = itertools.count()
+
+    def new_request_id(self) -> str:
+        """32 hex digits, unique across processes and restarts; unlike uuid4 it costs no
+        getrandom() system call per request (request ids are labels, not secrets)."""
+        return f"{self._id_prefix}{next(self._ids):016x}"
 
 
 STATE = web.AppKey("state", StateCell)

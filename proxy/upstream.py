@@ -1,20 +1,24 @@
-"""Forward a request upstream: bodies streamed both ways, WebSockets, 502/504 mapping."""
+"""Forward a request upstream: bodies streamed both ways, WebSockets, 502/504 mapping.
+
+Plain HTTP goes through the lean pooled client (upstream_client.py); WebSockets through
+aiohttp's client."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import UpstreamTimeout, UpstreamUnavailable
+from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
 from .state import METRICS, STATE
+from .upstream_client import UpstreamClientError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("proxy.upstream")
 CHUNK = 64 * 1024
@@ -24,7 +28,7 @@ _WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-ex
 
 
 def new_client() -> aiohttp.ClientSession:
-    """One pooled client for all upstreams: no cookie jar, no decompression, no added headers."""
+    """The WebSocket client: no cookie jar, no decompression, no added headers."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -41,71 +45,84 @@ def target_url(route: Route, raw_path: str, websocket: bool = False) -> URL:
     return URL(base + route.upstream_path(raw_path), encoded=True)
 
 
-@functools.lru_cache(maxsize=64)
-def _timeouts(seconds: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
-
-
 def is_websocket(request: web.BaseRequest) -> bool:
     return (request.headers.get("Upgrade", "").lower() == "websocket"
             and "upgrade" in request.headers.get("Connection", "").lower())
 
 
 async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
-                  http: aiohttp.ClientSession) -> web.StreamResponse:
+                  http: aiohttp.ClientSession, pool: UpstreamPool) -> web.StreamResponse:
     if not route.preserve_host:
         headers["Host"] = route.upstream.raw_authority
     elif request.host:
         headers["Host"] = request.host
     if is_websocket(request):
         return await _websocket(request, route, headers, http)
-    timeout = _timeouts(route.timeout)
-    data = request.content if request.body_exists else None
+    timeout = route.timeout
     try:
-        upstream = await http.request(
-            request.method, target_url(route, request.raw_path), headers=headers, data=data,
-            allow_redirects=False, timeout=timeout, compress=None, chunked=None)
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        _count(request, route, "timeout")
-        raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") from None
-    except aiohttp.ClientError:
-        _count(request, route, "unreachable")
+        upstream = await pool.request(request.method, route.origin,
+                                      route.upstream_target(request.raw_path), headers,
+                                      await _request_body(request), timeout)
+    except UpstreamClientError as exc:
+        _count(request, route, "unreachable" if exc.kind == "broken_body" else exc.kind)
+        if exc.kind == "timeout":
+            raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") \
+                from None
         raise UpstreamUnavailable(f"The app behind {route.name} is unreachable.") from None
-    async with upstream:
-        length = upstream.content_length
-        if (length is not None and length <= SMALL_BODY and request.method != "HEAD"
-                and "Transfer-Encoding" not in upstream.headers):
-            # Most responses are small: one read and one write instead of a stream. Nothing
-            # has reached the client yet, so a body that breaks off is still an honest 502.
-            try:
-                body = await upstream.read()
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                _count(request, route, "timeout")
+    try:
+        return await _answer(request, route, upstream, timeout)
+    finally:
+        upstream.release()
+
+
+async def _request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | None:
+    """None without a body; small bodies of known length whole (sent with the head in one
+    write); anything else streamed as it arrives."""
+    if not request.body_exists:
+        return None
+    length = request.content_length
+    if length is not None and length <= SMALL_BODY:
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise BadRequest("The request body ended before its Content-Length.") from None
+    return request.content.iter_any()
+
+
+async def _answer(request: web.Request, route: Route, upstream: UpstreamResponse,
+                  timeout: float) -> web.StreamResponse:
+    length = upstream.content_length
+    if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+        # Most responses are small: one read and one write instead of a stream. Nothing
+        # has reached the client yet, so a body that breaks off is still an honest 502.
+        try:
+            body = await upstream.read(timeout)
+        except UpstreamClientError as exc:
+            _count(request, route, exc.kind)
+            if exc.kind == "timeout":
                 raise UpstreamTimeout(f"The app behind {route.name} stopped answering.") \
                     from None
-            except aiohttp.ClientError:
-                _count(request, route, "broken_body")
-                raise UpstreamUnavailable(f"The app behind {route.name} broke off its "
-                                          "answer.") from None
-            return web.Response(status=upstream.status, reason=upstream.reason,
-                                headers=response_headers(upstream.headers), body=body)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=response_headers(upstream.headers))
-        if length is not None and "Transfer-Encoding" not in upstream.headers:
-            response.content_length = length
-        await response.prepare(request)
-        try:
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # Headers are gone: the only honest signal left is a cut connection.
-            log.warning("upstream %s broke off mid-body: %s", route.name, type(exc).__name__)
-            _count(request, route, "broken_body")
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        await response.write_eof()
+            raise UpstreamUnavailable(f"The app behind {route.name} broke off its "
+                                      "answer.") from None
+        return web.Response(status=upstream.status, reason=upstream.reason,
+                            headers=response_headers(upstream.headers), body=body)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                  headers=response_headers(upstream.headers))
+    if length is not None:
+        response.content_length = length
+    await response.prepare(request)
+    try:
+        while chunk := await upstream.read_chunk(timeout):
+            await response.write(chunk)
+    except UpstreamClientError as exc:
+        # Headers are gone: the only honest signal left is a cut connection.
+        log.warning("upstream %s broke off mid-body: %s", route.name, type(exc).__name__)
+        _count(request, route, "broken_body")
+        if request.transport is not None:
+            request.transport.abort()
         return response
+    await response.write_eof()
+    return response
 
 
 def _count(request: web.Request, route: Route, kind: str) -> None:

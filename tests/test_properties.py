@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.config import AccessPolicyConfig, Secret, SessionConfig, UpstreamConfig
+from proxy.config_check import _HEADER_NAME, _RESERVED_HEADERS
 from proxy.config_load import from_dict, parse_duration
 from proxy.errors import ConfigError
 from proxy.headers import owned_names, upstream_headers
@@ -287,15 +288,22 @@ OWNED_SAMPLES = [*SPEC_OWNED, "X-Forwarded-User", "X-Forwarded-Email", "X-Forwar
                  "X-Auth-Request-User", "X-Auth-Request-Anything"]
 
 
+def is_configurable_header(name: str) -> bool:
+    return bool(_HEADER_NAME.match(name)) and name.lower() not in _RESERVED_HEADERS
+
+
 def spec_canonical(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
 @st.composite
 def header_lists(draw: st.DrawFn) -> tuple[list[tuple[str, str]], dict[str, str], str]:
-    configured = draw(st.dictionaries(token, st.sampled_from(["preferred_username", "groups"]),
+    # Only names config_check accepts: X-Request-Id or Host cannot be identity headers.
+    configurable = token.filter(is_configurable_header)
+    configured = draw(st.dictionaries(configurable,
+                                      st.sampled_from(["preferred_username", "groups"]),
                                       max_size=3))
-    assertion = draw(st.one_of(st.just(""), st.just("X-Auth-Assertion"), token))
+    assertion = draw(st.one_of(st.just(""), st.just("X-Auth-Assertion"), configurable))
     pool = [*OWNED_SAMPLES, *configured, *([assertion] if assertion else []), *HOP,
             "Cookie", "X-Forwarded-For", "X-Request-Id", "Host", "Accept"]
     names = st.one_of(token, st.builds(respell, st.sampled_from(pool),

@@ -90,7 +90,11 @@ async def test_paths_with_legacy_encodings_are_never_public(
 # Paths that an upstream maps into /admin (Tomcat/Jetty/Spring drop ";params", IIS reads "\"
 # as "/"), so the /admin route's policy must apply to them too.
 ADMIN_LOOKALIKES = ["/admin/x", "/x/../admin/x", "/%61dmin/x", "//admin/x", "/admin%2fx",
-                    "/./admin/x", "/admin/./x", "/public/../admin/x", "/healthz/../admin/x"]
+                    "/./admin/x", "/admin/./x", "/public/../admin/x", "/healthz/../admin/x",
+                    # absolute-form targets: an upstream reads the path inside the URL
+                    "http://127.0.0.1/admin/x", "HTTP://127.0.0.1/admin/x",
+                    "http://evil.example/admin/x", "https://127.0.0.1/admin/x",
+                    "http://127.0.0.1//admin/x"]
 ADMIN_AMBIGUOUS = ["/admin;x/secret", "/admin;/secret", "/admin%3bx/secret", "/admin%3B/secret",
                    "/admin;jsessionid=1/secret", "/admin\\secret", "/admin%5csecret"]
 
