@@ -89,13 +89,19 @@ class UpstreamResponse:
         if self._complete:  # bytes after the answer: this connection cannot be trusted again
             self._reusable = False
 
+    # After a complete answer, the parser's callbacks for anything that follows are ignored
+    # (the connection is already marked unusable): nothing may rewrite the answer.
     def on_status(self, reason: bytes) -> None:
-        self._names += reason
+        if not self._complete:
+            self._names += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw.append((name, value))
+        if not self._complete:
+            self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._complete:
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._informational = True  # 100 Continue, 103 Early Hints: not forwarded
@@ -106,6 +112,7 @@ class UpstreamResponse:
         self.reason = self._names.decode("latin-1")
         headers = self.headers
         length = None
+        coded = False
         for name, value in self._raw:
             text = value.decode("utf-8", "surrogateescape")
             headers.add(name.decode("latin-1"), text)
@@ -113,9 +120,12 @@ class UpstreamResponse:
             if lowered == b"content-length":
                 length = int(text)  # llhttp already refused a bad or repeated one
             elif lowered == b"transfer-encoding":
-                self.chunked = True
+                coded = True  # RFC 9112 §6.3: chunked only if it is the last coding;
+                self.chunked = text.rpartition(",")[2].strip().lower() == "chunked"
         self._raw = []
-        self.content_length = None if self.chunked else length
+        if coded:  # any other coding: the body ends when the connection closes
+            length = None
+        self.content_length = length
         self._keep_alive = bool(self._parser.should_keep_alive())
         self._headers_done = True
         if status == 101:
@@ -184,20 +194,24 @@ class UpstreamResponse:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait(self, timeout: float) -> None:
+    async def _wait(self, timeout: float | None) -> None:
         loop = self._conn.loop
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter)
+        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
         try:
             await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._waiter = None
 
     # -- reading --------------------------------------------------------------------------
     async def _headers(self, timeout: float) -> None:
         while not self._headers_done and self._error is None:
-            await self._wait(timeout)
+            # While a streamed body is still going out, its own writes are timed (and a
+            # slow client is not the upstream's fault): the answer's clock starts after it.
+            sending = self._sender is not None and not self._sender.done()
+            await self._wait(None if sending else timeout)
         if self._error is not None:
             raise self._error
 
@@ -224,8 +238,10 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Back to the pool if the answer was read whole and both sides keep the
-        connection alive; closed otherwise."""
+        connection alive; closed otherwise. Calling it again does nothing."""
         conn = self._conn
+        if conn.response is not self:
+            return
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
             self._reusable = False
@@ -324,6 +340,7 @@ class UpstreamPool:
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
         self._closing = False
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def put(self, conn: _Connection) -> None:
         conn.response = None
@@ -337,6 +354,21 @@ class UpstreamPool:
         while idle and (len(idle) > MAX_IDLE or idle[0].closed
                         or now - idle[0].idle_since > KEEPALIVE):
             idle.popleft().close()
+        if self._sweeper is None:
+            self._sweeper = conn.loop.call_later(KEEPALIVE, self._sweep, conn.loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close connections idle for longer than KEEPALIVE, also for origins no request
+        goes to any more (each deque is oldest first)."""
+        self._sweeper = None
+        now = time.monotonic()
+        for origin, idle in list(self._idle.items()):
+            while idle and (idle[0].closed or now - idle[0].idle_since > KEEPALIVE):
+                idle.popleft().close()
+            if not idle:
+                del self._idle[origin]
+        if self._idle and not self._closing:
+            self._sweeper = loop.call_later(KEEPALIVE, self._sweep, loop)
 
     def _take(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -406,6 +438,9 @@ class UpstreamPool:
 
     async def close(self) -> None:
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for idle in self._idle.values():
             while idle:
                 idle.pop().close()
@@ -426,7 +461,10 @@ def _head(method: str, target: str, headers: CIMultiDict[str],
     # header or split the request (the request line and names are checked the same way).
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         raise BrokenAnswer("refusing to send a header containing CR or LF")
-    return text.encode("utf-8", "surrogateescape")
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from the wire
+        raise BrokenAnswer("refusing to send a header that is not encodable") from None
 
 
 async def _send_body(conn: _Connection, body: AsyncIterable[bytes],
@@ -450,9 +488,13 @@ def _watch_sender(sender: asyncio.Task[None], response: UpstreamResponse) -> Non
     response._sender = sender
 
     def done(task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
         if task.cancelled():
             response._reusable = False
-        elif task.exception() is not None:
+        elif isinstance(error, UpstreamClientError):
+            response._fail(error)  # the upstream stopped reading it (timeout) or closed
+        elif error is not None:
             response._fail(BrokenAnswer("the request body could not be sent"))
+        response._wake()  # the answer's own clock may start now
     sender.add_done_callback(done)
 
