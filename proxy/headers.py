@@ -21,6 +21,7 @@ ALWAYS_OWNED = frozenset({
     "x-forwarded-roles", "x-forwarded-object-id", "x-forwarded-tenant-id",
     "x-forwarded-preferred-username",
 })
+_NEVER_FORWARDED = HOP_BY_HOP | {"host"}  # Host is set for the upstream by the proxy
 # Set by the proxy from what it saw; from untrusted peers the client's copies are lies.
 FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
                         "forwarded", "x-real-ip", "x-request-id"})
@@ -101,25 +102,32 @@ def upstream_headers(
     """The request headers to send upstream, before identity headers are added."""
     listed = {canonical(t.strip()) for v in _all(incoming, "connection") for t in v.split(",")}
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        key = canonical(name)
-        if key in HOP_BY_HOP or key in listed or key == "host" or is_owned(name, owned):
+    host: str | None = None
+    prior: list[str] = []
+    for name, value in incoming.items():  # one pass, one canonical name per header
+        lowered = name.lower()
+        key = lowered.replace("_", "-") if "_" in lowered else lowered
+        if lowered == "host" and host is None:
+            host = value
+        elif lowered == "x-forwarded-for":
+            prior.append(value)
+        if (key in _NEVER_FORWARDED or key in owned or key.startswith(OWNED_PREFIXES)
+                or key in listed):
             continue
-        if key in FORWARDING and not peer_is_trusted:
-            continue
-        if key in ("x-forwarded-for", "x-request-id"):
-            continue  # rebuilt below
-        if key == "cookie":
+        if key in FORWARDING:
+            if not peer_is_trusted or key in ("x-forwarded-for", "x-request-id"):
+                continue  # dropped, or rebuilt below
+        elif key == "cookie":
             value = strip_cookies(value, cookie_prefix)
             if not value:
                 continue
         out.add(name, value)
-    prior = ", ".join(_all(incoming, "x-forwarded-for")) if peer_is_trusted else ""
-    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior and peer else (peer or prior)
+    before = ", ".join(prior) if peer_is_trusted else ""
+    out["X-Forwarded-For"] = f"{before}, {peer}" if before and peer else (peer or before)
     if "x-forwarded-proto" not in out:
         out["X-Forwarded-Proto"] = scheme
-    if "x-forwarded-host" not in out and "host" in {canonical(k) for k in incoming}:
-        out["X-Forwarded-Host"] = _all(incoming, "host")[0]
+    if "x-forwarded-host" not in out and host is not None:
+        out["X-Forwarded-Host"] = host
     out["X-Request-Id"] = request_id
     return out
 

@@ -18,10 +18,21 @@ _AMBIGUOUS_RAW = re.compile(r"%(2f|5c|25|00|3b|23|3f)|%u[0-9a-f]{4}|[\\;]", re.I
 _AMBIGUOUS_DECODED = re.compile(r"//|/\.\.?(/|$)|[\x00-\x1f\x7f#?]")
 
 
+# What normalize_path has work to do for: anything else is already in normal form.
+_NOT_NORMAL = re.compile(r"[%\\;]|/\.|//")
+
+
 def normalize_path(raw_path: str) -> str:
     """The decoded path as the most lenient upstream reads it: `\\` is `/` (IIS), `;params`
     are dropped (Tomcat, Jetty, Spring), dot segments are resolved. Routes and their
     policies are chosen on this, so `/admin;x/secret` is still under `/admin`."""
+    path = raw_path.partition("?")[0]
+    if path.startswith("/") and not _NOT_NORMAL.search(path):
+        return path  # the common case: nothing to decode, drop or resolve
+    return _normalize(raw_path)
+
+
+def _normalize(raw_path: str) -> str:
     decoded = unquote(raw_path.split("?", 1)[0]).replace("\\", "/") or "/"
     decoded = "/".join(segment.split(";", 1)[0] for segment in decoded.split("/")) or "/"
     normalized = posixpath.normpath(decoded)

@@ -25,7 +25,7 @@ from proxy.errors import ConfigError
 from proxy.headers import owned_names, upstream_headers
 from proxy.identity import Identity
 from proxy.redirects import is_safe
-from proxy.routes import Route, RouteTable, is_plain_path, normalize_path
+from proxy.routes import Route, RouteTable, _normalize, is_plain_path, normalize_path
 from proxy.session.cookie_store import CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
 from proxy.session.store import Session
@@ -379,6 +379,14 @@ def test_route_functions_never_raise(raw: str, host: str) -> None:
         candidate.is_public(raw)
     route = TABLE.match(host, normalized)
     assert route is not None and route.matches_path(normalized)
+
+
+@FAST
+@given(st.one_of(paths, st.text(max_size=100), st.text(alphabet="/.%\\;?a", max_size=30)))
+def test_the_fast_path_of_normalize_path_changes_nothing(raw: str) -> None:
+    # normalize_path returns a path unchanged when it has nothing to decode or resolve:
+    # it must be exactly what the full normalization gives.
+    assert normalize_path(raw) == _normalize(raw)
 
 
 @FAST

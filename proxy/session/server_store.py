@@ -3,6 +3,7 @@ live server-side, encrypted, which enables refresh, passthrough and revocation."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -11,12 +12,18 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from cachetools import LRUCache, TTLCache
 from itsdangerous import BadData
 
 from ..config import SessionConfig
 from ..identity import Identity
 from .backend import Backend
-from .cookie_store import chunk_names, session_cookie_names
+from .cookie_store import (
+    VERIFIED_CACHE_SIZE,
+    VERIFIED_CACHE_TTL,
+    chunk_names,
+    session_cookie_names,
+)
 from .cookies import CookieSpec
 from .crypto import RecordCipher, RecordUnreadable
 from .signing import serializer
@@ -25,6 +32,7 @@ from .store import Session, Tokens
 ID_SALT = "azp.session.id"
 _ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 REFRESH_LOCK_TTL = 15.0
+OPENED_CACHE_SIZE = 2048  # decrypted records of the most recently used sessions
 
 
 class ServerSideStore:
@@ -37,16 +45,35 @@ class ServerSideStore:
         self._ids = serializer(config.signing_keys, ID_SALT)
         self._cipher = RecordCipher(config.signing_keys)
         self._backend = backend
+        # Verified cookies by digest (as in the cookie store): the HMAC check once a minute.
+        self._verified: TTLCache[bytes, tuple[str, float]] = TTLCache(
+            maxsize=VERIFIED_CACHE_SIZE, ttl=VERIFIED_CACHE_TTL)
+        # The record as last read, with what it decrypted to: while the store returns the
+        # same bytes, they are not decrypted and parsed again. The store is still read on
+        # every request, so a session deleted or rewritten anywhere is seen at once.
+        self._opened: LRUCache[str, tuple[bytes, Session, float]] = LRUCache(
+            maxsize=OPENED_CACHE_SIZE)
 
     def _session_id(self, cookies: Mapping[str, str]) -> str | None:
         raw = cookies.get(self.name)
         if not raw:
             return None
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogateescape")).digest()
+        hit = self._verified.get(digest)
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
         try:
-            value = self._ids.loads(raw, max_age=int(self.max_age))
+            value, signed = self._ids.loads(raw, max_age=int(self.max_age),
+                                            return_timestamp=True)
         except (BadData, ValueError, UnicodeError):
             return None
-        return value if isinstance(value, str) and _ID.match(value) else None
+        if not (isinstance(value, str) and _ID.match(value)):
+            return None
+        expires = signed.timestamp() + self.max_age
+        if expires <= time.time():  # itsdangerous counts whole seconds
+            return None
+        self._verified[digest] = (value, expires)
+        return value
 
     async def load(self, cookies: Mapping[str, str]) -> Session | None:
         session_id = self._session_id(cookies)
@@ -56,15 +83,20 @@ class ServerSideStore:
         sealed = await self._backend.get("s:" + session_id)
         if sealed is None:
             return None
-        try:
-            record = json.loads(self._cipher.open(sealed, session_id))
-            session = _session(session_id, record)
-        except (RecordUnreadable, ValueError, KeyError, TypeError):
-            return None
+        opened = self._opened.get(session_id)
+        if opened is not None and opened[0] == sealed:
+            session, seen = opened[1], opened[2]
+        else:
+            try:
+                record = json.loads(self._cipher.open(sealed, session_id))
+                session = _session(session_id, record)
+                seen = float(record.get("seen", session.created))
+            except (RecordUnreadable, ValueError, KeyError, TypeError):
+                return None
+            self._opened[session_id] = (sealed, session, seen)
         now = time.time()
         if now - session.created > self.max_age:
             return None
-        seen = float(record.get("seen", session.created))
         if self.idle_timeout and now - seen > self.idle_timeout:
             await self._backend.delete("s:" + session_id)
             return None
