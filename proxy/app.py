@@ -27,6 +27,7 @@ from .session.login_state import LoginStates
 from .state import METRICS, STATE, State, StateCell, get_state
 from .upstream import new_client
 from .upstream_client import UpstreamPool
+from .upstream_identity import IdentityHeaders
 
 log = logging.getLogger("proxy")
 # Session cookies can be chunked to several 4 KB cookies: accept header lines that large.
@@ -43,6 +44,7 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
     # Unchanged [session] settings keep the store (a memory store's sessions survive a
     # reload) and the login states (replay protection survives too).
     same = previous is not None and previous.config.session == config.session
+    signer = _signer(config, previous)
     return State(
         config=config,
         entra=EntraClient(config, idp_http, credential, metrics),
@@ -56,7 +58,8 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
         trusted=config.server.trusted_networks,
         extra_claims=(*config.identity.headers.values(), "login_hint"),
         policy=Policy.from_config(config.access),
-        signer=_signer(config, previous),
+        signer=signer,
+        upstream_identity=IdentityHeaders(config.identity, signer),
     )
 
 

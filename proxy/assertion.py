@@ -114,6 +114,11 @@ class AssertionSigner:
 
     def assertion(self, identity: Identity, audience: str, now: float | None = None) -> str:
         """The signed assertion of `identity` for the upstream whose origin is `audience`."""
+        return self.assertion_until(identity, audience, now)[0]
+
+    def assertion_until(self, identity: Identity, audience: str,
+                        now: float | None = None) -> tuple[str, float]:
+        """The assertion, and the wall-clock time until which it may be reused."""
         if not audience:
             raise ValueError("an assertion needs an audience (the upstream's origin)")
         moment = time.time() if now is None else now
@@ -122,13 +127,13 @@ class AssertionSigner:
         try:  # half the cost of TTLCache.get, which looks the key up twice
             token, issued_at = self._cache[key]
             if self._fresh(issued_at, moment):
-                return token
+                return token, issued_at + self.lifetime / 2
         except KeyError:
             pass
         issued_at = int(moment)
         token = self._sign(identity, audience, issued_at)
         self._cache[key] = (token, issued_at)
-        return token
+        return token, issued_at + self.lifetime / 2
 
     def __repr__(self) -> str:
         return f"AssertionSigner({self.issuer!r}, algorithm={self.algorithm!r}, kid={self.kid!r})"

@@ -134,15 +134,20 @@ def principal_headers(
         headers.append((PRINCIPAL_ID, identity.oid))
     headers.append((PRINCIPAL_IDP, PROVIDER))
     if with_tokens and session_tokens is not None:
-        headers += [
-            (header, value) for header, value in (
-                (ID_TOKEN, session_tokens.id_token),
-                (ACCESS_TOKEN, session_tokens.access_token),
-                (EXPIRES_ON, expires_on(session_tokens)),
-            )
-            if _header_safe(value)
-        ]
+        headers += token_headers(session_tokens)
     return headers
+
+
+def token_headers(session_tokens: Tokens) -> list[tuple[str, str]]:
+    """The X-MS-TOKEN-AAD-* headers (easy_auth_tokens), each only if safe to send."""
+    return [
+        (header, value) for header, value in (
+            (ID_TOKEN, session_tokens.id_token),
+            (ACCESS_TOKEN, session_tokens.access_token),
+            (EXPIRES_ON, expires_on(session_tokens)),
+        )
+        if _header_safe(value)
+    ]
 
 
 def auth_me(

@@ -8,9 +8,8 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .easy_auth import principal_headers
 from .errors import AccessDenied, NotFound, Unauthenticated
-from .headers import identity_headers, peer_trusted, upstream_headers
+from .headers import peer_trusted, upstream_headers
 from .identity import Identity
 from .login import begin_login, redirect
 from .oidc.bearer import bearer_token, identity_claims
@@ -108,17 +107,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 def add_identity(headers: CIMultiDict[str], session: Session, route: Route | None,
                  state: State) -> None:
-    """Everything the upstream learns about the user, after every client copy was stripped."""
-    config = state.config.identity
-    headers.extend(identity_headers(session.identity, config.headers))
-    if session.tokens is not None:
-        if config.pass_access_token:
-            headers["X-Forwarded-Access-Token"] = session.tokens.access_token
-        if config.pass_id_token:
-            headers["X-Forwarded-Id-Token"] = session.tokens.id_token
-    if state.signer is not None and route is not None:
-        headers[config.assertion_header] = state.signer.assertion(session.identity,
-                                                                  route.audience)
-    if config.easy_auth:
-        headers.extend(principal_headers(session.identity, session.tokens,
-                                         with_tokens=config.easy_auth_tokens))
+    """Everything the upstream learns about the user, after every client copy was stripped
+    (built once per identity: upstream_identity.py)."""
+    state.upstream_identity.add(headers, session, route.audience if route else None)

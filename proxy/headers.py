@@ -22,6 +22,7 @@ ALWAYS_OWNED = frozenset({
     "x-forwarded-preferred-username",
 })
 _NEVER_FORWARDED = HOP_BY_HOP | {"host"}  # Host is set for the upstream by the proxy
+_NOT_PASSED_BACK = HOP_BY_HOP | {"content-length"}  # aiohttp frames the body it sends
 # Set by the proxy from what it saw; from untrusted peers the client's copies are lies.
 FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
                         "forwarded", "x-real-ip", "x-request-id"})
@@ -143,8 +144,10 @@ def response_headers(incoming: Mapping[str, str] | CIMultiDict[str]) -> CIMultiD
     listed = {canonical(t.strip()) for v in _all(incoming, "connection") for t in v.split(",")}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        key = canonical(name)
-        if key not in HOP_BY_HOP and key not in listed and key != "content-length":
+        key = name.lower()
+        if "_" in key:
+            key = key.replace("_", "-")
+        if key not in _NOT_PASSED_BACK and key not in listed:
             out.add(name, value)
     return out
 

@@ -25,6 +25,7 @@ from .session.cookies import CookieSpec
 from .session.login_state import LoginStates
 from .session.store import SessionStore
 from .upstream_client import UpstreamPool
+from .upstream_identity import IdentityHeaders
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class State:
     extra_claims: tuple[str, ...]
     policy: Policy  # the global [access] policy (routes may carry their own)
     signer: AssertionSigner | None  # the identity assertion ([identity] assertion_header)
+    upstream_identity: IdentityHeaders  # what the upstream learns about the user
 
 
 class StateCell:

@@ -449,7 +449,7 @@ class UpstreamPool:
 
 def _head(method: str, target: str, headers: CIMultiDict[str],
           body: bytes | AsyncIterable[bytes] | None) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", *[f"{n}: {v}" for n, v in headers.items()]]
+    lines = [f"{method} {target} HTTP/1.1", *map(": ".join, headers.items())]
     if isinstance(body, bytes):
         if "content-length" not in headers:
             lines.append(f"Content-Length: {len(body)}")
