@@ -6,6 +6,7 @@ minutes and the callback deletes it (single use; a replay is refused by `LoginSt
 
 from __future__ import annotations
 
+import base64
 import hmac
 import re
 import secrets
@@ -37,8 +38,11 @@ class LoginState:
 
     @classmethod
     def new(cls, target: str) -> LoginState:
-        return cls(secrets.token_urlsafe(32), secrets.token_urlsafe(32),
-                   secrets.token_urlsafe(48), target)
+        # One getrandom() call for all three: 99 bytes are 132 base64url characters with no
+        # padding, cut into disjoint runs of 43, 43 and 46 (256+ random bits each; PKCE
+        # wants 43 to 128 characters of [A-Za-z0-9-._~]).
+        random = base64.urlsafe_b64encode(secrets.token_bytes(99)).decode()
+        return cls(random[:43], random[43:86], random[86:], target)
 
 
 class LoginStates:
