@@ -73,6 +73,9 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool) -> None
     host, port = config.server.host_port
     site = web.TCPSite(runner, host or None, port, reuse_port=reuse_port or None)
     await site.start()
+    # Everything built so far (modules, config, app, clients) lives as long as the process:
+    # move it out of the collector's sight, so full collections only walk request garbage.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
