@@ -4,6 +4,7 @@ all through redis-py's own asyncio clients. Every Redis failure becomes StoreUna
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import weakref
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from yarl import URL
 
 from ..config import SessionConfig
@@ -25,6 +26,8 @@ from ..errors import StoreUnavailable
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 _TIMEOUT = 2.0  # seconds per Redis socket operation: fail closed fast rather than hang
 CALL_BUDGET = 5.0  # seconds for one store call, retries included
+UNAVAILABLE = "The session store (Redis) is unavailable; please retry shortly."
+log = logging.getLogger("proxy.session")
 
 
 def _common(config: SessionConfig) -> dict[str, Any]:
@@ -81,9 +84,9 @@ class RedisBackend:
             # command), and a hung Redis must fail a request in seconds, not twenty.
             async with asyncio.timeout(CALL_BUDGET):
                 return await getattr(self._redis, method)(*args, **kwargs)
-        except (TimeoutError, RedisError, OSError):
-            raise StoreUnavailable("The session store (Redis) is unavailable; "
-                                   "please retry shortly.") from None
+        except (TimeoutError, RedisError, RedisClusterException, OSError):
+            # RedisClusterException ("cannot be connected") is not a RedisError.
+            raise StoreUnavailable(UNAVAILABLE) from None
 
     async def get(self, key: str) -> bytes | None:
         """Every read goes to Redis (nothing is cached), but the reads that requests ask for
@@ -108,11 +111,18 @@ class RedisBackend:
         keys = list(batch)
         try:
             values = await self._call(self._mget, keys)
-        except StoreUnavailable as exc:
+        except BaseException as exc:
+            # Whatever went wrong, every waiter gets an answer (its own exception): a read
+            # left pending would hang its request, as aiohttp has no handler timeout.
+            if not isinstance(exc, StoreUnavailable | asyncio.CancelledError):
+                # The type only: a client library's message may quote its connection URL.
+                log.error("session store read failed: %s", type(exc).__name__)
             for waiters in batch.values():
                 for waiter in waiters:
                     if not waiter.done():
-                        waiter.set_exception(StoreUnavailable(exc.public))
+                        waiter.set_exception(StoreUnavailable(UNAVAILABLE))
+            if not isinstance(exc, Exception):
+                raise
             return
         for key, value in zip(keys, values, strict=True):
             for waiter in batch[key]:
