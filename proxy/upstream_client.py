@@ -242,6 +242,7 @@ class UpstreamResponse:
         conn = self._conn
         if conn.response is not self:
             return
+        del self._parser  # it refers back to this object: leave no cycle for the GC
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
             self._reusable = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from cachetools import LRUCache
+from cachetools import TTLCache
 from multidict import CIMultiDict
 
 from .assertion import AssertionSigner
@@ -34,7 +34,9 @@ class IdentityHeaders:
     def __init__(self, config: IdentityConfig, signer: AssertionSigner | None) -> None:
         self._config = config
         self._signer = signer
-        self._built: LRUCache[tuple[int, str], _Entry] = LRUCache(maxsize=CACHE_SIZE)
+        # Expired entries leave on their own: an identity seen once is not kept alive.
+        self._built: TTLCache[tuple[int, str], _Entry] = TTLCache(maxsize=CACHE_SIZE,
+                                                                  ttl=REBUILD_AFTER)
 
     def add(self, headers: CIMultiDict[str], session: Session, audience: str | None) -> None:
         """Add the user's headers for the upstream whose origin is `audience` (None: no

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 from itsdangerous import BadData
 
 from ..config import SessionConfig
@@ -32,7 +32,7 @@ from .store import Session, Tokens
 ID_SALT = "azp.session.id"
 _ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 REFRESH_LOCK_TTL = 15.0
-OPENED_CACHE_SIZE = 2048  # decrypted records of the most recently used sessions
+OPENED_CACHE_SIZE = 2048  # decrypted records of sessions used in the last minute
 
 
 class ServerSideStore:
@@ -51,8 +51,8 @@ class ServerSideStore:
         # The record as last read, with what it decrypted to: while the store returns the
         # same bytes, they are not decrypted and parsed again. The store is still read on
         # every request, so a session deleted or rewritten anywhere is seen at once.
-        self._opened: LRUCache[str, tuple[bytes, Session, float]] = LRUCache(
-            maxsize=OPENED_CACHE_SIZE)
+        self._opened: TTLCache[str, tuple[bytes, Session, float]] = TTLCache(
+            maxsize=OPENED_CACHE_SIZE, ttl=VERIFIED_CACHE_TTL)
 
     def _session_id(self, cookies: Mapping[str, str]) -> str | None:
         raw = cookies.get(self.name)
