@@ -141,4 +141,9 @@ def redis_url() -> str:
 
 
 # Real Redis topologies started from the redis-server binary (tests/redis_servers.py).
-from tests.redis_servers import redis_cluster, redis_sentinel, redis_server  # noqa: E402,F401
+from tests.redis_servers import (  # noqa: E402,F401
+    persistent_redis,
+    redis_cluster,
+    redis_sentinel,
+    redis_server,
+)

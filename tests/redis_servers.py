@@ -704,6 +704,22 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A started standalone server that keeps what it acknowledged across stop/start (AOF,
+    fsync always), resumed if a test froze it with SIGSTOP, stopped after the test."""
+    server = RedisServer(tmp_path / "redis", extra_config=("appendonly yes",
+                                                           "appendfsync always"))
+    _started(server.start, server.stop)
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                server.process.send_signal(signal.SIGCONT)
+        server.stop()
+
+
+@pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     """A started 3-master cluster (no replicas), stopped after the test."""
     cluster = RedisCluster(tmp_path / "redis-cluster")

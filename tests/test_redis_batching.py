@@ -225,20 +225,6 @@ async def shared_redis(redis_url: str) -> AsyncIterator[tuple[str, list[str]]]:
         await client.aclose()
 
 
-@pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A throwaway Redis that keeps what it acknowledged across stop/start (AOF, always)."""
-    server = RedisServer(tmp_path / "redis", extra_config=("appendonly yes",
-                                                           "appendfsync always"))
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                server.process.send_signal(signal.SIGCONT)
-        server.stop()
-
 
 @pytest.fixture
 def persistent_cluster(tmp_path: Path) -> Iterator[RedisCluster]:

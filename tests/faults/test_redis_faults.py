@@ -11,11 +11,9 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from yarl import URL
 
 from tests.conftest import ALICE, HTML, StackFactory
@@ -30,20 +28,6 @@ FAIL_CLOSED_WITHIN = 10.0  # seconds; see test_hanging_redis_fails_closed_within
 def redis_config(url: str) -> dict[str, Any]:
     return {"session": {"store": "redis", "redis_url": url}}
 
-
-@pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis that keeps what it acknowledged across a restart (AOF, fsync always)."""
-    server = RedisServer(tmp_path / "redis", extra_config=("appendonly yes",
-                                                           "appendfsync always"))
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                server.process.send_signal(signal.SIGCONT)
-        server.stop()
 
 
 async def get(client: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, str]:
