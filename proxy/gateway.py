@@ -101,8 +101,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                     request[REQUEST_ID], identity.user, route.name, decision.reason)
         raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
     add_identity(headers, session, route, state)
-    return await forward(request, route, headers, state.upstream_http,
-                             state.upstream_pool)
+    return await forward(request, route, headers, state.upstream_http, state.upstream_pool)
 
 
 def add_identity(headers: CIMultiDict[str], session: Session, route: Route | None,

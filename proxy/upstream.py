@@ -21,7 +21,6 @@ from .state import METRICS, STATE
 from .upstream_client import UpstreamClientError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("proxy.upstream")
-CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
 _WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                  "sec-websocket-protocol", "sec-websocket-accept")
