@@ -134,7 +134,7 @@ class UpstreamResponse:
         no_body = self._head or status in (204, 304)
         self._until_eof = not (no_body or self.chunked or length is not None)
         if self._head:
-            self._finish()
+            self._complete = True
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -152,7 +152,7 @@ class UpstreamResponse:
             self._informational = False
             return
         if not self._complete:
-            self._finish()
+            self._complete = True
             self._wake()
 
     # -- connection events ----------------------------------------------------------------
@@ -173,15 +173,12 @@ class UpstreamResponse:
             return
         if self._headers_done and self._until_eof:
             self._keep_alive = False
-            self._finish()  # a body delimited by the connection closing has ended
+            self._complete = True  # a body delimited by the connection closing has ended
         elif reused and not self._received:
             self._fail(_Stale("the pooled connection was closed"))
         else:
             self._fail(BrokenAnswer("the upstream closed the connection mid-answer"))
         self._wake()
-
-    def _finish(self) -> None:
-        self._complete = True
 
     def _fail(self, error: UpstreamClientError) -> None:
         self._reusable = False

@@ -692,6 +692,18 @@ def _started(start: Callable[[], None], stop: Callable[[], None]) -> None:
         pytest.fail(missing, pytrace=False)  # outside `except`: no chained traceback
 
 
+@contextlib.contextmanager
+def frozen(server: RedisServer) -> Iterator[None]:
+    """SIGSTOP: the kernel still accepts connections and bytes, Redis answers nothing."""
+    process = server.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A started standalone server (no auth, no persistence), stopped after the test."""

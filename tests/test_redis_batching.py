@@ -11,12 +11,10 @@ redis-server (tests/redis_servers.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hashlib
 import logging
 import secrets
-import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -36,7 +34,7 @@ from proxy.session.server_store import ID_SALT, ServerSideStore
 from proxy.session.signing import SESSION_SALT, serializer
 from proxy.session.store import Session, Tokens
 from tests.conftest import base_config, deep_merge
-from tests.redis_servers import RedisCluster, RedisServer, parse_info
+from tests.redis_servers import RedisCluster, RedisServer, frozen, parse_info
 
 COOKIE = "azp_session"
 NOWHERE = "http://127.0.0.1:9"  # IdP and upstream: never contacted, the stores need neither
@@ -155,17 +153,6 @@ def assert_nothing_lost(caplog: pytest.LogCaptureFixture) -> None:
     lost = [r.getMessage() for r in caplog.records if any(m in r.getMessage() for m in LOST)]
     assert not lost, lost
 
-
-@contextlib.contextmanager
-def frozen(server: RedisServer) -> Iterator[None]:
-    """SIGSTOP: the kernel still accepts connections and bytes, Redis answers nothing."""
-    process = server.process
-    assert process is not None
-    process.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        process.send_signal(signal.SIGCONT)
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -6,11 +6,9 @@ anonymous answer), bounded waits, full recovery, no session lost, no sockets lef
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -19,7 +17,7 @@ from yarl import URL
 from tests.conftest import ALICE, HTML, StackFactory
 from tests.faults.conftest import ProcessFactory
 from tests.faults.support import fd_census, fd_targets
-from tests.redis_servers import RedisServer
+from tests.redis_servers import RedisServer, frozen
 
 BOB = "bob@contoso.example"
 FAIL_CLOSED_WITHIN = 10.0  # seconds; see test_hanging_redis_fails_closed_within_...
@@ -35,17 +33,6 @@ async def get(client: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[i
         return resp.status, await resp.text()
 
 
-@contextlib.contextmanager
-def hung(server: RedisServer) -> Iterator[None]:
-    """SIGSTOP: the kernel still accepts connections, Redis answers nothing."""
-    process = server.process
-    assert process is not None
-    process.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        process.send_signal(signal.SIGCONT)
-
 
 async def timed(coro: Awaitable[tuple[int, str]]) -> tuple[int, float]:
     started = time.monotonic()
@@ -58,7 +45,7 @@ async def test_hanging_redis_fails_closed_and_recovers(
     stack = await make_stack(redis_config(persistent_redis.url))
     await stack.login()
     assert (await get(stack.client, stack.url + "/x"))[0] == 200
-    with hung(persistent_redis):
+    with frozen(persistent_redis):
         answers = await asyncio.gather(
             *[get(stack.client, stack.url + f"/x{i}") for i in range(3)],
             get(stack.client, stack.url + "/page", headers=HTML))
@@ -81,7 +68,7 @@ async def test_hanging_redis_fails_closed_within_the_redis_time_budget(
     stack = await make_stack(redis_config(persistent_redis.url))
     await stack.login()
     assert (await get(stack.client, stack.url + "/x"))[0] == 200
-    with hung(persistent_redis):
+    with frozen(persistent_redis):
         # One request on the pooled connection, then several at once (new connections).
         first = await timed(get(stack.client, stack.url + "/one"))
         burst = await asyncio.gather(*[timed(get(stack.client, stack.url + f"/b{i}"))
