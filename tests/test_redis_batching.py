@@ -1,7 +1,7 @@
 """The Redis store's batched reads and the server-side store's decode caches, over real Redis.
 
-proxy/session/redis_store.py sends the reads of one event-loop turn as one MGET (one future
-per caller); proxy/session/server_store.py caches verified cookie ids (by digest, bounded by
+proxy/session/redis_store.py sends waiting reads as one MGET (one future per caller), with
+at most MAX_READS MGETs out at once; proxy/session/server_store.py caches verified cookie ids (by digest, bounded by
 the cookie's own max_age) and the last record it decrypted per session (reused only while
 Redis returns the same bytes). Nothing here mocks redis-py: the counts come from the server's
 own INFO commandstats and SLOWLOG, the outages from stopping or freezing a throwaway
@@ -29,7 +29,7 @@ from proxy.config_load import from_dict
 from proxy.errors import StoreUnavailable
 from proxy.identity import Identity
 from proxy.session.factory import build_store
-from proxy.session.redis_store import CALL_BUDGET
+from proxy.session.redis_store import CALL_BUDGET, MAX_READS
 from proxy.session.server_store import ID_SALT, ServerSideStore
 from proxy.session.signing import SESSION_SALT, serializer
 from proxy.session.store import Session, Tokens
@@ -272,6 +272,89 @@ async def test_cluster_batch_reads_through_mget_nonatomic(
     assert loaded == [people[i % 10] for i in range(40)]
     # One MGET per hash slot at most (10 keys: at most 10 slots), never a GET per caller.
     assert delta["get"] == 0 and 1 <= delta["mget"] <= 10, delta
+
+
+async def next_turns(n: int = 3) -> None:
+    """Let the loop run a few turns: a flushed batch's MGET is handed to redis-py."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_reads_queued_behind_busy_mgets_go_out_together(
+        build: Build, redis_server: RedisServer) -> None:
+    """At most MAX_READS MGETs are out at once: reads asked for meanwhile, over several
+    turns of the loop, wait and then share one MGET (the batch grows with the load)."""
+    assert MAX_READS == 2
+    store = build("redis", redis_server.url)
+    people = [person(n) for n in range(6)]
+    signed_in = [await sign_in(store, p) for p in people]
+    keys = [f"azp:s:{session.id}" for _, session in signed_in]
+    jars = [jar for jar, _ in signed_in]
+    record_every_command(redis_server)
+    with frozen(redis_server):  # the first two MGETs stay out until Redis resumes
+        tasks = start_loads(store, [jars[0]])
+        await asyncio.sleep(0.05)
+        tasks += start_loads(store, [jars[1]])
+        await asyncio.sleep(0.05)
+        for n in (2, 3, 4, 5):  # four more turns: both slots are busy, so these queue
+            tasks += start_loads(store, [jars[n]])
+            await next_turns()
+        await asyncio.sleep(0.05)
+    assert identities(await settle(tasks)) == people
+    # (In any order: the second MGET's connection may still be in its handshake when the
+    # first answer frees a slot for the queued batch.)
+    mgets = sorted(sorted(args[1:]) for args in logged_commands(redis_server, "mget"))
+    assert mgets == sorted([[keys[0]], [keys[1]], sorted(keys[2:])]), mgets
+
+
+async def test_reads_queued_behind_a_frozen_redis_fail_within_one_budget(
+        build: Build, persistent_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A read that waited for a slot does not get a fresh budget when it goes out: every
+    read fails within CALL_BUDGET of being asked for, not two budgets back to back."""
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    store = build("redis", persistent_redis.url)
+    people = [person(n) for n in range(4)]
+    jars = [(await sign_in(store, p))[0] for p in people]
+    with frozen(persistent_redis):
+        started = time.monotonic()
+        tasks: list[asyncio.Task[Session | None]] = []
+        for jar in jars:  # two go out and hang, two queue behind them
+            tasks += start_loads(store, [jar])
+            await asyncio.sleep(0.05)
+        results = await settle(tasks, within=CALL_BUDGET + BUDGET_SLACK)
+        elapsed = time.monotonic() - started
+    assert all(isinstance(e, StoreUnavailable) for e in results), results
+    assert elapsed < CALL_BUDGET + BUDGET_SLACK, elapsed
+    assert await load_all(store, jars) == people  # resumed: the queue drained, all is well
+    assert_nothing_lost(caplog)
+
+
+async def test_close_fails_queued_reads_and_leaves_no_connection(
+        build: Build, persistent_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Closing the store (shutdown, or a reload retiring it) while reads are out and queued:
+    the queued ones fail at once, those out finish, later reads are refused, and no
+    connection is left open (nor opened afterwards by a read that was still waiting)."""
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    store = build("redis", persistent_redis.url)
+    people = [person(n) for n in range(4)]
+    jars = [(await sign_in(store, p))[0] for p in people]
+    with frozen(persistent_redis):
+        tasks: list[asyncio.Task[Session | None]] = []
+        for jar in jars:  # two MGETs go out, two reads queue
+            tasks += start_loads(store, [jar])
+            await asyncio.sleep(0.05)
+        closing = asyncio.create_task(store.close())
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(closing, CALL_BUDGET)
+    results = await settle(tasks)
+    assert identities(results[:2]) == people[:2]  # out: answered once Redis resumed
+    assert all(isinstance(e, StoreUnavailable) for e in results[2:]), results
+    with pytest.raises(StoreUnavailable):
+        await store.load(jars[0])
+    await asyncio.sleep(0.1)
+    clients = parse_info(persistent_redis.command("INFO", "clients"))
+    assert clients["connected_clients"] == "1", clients  # only this INFO's own connection
+    assert_nothing_lost(caplog)
 
 
 # --------------------------------------------------------------------------- cancellation

@@ -26,6 +26,8 @@ from ..errors import StoreUnavailable
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 _TIMEOUT = 2.0  # seconds per Redis socket operation: fail closed fast rather than hang
 CALL_BUDGET = 5.0  # seconds for one store call, retries included
+MAX_READS = 2  # batched reads (MGETs) in flight at once, per process
+CLOSE_GRACE = 1.0  # seconds close() lets reads in flight finish
 UNAVAILABLE = "The session store (Redis) is unavailable; please retry shortly."
 log = logging.getLogger("proxy.session")
 
@@ -70,47 +72,79 @@ class RedisBackend:
         self._prefix = prefix
         self._local: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
-        # Reads asked for in one turn of the event loop, by key: sent as one MGET.
-        self._pending: dict[str, list[asyncio.Future[bytes | None]]] | None = None
+        # Reads waiting to be sent, by key: sent together as one MGET. At most MAX_READS
+        # MGETs are out at once; reads asked for meanwhile wait for the next one, so a
+        # batch grows with the load (one redis-py call serves dozens of requests) and an
+        # idle proxy still sends a lone read at the end of the current loop turn.
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # of the batch being gathered
+        self._asked = 0.0  # when its first read was asked for (loop time)
+        self._scheduled = False
+        self._closed = False
         self._fetches: set[asyncio.Task[None]] = set()
         self._mget = "mget_nonatomic" if isinstance(client, RedisCluster) else "mget"
 
     def _key(self, key: str) -> str:
         return self._prefix + key
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, method: str, *args: Any, deadline: float | None = None,
+                    **kwargs: Any) -> Any:
         try:
             # One budget for the whole call: redis-py's retries nest (handshake inside
             # command), and a hung Redis must fail a request in seconds, not twenty.
-            async with asyncio.timeout(CALL_BUDGET):
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + CALL_BUDGET
+            async with asyncio.timeout_at(deadline):
                 return await getattr(self._redis, method)(*args, **kwargs)
         except (TimeoutError, RedisError, RedisClusterException, OSError):
             # RedisClusterException ("cannot be connected") is not a RedisError.
             raise StoreUnavailable(UNAVAILABLE) from None
 
     async def get(self, key: str) -> bytes | None:
-        """Every read goes to Redis (nothing is cached), but the reads that requests ask for
-        in the same turn of the event loop share one MGET: one round trip and one redis-py
-        call for all of them. Under load that is most of the Redis store's cost."""
-        loop = asyncio.get_running_loop()
+        """Every read goes to Redis (nothing is cached), batched with the other reads
+        waiting at that moment into one MGET: one round trip and one redis-py call for all
+        of them. Under load that is most of the Redis store's cost."""
+        if self._closed:  # a retired store (config reload) whose requests linger
+            raise StoreUnavailable(UNAVAILABLE)
         pending = self._pending
-        if pending is None:
-            pending = self._pending = {}
-            loop.call_soon(self._flush)
+        loop = self._loop
+        if not pending or loop is None:  # the first read of a batch (get_running_loop
+            loop = self._loop = asyncio.get_running_loop()  # is a system call on 3.11)
+            self._asked = loop.time()  # the batch's budget runs from its first read
         waiter: asyncio.Future[bytes | None] = loop.create_future()
-        pending.setdefault(self._key(key), []).append(waiter)  # one future per caller:
-        return await waiter  # a cancelled request cancels only its own
+        waiters = pending.get(key)  # one future per caller: a cancelled request cancels
+        if waiters is None:  # only its own
+            pending[key] = [waiter]
+        else:
+            waiters.append(waiter)
+        if not self._scheduled and len(self._fetches) < MAX_READS:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await waiter
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending or {}, None
-        task = asyncio.ensure_future(self._fetch(batch))
+        self._scheduled = False
+        if self._closed or not self._pending or len(self._fetches) >= MAX_READS:
+            return  # sent when a read in flight comes back
+        batch, self._pending = self._pending, {}
+        task = asyncio.ensure_future(self._fetch(batch, self._asked + CALL_BUDGET))
         self._fetches.add(task)
-        task.add_done_callback(self._fetches.discard)
+        task.add_done_callback(self._fetched)
 
-    async def _fetch(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
+    def _fetched(self, task: asyncio.Task[None]) -> None:
+        self._fetches.discard(task)
+        if self._pending and not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    async def _fetch(self, batch: dict[str, list[asyncio.Future[bytes | None]]],
+                     deadline: float) -> None:
         keys = list(batch)
         try:
-            values = await self._call(self._mget, keys)
+            # A batch that queued behind busy MGETs has already spent part of its budget:
+            # no read waits longer than CALL_BUDGET in all, queued or not.
+            values = await self._call(self._mget, [self._prefix + key for key in keys],
+                                      deadline=deadline)
         except BaseException as exc:
             # Whatever went wrong, every waiter gets an answer (its own exception): a read
             # left pending would hang its request, as aiohttp has no handler timeout.
@@ -166,6 +200,21 @@ class RedisBackend:
         await self._call("ping")
 
     async def close(self) -> None:
+        # Nothing may open a connection after this: reads still queued fail at once, reads
+        # out get a moment to finish (cancelled if Redis hangs), then the pool closes. A
+        # read still running after aclose() would reconnect and leave a socket open.
+        self._closed = True
+        pending, self._pending = self._pending, {}
+        for waiters in pending.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StoreUnavailable(UNAVAILABLE))
+        fetches = list(self._fetches)
+        if fetches:
+            _, stuck = await asyncio.wait(fetches, timeout=CLOSE_GRACE)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*fetches, return_exceptions=True)
         try:
             await self._redis.aclose()
         except (RedisError, OSError):
