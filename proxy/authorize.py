@@ -14,6 +14,9 @@ class Decision:
     reason: str
 
 
+ALLOWED = Decision(True, "allowed")
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     emails: frozenset[str] = frozenset()
@@ -33,6 +36,8 @@ class Policy:
         )
 
     def decide(self, identity: Identity) -> Decision:
+        if not (self.emails or self.domains or self.groups or self.roles or self.tenants):
+            return ALLOWED  # no rule: every signed-in user (checked on every request)
         addresses = {a.lower() for a in (identity.email, identity.preferred_username) if a}
         if self.emails and not addresses & self.emails:
             return Decision(False, "email not in the allowed list")
@@ -44,7 +49,7 @@ class Policy:
             return Decision(False, "no allowed app role")
         if self.tenants and identity.tid.lower() not in self.tenants:
             return Decision(False, "tenant not allowed")
-        return Decision(True, "allowed")
+        return ALLOWED
 
 
 def _domain(address: str) -> str:

@@ -9,7 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .errors import AccessDenied, NotFound, Unauthenticated
-from .headers import peer_trusted, upstream_headers
+from .headers import own_cookies, peer_trusted, upstream_headers
 from .identity import Identity
 from .login import begin_login, redirect
 from .oidc.bearer import bearer_token, identity_claims
@@ -26,8 +26,9 @@ log = logging.getLogger("proxy.auth")
 
 async def current_session(request: web.Request, state: State) -> Session | None:
     """The request's session with fresh tokens; None when there is none (or it just ended)."""
-    session = await state.sessions.load(session_cookies(request))
-    if session is None or not state.sessions.server_side:
+    sessions = state.sessions
+    session = await sessions.load(own_cookies(request.headers, sessions.name))
+    if session is None or not sessions.server_side:
         return session
     fresh = await ensure_fresh(session, state.sessions, state.entra,
                                state.config.session.refresh, state.extra_claims)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 
@@ -90,6 +91,27 @@ def clean_value(value: str) -> str:
     return value if value.isprintable() else value.translate(_CONTROL)
 
 
+# What upstream_headers does with a request header, decided once per spelling of its name.
+_PASS, _DROP, _TRUSTED_ONLY, _COOKIE, _HOST, _PRIOR_XFF = range(6)
+
+
+@functools.lru_cache(maxsize=2048)
+def _request_decision(name: str, owned: frozenset[str]) -> tuple[int, str]:
+    """(what to do, canonical name). Names repeat on every request, so this runs once per
+    spelling (and per config: `owned`); the bound keeps junk names from growing it."""
+    lowered = name.lower()
+    key = lowered.replace("_", "-")
+    if lowered == "host":
+        return _HOST, key
+    if lowered == "x-forwarded-for":
+        return _PRIOR_XFF, key
+    if key in _NEVER_FORWARDED or key in owned or key.startswith(OWNED_PREFIXES):
+        return _DROP, key
+    if key in FORWARDING:
+        return (_DROP if key in ("x-forwarded-for", "x-request-id") else _TRUSTED_ONLY), key
+    return (_COOKIE if key == "cookie" else _PASS), key
+
+
 def upstream_headers(
     incoming: Mapping[str, str] | CIMultiDict[str],
     *,
@@ -101,28 +123,28 @@ def upstream_headers(
     request_id: str,
 ) -> CIMultiDict[str]:
     """The request headers to send upstream, before identity headers are added."""
-    listed = {canonical(t.strip()) for v in _all(incoming, "connection") for t in v.split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
+    connection = _all(incoming, "connection")
+    listed = ({canonical(t.strip()) for v in connection for t in v.split(",")}
+              if connection else ())
+    kept: list[tuple[str, str]] = []
     host: str | None = None
     prior: list[str] = []
-    for name, value in incoming.items():  # one pass, one canonical name per header
-        lowered = name.lower()
-        key = lowered.replace("_", "-") if "_" in lowered else lowered
-        if lowered == "host" and host is None:
-            host = value
-        elif lowered == "x-forwarded-for":
+    for name, value in incoming.items():  # one pass; each name's fate is memoized
+        action, key = _request_decision(name, owned)
+        if action == _PASS:
+            if key not in listed:
+                kept.append((name, value))
+        elif action == _COOKIE:
+            if key not in listed and (value := strip_cookies(value, cookie_prefix)):
+                kept.append((name, value))
+        elif action == _HOST:
+            if host is None:
+                host = value
+        elif action == _PRIOR_XFF:
             prior.append(value)
-        if (key in _NEVER_FORWARDED or key in owned or key.startswith(OWNED_PREFIXES)
-                or key in listed):
-            continue
-        if key in FORWARDING:
-            if not peer_is_trusted or key in ("x-forwarded-for", "x-request-id"):
-                continue  # dropped, or rebuilt below
-        elif key == "cookie":
-            value = strip_cookies(value, cookie_prefix)
-            if not value:
-                continue
-        out.add(name, value)
+        elif action == _TRUSTED_ONLY and peer_is_trusted and key not in listed:
+            kept.append((name, value))
+    out: CIMultiDict[str] = CIMultiDict(kept)
     before = ", ".join(prior) if peer_is_trusted else ""
     out["X-Forwarded-For"] = f"{before}, {peer}" if before and peer else (peer or before)
     if "x-forwarded-proto" not in out:
@@ -139,16 +161,19 @@ def identity_headers(identity: Identity, mapping: Mapping[str, str]) -> list[tup
     return [(name, value) for name, value in pairs if value]
 
 
-def response_headers(incoming: Mapping[str, str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """Upstream response headers minus hop-by-hop ones (and those its Connection names)."""
-    listed = {canonical(t.strip()) for v in _all(incoming, "connection") for t in v.split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
+def response_headers(incoming: Mapping[str, str] | CIMultiDict[str]) -> list[tuple[str, str]]:
+    """Upstream response headers minus hop-by-hop ones (and those its Connection names), as
+    pairs: aiohttp's response copies them into its own multidict anyway."""
+    connection = _all(incoming, "connection")
+    listed = ({canonical(t.strip()) for v in connection for t in v.split(",")}
+              if connection else ())
+    out: list[tuple[str, str]] = []
     for name, value in incoming.items():
         key = name.lower()
         if "_" in key:
             key = key.replace("_", "-")
         if key not in _NOT_PASSED_BACK and key not in listed:
-            out.add(name, value)
+            out.append((name, value))
     return out
 
 

@@ -70,14 +70,12 @@ class Route:
     base: str  # the upstream URL without a trailing slash, for joining raw paths
     origin: tuple[str, str, int]  # (scheme, host, port): the upstream client's pool key
     prefix: str  # the upstream URL's own path, without a trailing slash ("" for none)
-
-    @property
-    def name(self) -> str:
-        return f"{self.host}{self.path}" if self.host else self.path
+    name: str  # host + path: the route's label in logs and metrics
+    under: str  # the path without a trailing slash ("" for "/"): what matches_path tests
 
     def matches_path(self, path: str) -> bool:
-        prefix = self.path.rstrip("/")
-        return not prefix or path == prefix or path.startswith(prefix + "/")
+        under = self.under
+        return not under or path == under or path.startswith(under + "/")
 
     def matches_host(self, host: str) -> bool:
         if not self.host:
@@ -130,6 +128,8 @@ class RouteTable:
                 base=u.url.rstrip("/"),
                 origin=_origin(URL(u.url)),
                 prefix=URL(u.url).raw_path.rstrip("/"),
+                name=f"{u.host.lower()}{u.path}" if u.host else u.path,
+                under=u.path.rstrip("/"),
             )
             for i, u in enumerate(upstreams)
         )

@@ -405,18 +405,22 @@ class UpstreamPool:
         with the head), an async iterable (streamed: raw when `headers` has a
         Content-Length, chunked otherwise) or None. Raises UpstreamClientError."""
         head = _head(method, target, headers, body)
-        retry = method in IDEMPOTENT and not isinstance(body, AsyncIterable)
+        # bytes or None are sent with the head; anything else is an async iterable (an
+        # isinstance check against the ABC costs more than the rest of this function).
+        streamed = body is not None and not isinstance(body, bytes)
+        retry = not streamed and method in IDEMPOTENT
         while True:
             conn = self._take(origin) or await self._connect(origin, timeout)
             response = UpstreamResponse(conn, method == "HEAD")
             conn.response = response
             sender: asyncio.Task[None] | None = None
-            if isinstance(body, AsyncIterable):
+            if streamed:
                 conn.write(head)
-                sender = asyncio.ensure_future(_send_body(conn, body, headers, timeout))
+                sender = asyncio.ensure_future(_send_body(
+                    conn, cast(AsyncIterable[bytes], body), headers, timeout))
                 _watch_sender(sender, response)
             else:
-                conn.write(head + body if body else head)
+                conn.write(head + cast(bytes, body) if body else head)
             try:
                 await response._headers(timeout)
             except _Stale:
@@ -453,14 +457,15 @@ def _head(method: str, target: str, headers: CIMultiDict[str],
             lines.append(f"Content-Length: {len(body)}")
     elif body is not None and "content-length" not in headers:
         lines.append("Transfer-Encoding: chunked")
-    lines.append("\r\n")
-    text = "\r\n".join(lines)
-    # One CR LF per line and nowhere else: a value or name carrying one would inject a
-    # header or split the request (the request line and names are checked the same way).
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+    # No CR or LF in any line: a value or name carrying one would inject a header or split
+    # the request (the request line and names are checked the same way). `in` is a memchr
+    # scan; counting them in the joined head cost five times more (str.count is bytewise).
+    fields = "".join(lines)
+    if "\n" in fields or "\r" in fields:
         raise BrokenAnswer("refusing to send a header containing CR or LF")
+    lines.append("\r\n")
     try:
-        return text.encode("utf-8", "surrogateescape")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate that did not come from the wire
         raise BrokenAnswer("refusing to send a header that is not encodable") from None
 
