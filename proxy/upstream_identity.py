@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 
-from cachetools import TTLCache
 from multidict import CIMultiDict
 
 from .assertion import AssertionSigner
 from .config import IdentityConfig
 from .easy_auth import principal_headers, token_headers
 from .headers import identity_headers
+from .hot_cache import HotCache
 from .identity import Identity
 from .session.store import Session
 
@@ -35,8 +35,7 @@ class IdentityHeaders:
         self._config = config
         self._signer = signer
         # Expired entries leave on their own: an identity seen once is not kept alive.
-        self._built: TTLCache[tuple[int, str], _Entry] = TTLCache(maxsize=CACHE_SIZE,
-                                                                  ttl=REBUILD_AFTER)
+        self._built: HotCache[tuple[int, str], _Entry] = HotCache(CACHE_SIZE, REBUILD_AFTER)
 
     def add(self, headers: CIMultiDict[str], session: Session, audience: str | None) -> None:
         """Add the user's headers for the upstream whose origin is `audience` (None: no
@@ -58,7 +57,7 @@ class IdentityHeaders:
         # gone never matches, because the entry holds the object it was built for.
         key = (id(identity), audience or "")
         now = time.time()
-        entry = self._built.get(key)
+        entry = self._built.get(key, now)
         if entry is not None and entry[0] is identity and entry[2] <= now < entry[3]:
             return entry[1]  # (a clock gone back rebuilds: never an assertion from the future)
         config = self._config
@@ -70,5 +69,5 @@ class IdentityHeaders:
             until = min(until, renew_at)
         if config.easy_auth:
             pairs.extend(principal_headers(identity, None, with_tokens=False))
-        self._built[key] = (identity, pairs, now, until)
+        self._built.put(key, (identity, pairs, now, until), now, until=until)
         return pairs

@@ -1,11 +1,11 @@
 """The Redis store's batched reads and the server-side store's decode caches, over real Redis.
 
 proxy/session/redis_store.py sends waiting reads as one MGET (one future per caller), with
-at most MAX_READS MGETs out at once; proxy/session/server_store.py caches verified cookie ids (by digest, bounded by
-the cookie's own max_age) and the last record it decrypted per session (reused only while
-Redis returns the same bytes). Nothing here mocks redis-py: the counts come from the server's
-own INFO commandstats and SLOWLOG, the outages from stopping or freezing a throwaway
-redis-server (tests/redis_servers.py).
+at most MAX_READS MGETs out at once; proxy/session/server_store.py caches verified cookie
+ids (by digest, bounded by the cookie's own max_age) and the last record it decrypted per
+session (reused only while Redis returns the same bytes). Nothing here mocks redis-py: the
+counts come from the server's own INFO commandstats and SLOWLOG, the outages from stopping
+or freezing a throwaway redis-server (tests/redis_servers.py).
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from cachetools import TTLCache
 from itsdangerous import BadData
 
 from ..config import SessionConfig
+from ..hot_cache import HotCache
 from ..identity import Identity
 from .cookies import CookieSpec
 from .signing import SESSION_SALT, serializer
@@ -48,8 +48,8 @@ class CookieStore:
         self._serializer = serializer(config.signing_keys, SESSION_SALT)
         # Verified cookies by digest: the same browser sends the same cookie on every
         # request, and HMAC + base64 + JSON each time is the hot path's main cost.
-        self._verified: TTLCache[bytes, tuple[Identity, float]] = TTLCache(
-            maxsize=VERIFIED_CACHE_SIZE, ttl=VERIFIED_CACHE_TTL)
+        self._verified: HotCache[bytes, Identity] = HotCache(VERIFIED_CACHE_SIZE,
+                                                              VERIFIED_CACHE_TTL)
 
     async def load(self, cookies: Mapping[str, str]) -> Session | None:
         identity = self.load_identity(cookies)
@@ -62,9 +62,10 @@ class CookieStore:
             return None
         # surrogateescape: a cookie with bytes that are not UTF-8 is junk, never a 500.
         digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
-        hit = self._verified.get(digest)
-        if hit is not None and hit[1] > time.time():
-            return hit[0]
+        now = time.time()
+        hit = self._verified.get(digest, now)
+        if hit is not None:  # (kept no longer than the cookie's own expiry)
+            return hit
         try:
             data, signed = self._serializer.loads(value, max_age=int(self.max_age),
                                                   return_timestamp=True)
@@ -75,9 +76,9 @@ class CookieStore:
         identity = Identity.from_claims(data)
         expires = signed.timestamp() + self.max_age
         # itsdangerous counts whole seconds: hold the cookie to the exact max_age ourselves.
-        if not (identity.oid and identity.tid) or expires <= time.time():
+        if not (identity.oid and identity.tid) or expires <= now:
             return None
-        self._verified[digest] = (identity, expires)
+        self._verified.put(digest, identity, now, until=expires)
         return identity
 
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:

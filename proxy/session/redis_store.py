@@ -217,5 +217,11 @@ class RedisBackend:
             await asyncio.gather(*fetches, return_exceptions=True)
         try:
             await self._redis.aclose()
+            # Sentinel: the clients that asked the sentinels for the master are the
+            # Sentinel object's own; master_for's client does not close them.
+            pool = getattr(self._redis, "connection_pool", None)
+            manager = getattr(pool, "sentinel_manager", None)
+            if manager is not None:
+                await manager.aclose()
         except (RedisError, OSError):
             pass

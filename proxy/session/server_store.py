@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from cachetools import TTLCache
 from itsdangerous import BadData
 
 from ..config import SessionConfig
+from ..hot_cache import HotCache
 from ..identity import Identity
 from .backend import Backend
 from .cookie_store import (
@@ -46,22 +46,22 @@ class ServerSideStore:
         self._cipher = RecordCipher(config.signing_keys)
         self._backend = backend
         # Verified cookies by digest (as in the cookie store): the HMAC check once a minute.
-        self._verified: TTLCache[bytes, tuple[str, float]] = TTLCache(
-            maxsize=VERIFIED_CACHE_SIZE, ttl=VERIFIED_CACHE_TTL)
+        self._verified: HotCache[bytes, str] = HotCache(VERIFIED_CACHE_SIZE, VERIFIED_CACHE_TTL)
         # The record as last read, with what it decrypted to: while the store returns the
         # same bytes, they are not decrypted and parsed again. The store is still read on
         # every request, so a session deleted or rewritten anywhere is seen at once.
-        self._opened: TTLCache[str, tuple[bytes, Session, float]] = TTLCache(
-            maxsize=OPENED_CACHE_SIZE, ttl=VERIFIED_CACHE_TTL)
+        self._opened: HotCache[str, tuple[bytes, Session, float]] = HotCache(
+            OPENED_CACHE_SIZE, VERIFIED_CACHE_TTL)
 
     def _session_id(self, cookies: Mapping[str, str]) -> str | None:
         raw = cookies.get(self.name)
         if not raw:
             return None
         digest = hashlib.sha256(raw.encode("utf-8", "surrogateescape")).digest()
-        hit = self._verified.get(digest)
-        if hit is not None and hit[1] > time.time():
-            return hit[0]
+        now = time.time()
+        hit = self._verified.get(digest, now)
+        if hit is not None:  # (kept no longer than the cookie's own expiry)
+            return hit
         try:
             value, signed = self._ids.loads(raw, max_age=int(self.max_age),
                                             return_timestamp=True)
@@ -70,9 +70,9 @@ class ServerSideStore:
         if not (isinstance(value, str) and _ID.match(value)):
             return None
         expires = signed.timestamp() + self.max_age
-        if expires <= time.time():  # itsdangerous counts whole seconds
+        if expires <= now:  # itsdangerous counts whole seconds
             return None
-        self._verified[digest] = (value, expires)
+        self._verified.put(digest, value, now, until=expires)
         return value
 
     async def load(self, cookies: Mapping[str, str]) -> Session | None:
@@ -83,7 +83,8 @@ class ServerSideStore:
         sealed = await self._backend.get("s:" + session_id)
         if sealed is None:
             return None
-        opened = self._opened.get(session_id)
+        now = time.time()
+        opened = self._opened.get(session_id, now)
         if opened is not None and opened[0] == sealed:
             session, seen = opened[1], opened[2]
         else:
@@ -93,8 +94,7 @@ class ServerSideStore:
                 seen = float(record.get("seen", session.created))
             except (RecordUnreadable, ValueError, KeyError, TypeError):
                 return None
-            self._opened[session_id] = (sealed, session, seen)
-        now = time.time()
+            self._opened.put(session_id, (sealed, session, seen), now)
         if now - session.created > self.max_age:
             return None
         if self.idle_timeout and now - seen > self.idle_timeout:
