@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .headers import owned_names
 from .metrics import CountingBackend, Metrics
 from .metrics import serve as serve_metrics
-from .middleware import guarded
+from .middleware import outer
 from .oidc.client import EntraClient, load_credential
 from .oidc.credentials import CertificateCredential
 from .routes import RouteTable
@@ -118,7 +118,7 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
                                         "max_line_size": 16 * 1024},
                           # Bodies the proxy itself reads (the sign-out form) are tiny;
                           # forwarded bodies stream and are not bound by this.
-                          client_max_size=64 * 1024)
+                          middlewares=[outer], client_max_size=64 * 1024)
     logs.quiet_aiohttp()
     # Built here so a bad regex, table or certificate fails at startup, not on a request.
     routes = RouteTable(config.upstreams, config.access)
@@ -175,25 +175,19 @@ async def _callback(request: web.Request) -> web.StreamResponse:
 
 
 def _add_routes(app: web.Application) -> None:
-    for method, path, handler in (
-        ("GET", "/ping", endpoints.ping),
-        ("GET", "/ready", endpoints.ready),
-        ("GET", "/oauth2/start", login.start),
-        ("GET", "/callback/{connector}", _callback),
-        ("GET", "/oauth2/sign_out", login.sign_out),
-        ("POST", "/oauth2/sign_out", login.sign_out),
-        ("GET", "/oauth2/userinfo", endpoints.userinfo),
-        ("GET", "/oauth2/auth", forward_auth.check),
-        ("GET", "/oauth2/signed_out", login.signed_out),
-        ("GET", "/oauth2/frontchannel_logout", login.frontchannel_logout),
-        ("GET", "/oauth2/jwks", endpoints.jwks),
-        ("GET", easy_auth.ME_PATH, easy_auth_endpoints.me),
-        ("GET", easy_auth.LOGIN_PATH, easy_auth_endpoints.login),
-        ("GET", easy_auth.LOGOUT_PATH, easy_auth_endpoints.logout),
-        ("GET", easy_auth.LOGOUT_DONE_PATH, easy_auth_endpoints.logout),
-        ("*", "/{tail:.*}", gateway.handle),  # everything else: forwarded (or refused)
-    ):
-        if method == "GET":
-            app.router.add_get(path, guarded(handler))  # HEAD too, as before
-        else:
-            app.router.add_route(method, path, guarded(handler))
+    app.router.add_get("/ping", endpoints.ping)
+    app.router.add_get("/ready", endpoints.ready)
+    app.router.add_get("/oauth2/start", login.start)
+    app.router.add_get("/callback/{connector}", _callback)
+    app.router.add_route("GET", "/oauth2/sign_out", login.sign_out)
+    app.router.add_route("POST", "/oauth2/sign_out", login.sign_out)
+    app.router.add_get("/oauth2/userinfo", endpoints.userinfo)
+    app.router.add_get("/oauth2/auth", forward_auth.check)
+    app.router.add_get("/oauth2/signed_out", login.signed_out)
+    app.router.add_get("/oauth2/frontchannel_logout", login.frontchannel_logout)
+    app.router.add_get("/oauth2/jwks", endpoints.jwks)
+    app.router.add_get(easy_auth.ME_PATH, easy_auth_endpoints.me)
+    app.router.add_get(easy_auth.LOGIN_PATH, easy_auth_endpoints.login)
+    app.router.add_get(easy_auth.LOGOUT_PATH, easy_auth_endpoints.logout)
+    app.router.add_get(easy_auth.LOGOUT_DONE_PATH, easy_auth_endpoints.logout)
+    app.router.add_route("*", "/{tail:.*}", gateway.handle)

@@ -1,5 +1,4 @@
-"""The outermost layer of every route: request id, the proxy's cookies, errors as pages,
-metrics, one access-log line."""
+"""The outermost layer: request id, the proxy's cookies, errors as pages, one access-log line."""
 
 from __future__ import annotations
 
@@ -50,50 +49,47 @@ def _endpoint(request: web.Request) -> str:
                                               "/ready")) else "-"
 
 
-def guarded(handler: Handler) -> Handler:
-    """`handler` wrapped in the outermost layer. Each route is registered wrapped, rather
-    than through an aiohttp middleware, which costs an extra coroutine and aiohttp's
-    middleware bookkeeping on every request (3% of a forwarded request's instructions)."""
-
-    async def guarded_handler(request: web.Request) -> web.StreamResponse:
-        started = time.monotonic()
-        app = request.app
-        cell = app[STATE]
-        cell.inflight += 1
-        request[REQUEST_ID] = _request_id(request, cell)
-        request[COOKIES] = []
-        status = 500
+@web.middleware
+async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # A middleware, not a wrapper around each route's handler (3% fewer instructions per
+    # request): only a middleware also sees the requests no route matches, such as
+    # "CONNECT host:443", and gives them a page with a request id like every other answer.
+    started = time.monotonic()
+    app = request.app
+    cell = app[STATE]
+    cell.inflight += 1
+    request[REQUEST_ID] = _request_id(request, cell)
+    request[COOKIES] = []
+    status = 500
+    try:
         try:
-            try:
-                if not request.raw_path.startswith("/"):
-                    # absolute-form ("GET http://host/admin"): aiohttp routes on the URL's path
-                    # but raw_path keeps the URL, which an upstream would read as /admin after
-                    # the proxy chose a route for another path. Browsers never send it here.
-                    raise BadRequest("The request target must be a path, not a full URL.")
-                response = await handler(request)
-            except ProxyError as exc:
-                response = error_response(request, exc)
-            except web.HTTPException as exc:  # aiohttp's own 404/405 from the router
-                response = error_response(request, ProxyError(exc.reason, status=str(exc.status)))
-                response.set_status(exc.status)
-            except Exception:
-                log.exception("unhandled error request_id=%s", request[REQUEST_ID])
-                response = error_response(request, ProxyError())
-            status = response.status
-            if not response.prepared:
-                apply_cookies(request, response, request[COOKIES])
-                response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
-            return response
-        finally:
-            cell.inflight -= 1
-            route = request.get(ROUTE)
-            label = route.name if route else _endpoint(request)
-            elapsed = time.monotonic() - started
-            app[METRICS].observe(label, status, elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %s %.1fms user=%s route=%s request_id=%s",
-                    request.method, request.path[:512], status, elapsed * 1000,
-                    request.get(USER, "-"), route.name if route else "-", request[REQUEST_ID])
-
-    return guarded_handler
+            if not request.raw_path.startswith("/"):
+                # absolute-form ("GET http://host/admin"): aiohttp routes on the URL's path
+                # but raw_path keeps the URL, which an upstream would read as /admin after
+                # the proxy chose a route for another path. Browsers never send it here.
+                raise BadRequest("The request target must be a path, not a full URL.")
+            response = await handler(request)
+        except ProxyError as exc:
+            response = error_response(request, exc)
+        except web.HTTPException as exc:  # aiohttp's own 404/405 from the router
+            response = error_response(request, ProxyError(exc.reason, status=str(exc.status)))
+            response.set_status(exc.status)
+        except Exception:
+            log.exception("unhandled error request_id=%s", request[REQUEST_ID])
+            response = error_response(request, ProxyError())
+        status = response.status
+        if not response.prepared:
+            apply_cookies(request, response, request[COOKIES])
+            response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
+        return response
+    finally:
+        cell.inflight -= 1
+        route = request.get(ROUTE)
+        label = route.name if route else _endpoint(request)
+        elapsed = time.monotonic() - started
+        app[METRICS].observe(label, status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s %.1fms user=%s route=%s request_id=%s",
+                request.method, request.path[:512], status, elapsed * 1000,
+                request.get(USER, "-"), route.name if route else "-", request[REQUEST_ID])

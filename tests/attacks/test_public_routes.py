@@ -171,6 +171,25 @@ async def test_a_client_sent_original_url_does_not_choose_the_route(
     assert upstream.seen == []
 
 
+@pytest.mark.parametrize("request_line", ["OPTIONS * HTTP/1.1", "CONNECT 127.0.0.1:443 HTTP/1.1",
+                                          "CONNECT evil.example:80 HTTP/1.1",
+                                          "GET http://127.0.0.1/admin/x HTTP/1.1"])
+async def test_targets_that_are_not_a_path_get_a_400_with_a_request_id(
+        shield: ShieldFactory, upstream: Upstream, request_line: str) -> None:
+    """Asterisk-, authority- and absolute-form targets: no route matches the first two, and
+    the third names a path the route was not chosen on. Each gets the proxy's own 400 with a
+    request id (not the web framework's bare 404), and nothing reaches the upstream."""
+    stack = await shield(routes=GATED)
+    data = f"{request_line}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    exchange = await raw_exchange(port_of(stack), data)
+    assert exchange.statuses == [400], exchange
+    answer = exchange.responses[0]
+    request_id = answer.header("X-Request-Id")
+    assert len(request_id) == 32 and request_id.encode() in answer.body, answer
+    tally("request-smuggling", refused=True, crashed=False)
+    assert upstream.seen == []
+
+
 async def test_requests_after_the_attacks_still_work(shield: ShieldFactory,
                                                      upstream: Upstream) -> None:
     stack = await shield(routes=GATED)
