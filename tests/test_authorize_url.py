@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from typing import cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import pytest
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.config_load import from_dict
-from proxy.oidc.client import EntraClient
+from proxy.oidc.client import EntraClient, _query_value
 from proxy.oidc.discovery import Metadata
 from proxy.session.login_state import LoginState
 
@@ -55,6 +57,8 @@ def parts(url: str) -> tuple[str, list[tuple[str, str]]]:
     ({}, {}),
     ({"prompt": "select_account"}, {"prompt": "select_account"}),
     ({"domain_hint": "contoso.example"}, {"domain_hint": "contoso.example"}),
+    # a value that must be escaped ('&' and '=' would otherwise add parameters)
+    ({"domain_hint": "a b&state=evil=é/~"}, {"domain_hint": "a b&state=evil=é/~"}),
 ])
 async def test_same_parameters_as_authlib(endpoint: str, azure: dict[str, str],
                                           extra: dict[str, str]) -> None:
@@ -80,3 +84,8 @@ async def test_a_new_endpoint_from_discovery_is_used(endpoint: str = ENDPOINTS[0
     stamp, metadata = entra._metadata
     entra._metadata = (stamp, dataclasses.replace(metadata, authorization_endpoint=moved))
     assert (await entra.authorize_url(LoginState.new("/"))).startswith(moved + "?")
+
+
+@given(st.text(max_size=40))
+def test_query_values_are_encoded_exactly_as_urlencode_does(value: str) -> None:
+    assert _query_value(value) == urlencode({"k": value})[2:]

@@ -10,6 +10,7 @@ from proxy.config import Secret, SessionConfig
 from proxy.identity import Identity
 from proxy.session.cookie_store import CHUNK_SIZE, MAX_CHUNKS, CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
+from proxy.session.signing import LOGIN_SALT, serializer
 from proxy.session.store import Session
 
 OLD, NEW = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -101,6 +102,26 @@ def test_state_of_another_login_or_secret_is_refused() -> None:
     other = LoginStates(SessionConfig(secret=Secret(NEW)))
     with pytest.raises(LoginStateError, match="invalid or expired"):
         other.finish(a.state, jar_a)
+
+
+def test_login_cookies_are_signed_uncompressed_and_compressed_ones_still_read() -> None:
+    """The login state (random strings) is signed without zlib; a cookie written by an
+    earlier version (zlib, "." prefix) is still accepted, and tampering with either fails."""
+    states = logins()
+    login = LoginState.new("/after?x=1")
+    (spec,) = [s for s in states.start(login, {}) if s.max_age is not None]
+    assert not spec.value.startswith(".")
+    assert states.finish(login.state, {spec.name: spec.value}) == login
+    older = LoginState.new("/older")
+    compressed = serializer([OLD], LOGIN_SALT).dumps(
+        {"s": older.state, "n": older.nonce, "v": older.verifier, "t": "/" + "a" * 200})
+    assert compressed.startswith(".")
+    assert states.finish(older.state, {states.prefix + older.state: compressed}).target == (
+        "/" + "a" * 200)
+    for state, value in ((login.state, spec.value), (older.state, compressed)):
+        forged = value[:-2] + ("AA" if value[-2:] != "AA" else "BB")
+        with pytest.raises(LoginStateError, match="invalid or expired"):
+            logins().finish(state, {states.prefix + state: forged})  # (a fresh replay cache)
 
 
 def test_pending_login_cookies_are_capped() -> None:

@@ -18,7 +18,7 @@ from itsdangerous import BadData
 
 from ..config import SessionConfig
 from .cookies import CookieSpec
-from .signing import LOGIN_SALT, serializer
+from .signing import LOGIN_SALT, uncompressed_serializer
 
 LOGIN_TTL = 600
 MAX_PENDING = 5  # login cookies kept per browser; older ones are evicted at the next start
@@ -48,7 +48,8 @@ class LoginState:
 class LoginStates:
     def __init__(self, config: SessionConfig) -> None:
         self.prefix = f"{config.cookie_name}_login_"
-        self._serializer = serializer(config.signing_keys, LOGIN_SALT)
+        # Random strings do not compress: signed without zlib (which cost 15 µs each).
+        self._serializer = uncompressed_serializer(config.signing_keys, LOGIN_SALT)
         self._used: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=LOGIN_TTL)
 
     def start(self, login: LoginState, cookies: Mapping[str, str]) -> list[CookieSpec]:
