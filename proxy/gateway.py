@@ -81,14 +81,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if route is None:
         raise NotFound("No application is configured at this address.")
     request[ROUTE] = route
-    trusted = peer_trusted(request.remote, state.trusted)
-    headers = upstream_headers(
-        request.headers, owned=state.owned_headers, cookie_prefix=state.sessions.name,
-        peer=request.remote, peer_is_trusted=trusted,
-        scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID])
     if route.is_public(request.raw_path):
-        return await forward(request, route, headers, state.upstream_http,
-                             state.upstream_pool)
+        return await forward(request, route, outgoing_headers(request, state),
+                             state.upstream_http, state.upstream_pool)
     session = await authenticate(request, state, route)
     if session is None:
         if is_navigation(request):
@@ -101,8 +96,19 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.warning("access denied request_id=%s user=%s route=%s reason=%s",
                     request[REQUEST_ID], identity.user, route.name, decision.reason)
         raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
+    headers = outgoing_headers(request, state)
     add_identity(headers, session, route, state)
     return await forward(request, route, headers, state.upstream_http, state.upstream_pool)
+
+
+def outgoing_headers(request: web.Request, state: State) -> CIMultiDict[str]:
+    """The request's headers as the upstream gets them, before identity headers (built only
+    for requests that are forwarded, not for those sent to sign in or refused)."""
+    peer = request.remote
+    return upstream_headers(
+        request.headers, owned=state.owned_headers, cookie_prefix=state.sessions.name,
+        peer=peer, peer_is_trusted=peer_trusted(peer, state.trusted),
+        scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID])
 
 
 def add_identity(headers: CIMultiDict[str], session: Session, route: Route | None,
