@@ -173,6 +173,7 @@ def chart(report: Report, path: Path) -> bool:
                                        for v in values], padding=3, fontsize=8)
             ax.invert_yaxis()
             ax.set_xscale("log")  # nginx is 10-100x the rest: linear bars hide the contest
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())  # "2×10¹" labels overlap
             ax.set_xlabel(unit + " (log scale)")
             ax.margins(x=0.18)
             ax.tick_params(axis="y", labelsize=8)
