@@ -117,6 +117,12 @@ async def sign_in(store: ServerSideStore, identity: Identity,
     return jar, loaded
 
 
+async def signed_in(store: ServerSideStore, count: int) -> tuple[list[Identity], list[Jar]]:
+    """`count` people, each signed in: their identities and cookie jars, in order."""
+    people = [person(n) for n in range(count)]
+    return people, [(await sign_in(store, p))[0] for p in people]
+
+
 def identities(loaded: Sequence[Session | BaseException | None]) -> list[Identity | None]:
     out: list[Identity | None] = []
     for result in loaded:
@@ -264,8 +270,7 @@ async def test_reads_of_separate_turns_are_separate_mgets(
 async def test_cluster_batch_reads_through_mget_nonatomic(
         build: Build, redis_cluster: RedisCluster) -> None:
     store = build("redis", redis_cluster.url, redis_cluster=True)
-    people = [person(n) for n in range(10)]
-    jars = [(await sign_in(store, p))[0] for p in people]
+    people, jars = await signed_in(store, 10)
     before = cluster_calls(redis_cluster)
     loaded = await load_all(store, [jars[i % 10] for i in range(40)])
     delta = cluster_calls(redis_cluster) - before
@@ -313,8 +318,7 @@ async def test_reads_queued_behind_a_frozen_redis_fail_within_one_budget(
     read fails within CALL_BUDGET of being asked for, not two budgets back to back."""
     caplog.set_level(logging.DEBUG, logger="asyncio")
     store = build("redis", persistent_redis.url)
-    people = [person(n) for n in range(4)]
-    jars = [(await sign_in(store, p))[0] for p in people]
+    people, jars = await signed_in(store, 4)
     with frozen(persistent_redis):
         started = time.monotonic()
         tasks: list[asyncio.Task[Session | None]] = []
@@ -336,8 +340,7 @@ async def test_close_fails_queued_reads_and_leaves_no_connection(
     connection is left open (nor opened afterwards by a read that was still waiting)."""
     caplog.set_level(logging.DEBUG, logger="asyncio")
     store = build("redis", persistent_redis.url)
-    people = [person(n) for n in range(4)]
-    jars = [(await sign_in(store, p))[0] for p in people]
+    people, jars = await signed_in(store, 4)
     with frozen(persistent_redis):
         tasks: list[asyncio.Task[Session | None]] = []
         for jar in jars:  # two MGETs go out, two reads queue
@@ -366,8 +369,7 @@ async def test_a_cancelled_caller_cancels_only_its_own_read(
         when: str) -> None:
     caplog.set_level(logging.DEBUG, logger="asyncio")
     store = build("redis", redis_server.url)
-    people = [person(n) for n in range(5)]
-    jars = [(await sign_in(store, p))[0] for p in people]
+    people, jars = await signed_in(store, 5)
     before = command_calls(redis_server)
     started = time.monotonic()
     if when == "in_flight":  # Redis holds the MGET for 1 s: cancel while it is on the wire
@@ -424,8 +426,7 @@ async def test_redis_down_fails_each_waiter_on_its_own_then_recovers(
         build: Build, persistent_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="asyncio")
     store = build("redis", persistent_redis.url)
-    people = [person(n) for n in range(10)]
-    jars = [(await sign_in(store, p))[0] for p in people]
+    people, jars = await signed_in(store, 10)
     await asyncio.to_thread(persistent_redis.stop)
 
     started = time.monotonic()
@@ -454,8 +455,7 @@ async def test_frozen_redis_fails_the_batch_within_the_budget_and_no_reply_goes_
         build: Build, persistent_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="asyncio")
     store = build("redis", persistent_redis.url)
-    people = [person(n) for n in range(10)]
-    jars = [(await sign_in(store, p))[0] for p in people]
+    people, jars = await signed_in(store, 10)
     with frozen(persistent_redis):
         started = time.monotonic()
         results = await settle(start_loads(store, [jars[i % 10] for i in range(20)]))
@@ -475,8 +475,7 @@ async def test_cluster_down_fails_each_waiter_within_the_budget_then_recovers(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="asyncio")
     store = build("redis", persistent_cluster.url, redis_cluster=True)
-    people = [person(n) for n in range(10)]
-    jars = [(await sign_in(store, p))[0] for p in people]
+    people, jars = await signed_in(store, 10)
     await asyncio.to_thread(persistent_cluster.stop)
 
     errors = await settle(start_loads(store, [jars[i % 10] for i in range(20)]))

@@ -28,6 +28,15 @@ def headers_for(builder: IdentityHeaders, session: Session,
 
 
 @pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Wall-clock time for the header cache and the signer, set by the test (clock[0])."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(upstream_identity.time, "time", lambda: now[0])
+    monkeypatch.setattr("proxy.assertion.time.time", lambda: now[0])
+    return now
+
+
+@pytest.fixture
 def signer() -> AssertionSigner:
     return AssertionSigner.generate("https://proxy.example")
 
@@ -77,12 +86,8 @@ def test_tokens_are_per_session_never_cached(signer: AssertionSigner) -> None:
 
 
 def test_the_assertion_is_renewed_when_half_its_lifetime_is_gone(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    signer = AssertionSigner.generate("https://proxy.example")
+        signer: AssertionSigner, clock: list[float]) -> None:
     builder = IdentityHeaders(IdentityConfig(), signer)
-    clock = [1_800_000_000.0]
-    monkeypatch.setattr(upstream_identity.time, "time", lambda: clock[0])
-    monkeypatch.setattr("proxy.assertion.time.time", lambda: clock[0])
     first = headers_for(builder, Session(ALICE))["X-Auth-Assertion"]
     clock[0] += signer.lifetime / 2 - 1
     assert headers_for(builder, Session(ALICE))["X-Auth-Assertion"] == first
@@ -94,12 +99,8 @@ def test_the_assertion_is_renewed_when_half_its_lifetime_is_gone(
 
 
 def test_a_clock_gone_back_never_reuses_an_assertion_from_the_future(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    signer = AssertionSigner.generate("https://proxy.example")
+        signer: AssertionSigner, clock: list[float]) -> None:
     builder = IdentityHeaders(IdentityConfig(), signer)
-    clock = [1_800_000_000.0]
-    monkeypatch.setattr(upstream_identity.time, "time", lambda: clock[0])
-    monkeypatch.setattr("proxy.assertion.time.time", lambda: clock[0])
     first = headers_for(builder, Session(ALICE))["X-Auth-Assertion"]
     clock[0] -= 30
     again = headers_for(builder, Session(ALICE))["X-Auth-Assertion"]

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from itsdangerous import BadData
-
 from ..config import SessionConfig
-from ..hot_cache import HotCache
 from ..identity import Identity
 from .cookies import CookieSpec
-from .signing import SESSION_SALT, serializer
+from .signing import SESSION_SALT, VerifiedCookies, serializer
 from .store import Session
 
-VERIFIED_CACHE_SIZE = 20_000  # entries: an Identity each, keyed by a 32-byte digest
-VERIFIED_CACHE_TTL = 60.0
 CHUNK_SIZE = 4000  # browsers cap one cookie at 4096 bytes including its name and attributes
 MAX_CHUNKS = 8  # read at most this many: "name_99999999" must cost nothing
 
@@ -34,6 +26,14 @@ def session_cookie_names(cookies: Mapping[str, str], name: str) -> list[str]:
     return [n for n in cookies if n == name] + chunk_names(cookies, name)
 
 
+def _identity(payload: object) -> Identity | None:
+    """A verified session cookie's identity; one without oid and tid is no session."""
+    if not isinstance(payload, dict):
+        return None
+    identity = Identity.from_claims(payload)
+    return identity if identity.oid and identity.tid else None
+
+
 @asynccontextmanager
 async def _no_lock() -> AsyncIterator[bool]:
     yield False
@@ -46,10 +46,7 @@ class CookieStore:
         self.name = config.cookie_name
         self.max_age = config.max_age
         self._serializer = serializer(config.signing_keys, SESSION_SALT)
-        # Verified cookies by digest: the same browser sends the same cookie on every
-        # request, and HMAC + base64 + JSON each time is the hot path's main cost.
-        self._verified: HotCache[bytes, Identity] = HotCache(VERIFIED_CACHE_SIZE,
-                                                              VERIFIED_CACHE_TTL)
+        self._verified = VerifiedCookies(self._serializer, self.max_age, _identity)
 
     async def load(self, cookies: Mapping[str, str]) -> Session | None:
         identity = self.load_identity(cookies)
@@ -58,28 +55,7 @@ class CookieStore:
     def load_identity(self, cookies: Mapping[str, str]) -> Identity | None:
         """The identity in the request's session cookie(s); None if absent, forged or expired."""
         value = self._joined(cookies)
-        if not value:
-            return None
-        # surrogateescape: a cookie with bytes that are not UTF-8 is junk, never a 500.
-        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
-        now = time.time()
-        hit = self._verified.get(digest, now)
-        if hit is not None:  # (kept no longer than the cookie's own expiry)
-            return hit
-        try:
-            data, signed = self._serializer.loads(value, max_age=int(self.max_age),
-                                                  return_timestamp=True)
-        except (BadData, ValueError, UnicodeError, json.JSONDecodeError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        identity = Identity.from_claims(data)
-        expires = signed.timestamp() + self.max_age
-        # itsdangerous counts whole seconds: hold the cookie to the exact max_age ourselves.
-        if not (identity.oid and identity.tid) or expires <= now:
-            return None
-        self._verified.put(digest, identity, now, until=expires)
-        return identity
+        return self._verified.load(value) if value else None
 
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
         """Cookies to set for a new session, plus deletions of leftover chunks."""

@@ -18,7 +18,7 @@ from itsdangerous import BadData
 
 from ..config import SessionConfig
 from .cookies import CookieSpec
-from .signing import LOGIN_SALT, uncompressed_serializer
+from .signing import LOGIN_SALT, serializer
 
 LOGIN_TTL = 600
 MAX_PENDING = 5  # login cookies kept per browser; older ones are evicted at the next start
@@ -49,7 +49,7 @@ class LoginStates:
     def __init__(self, config: SessionConfig) -> None:
         self.prefix = f"{config.cookie_name}_login_"
         # Random strings do not compress: signed without zlib (which cost 15 µs each).
-        self._serializer = uncompressed_serializer(config.signing_keys, LOGIN_SALT)
+        self._serializer = serializer(config.signing_keys, LOGIN_SALT, compress=False)
         self._used: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=LOGIN_TTL)
 
     def start(self, login: LoginState, cookies: Mapping[str, str]) -> list[CookieSpec]:

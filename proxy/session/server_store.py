@@ -3,7 +3,6 @@ live server-side, encrypted, which enables refresh, passthrough and revocation."
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets
@@ -12,21 +11,14 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from itsdangerous import BadData
-
 from ..config import SessionConfig
 from ..hot_cache import HotCache
 from ..identity import Identity
 from .backend import Backend
-from .cookie_store import (
-    VERIFIED_CACHE_SIZE,
-    VERIFIED_CACHE_TTL,
-    chunk_names,
-    session_cookie_names,
-)
+from .cookie_store import chunk_names, session_cookie_names
 from .cookies import CookieSpec
 from .crypto import RecordCipher, RecordUnreadable
-from .signing import serializer
+from .signing import VERIFIED_CACHE_TTL, VerifiedCookies, serializer
 from .store import Session, Tokens
 
 ID_SALT = "azp.session.id"
@@ -45,8 +37,7 @@ class ServerSideStore:
         self._ids = serializer(config.signing_keys, ID_SALT)
         self._cipher = RecordCipher(config.signing_keys)
         self._backend = backend
-        # Verified cookies by digest (as in the cookie store): the HMAC check once a minute.
-        self._verified: HotCache[bytes, str] = HotCache(VERIFIED_CACHE_SIZE, VERIFIED_CACHE_TTL)
+        self._verified = VerifiedCookies(self._ids, self.max_age, _opaque_id)
         # The record as last read, with what it decrypted to: while the store returns the
         # same bytes, they are not decrypted and parsed again. The store is still read on
         # every request, so a session deleted or rewritten anywhere is seen at once.
@@ -55,25 +46,7 @@ class ServerSideStore:
 
     def _session_id(self, cookies: Mapping[str, str]) -> str | None:
         raw = cookies.get(self.name)
-        if not raw:
-            return None
-        digest = hashlib.sha256(raw.encode("utf-8", "surrogateescape")).digest()
-        now = time.time()
-        hit = self._verified.get(digest, now)
-        if hit is not None:  # (kept no longer than the cookie's own expiry)
-            return hit
-        try:
-            value, signed = self._ids.loads(raw, max_age=int(self.max_age),
-                                            return_timestamp=True)
-        except (BadData, ValueError, UnicodeError):
-            return None
-        if not (isinstance(value, str) and _ID.match(value)):
-            return None
-        expires = signed.timestamp() + self.max_age
-        if expires <= now:  # itsdangerous counts whole seconds
-            return None
-        self._verified.put(digest, value, now, until=expires)
-        return value
+        return self._verified.load(raw) if raw else None
 
     async def load(self, cookies: Mapping[str, str]) -> Session | None:
         session_id = self._session_id(cookies)
@@ -151,6 +124,10 @@ class ServerSideStore:
 
     async def close(self) -> None:
         await self._backend.close()
+
+
+def _opaque_id(payload: object) -> str | None:
+    return payload if isinstance(payload, str) and _ID.match(payload) else None
 
 
 def _session(session_id: str, record: dict[str, Any]) -> Session:
