@@ -3,18 +3,25 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-runtime
 PORT   ?= 4180
 
 .PHONY: demo test lint venv clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/bootstrap-venv.sh
+# Two stamps: `make demo` needs only the runtime dependencies (quick on a fresh clone);
+# test/lint/bench add the dev tools. The dev stamp implies the runtime one.
+$(RUN_STAMP): pyproject.toml scripts/bootstrap-venv.sh
 	PYTHON=$(PYTHON) sh scripts/bootstrap-venv.sh $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/azure-auth-proxy demo --port $(PORT)
 
 test: $(STAMP)

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from proxy.redirects import is_safe, safe_target
+from tests.data import open_redirects
 
 PUBLIC_URL = "https://tools.example.com"
 ALLOWED = ("www.whitelisteddomain.tld",)
 # oauth2-proxy's corpus; `www.whitelisteddomain.tld` stands for an allowed host in it.
-CORPUS_PATH = Path(__file__).resolve().parents[2] / "shared/testdata/openredirects.txt"
-
-
-def corpus() -> list[str]:
-    # split("\n"), not splitlines(): a payload may hold U+2028 or other line breaks of its own.
-    lines = CORPUS_PATH.read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-CORPUS = corpus()
+CORPUS = open_redirects()
 
 
 def test_corpus_is_complete() -> None:

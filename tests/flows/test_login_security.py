@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -30,11 +29,11 @@ from yarl import URL
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, DELETE, OTHER_TENANT_ID
 from proxy.session.signing import LOGIN_SALT
 from tests.conftest import ALICE, HTML, Stack, StackFactory, deep_merge, free_port
+from tests.data import open_redirects
 
 CAROL = "carol@fabrikam.example"
 SESSION = re.compile(r"^azp_session(_\d+)?$")
 LOGIN_PREFIX = "azp_session_login_"
-CORPUS_PATH = Path(__file__).resolve().parents[3] / "shared/testdata/openredirects.txt"
 
 
 # --- a recording upstream and the stacks in front of it ------------------------------------
@@ -764,12 +763,7 @@ async def test_browser_navigation_redirects_to_authorize(proxy: Stack, recorder:
 
 # --- 9. open redirects through the real flow -----------------------------------------------
 
-def corpus() -> list[str]:
-    lines = CORPUS_PATH.read_text(encoding="utf-8").split("\n")
-    return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-CORPUS = corpus()
+CORPUS = open_redirects()
 SAMPLE = [p for p in CORPUS[::11] if p] + ["//evil.example/", "/\\evil.example",
                                            "https://evil.example/", "http:evil.example"]
 # Characters left as they are in the "raw" variant: the proxy's one decoding is the attack.
