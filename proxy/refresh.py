@@ -78,8 +78,10 @@ async def _refreshed_identity(session: Session, response: dict[str, Any], entra:
     # OIDC Core 12.2: a refreshed ID token must be about the same user from the same issuer.
     if (claims.get("sub"), claims.get("oid"), claims.get("tid")) != (old.sub, old.oid, old.tid):
         raise TokenRejected("The refreshed ID token is about another user.")
-    claims.setdefault("groups", list(old.groups))
-    if "_claim_names" in claims or claims.get("hasgroups"):
-        claims["groups"] = list(old.groups)  # overage: keep the groups Graph gave at login
+    # Groups are what this token says, and nothing else: Entra omits a claim that has no
+    # value, so a user removed from their last group gets a token with no `groups` at all
+    # (keeping the old ones would keep a removed user in until max_age). On overage, Graph
+    # answers with the new access token; if it cannot, the refresh fails like an outage.
+    claims["groups"] = await entra.overage_groups(claims, response)
     claims["sid"] = claims.get("sid") or old.sid
     return Identity.from_claims(claims, extra_claims)

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
+from proxy.mock_entra.users import ADMINS_GROUP_ID
 from tests.conftest import ALICE, HTML, Stack, StackFactory
+from tests.flows.test_policy import dave_only_group
 
 STORES = ["memory", "redis"]
 
@@ -208,3 +210,46 @@ async def test_idle_timeout_ends_a_quiet_session(make_stack: StackFactory,
     await asyncio.sleep(2.3)
     assert time.monotonic() - started >= 2
     assert await _get(stack, "/x") == 401
+
+
+# --- groups after a refresh are what Entra says now -----------------------------------------
+
+def gated_config(store: str, redis_url: str, group: str, upstream: str) -> dict[str, Any]:
+    return {**store_config(store, redis_url), "upstreams": [
+        {"path": "/", "url": upstream, "public": ["^/healthz$"]},
+        {"path": "/admin", "url": upstream, "access": {"groups": [group]}}]}
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_removal_from_the_last_group_takes_effect_at_the_next_refresh(
+        make_stack: StackFactory, redis_url: str, upstream_url: str, store: str) -> None:
+    stack = await make_stack(gated_config(store, redis_url, ADMINS_GROUP_ID, upstream_url))
+    await sign_in(stack)
+    assert await _get(stack, "/admin/panel") == 200 and refresh_grants(stack) == 0
+    stack.mock.access_token_lifetime = 60  # the next token is inside the refresh window
+    await sign_in(stack)
+    stack.mock.access_token_lifetime = 3599
+    # An admin removes Alice from every group: Entra's next ID token has no `groups` claim.
+    stack.mock.users[ALICE].groups = []
+    assert await _get(stack, "/admin/panel") == 403
+    assert refresh_grants(stack) == 1
+    async with stack.client.get(stack.url + "/oauth2/userinfo") as resp:
+        assert (await resp.json()).get("groups", []) == []
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_overage_groups_are_read_from_graph_again_at_refresh(
+        make_stack: StackFactory, redis_url: str, upstream_url: str, store: str) -> None:
+    dave = "dave@contoso.example"
+    stack = await make_stack({})
+    group = dave_only_group(stack.mock)
+    stack = await make_stack(gated_config(store, redis_url, group, upstream_url))
+    stack.mock.access_token_lifetime = 60
+    stack.mock.auto_user = dave
+    async with stack.client.get(stack.url + "/oauth2/start?rd=/admin/panel") as resp:
+        assert resp.status == 200  # 250 groups from Graph at sign-in, this one among them
+    stack.mock.access_token_lifetime = 3599
+    user = stack.mock.users[dave]
+    user.groups = [g for g in user.groups if g != group]  # still past the overage limit
+    assert await _get(stack, "/admin/panel") == 403
+    assert refresh_grants(stack) >= 1
