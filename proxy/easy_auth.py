@@ -82,7 +82,8 @@ def user_claims(identity: Identity) -> list[dict[str, str]]:
     """The {typ, val} list of both the principal header and /.auth/me: one claim per value.
 
     Entra writes ID-token claims in name order after the registered ones; App Service keeps
-    token order, so the same order is used here. Empty values are left out.
+    token order, so the same order is used here. Empty values are left out, and so is `sid`
+    (front-channel logout needs nothing else: no app may hold it).
     """
     values: dict[str, tuple[str, ...]] = {
         "email": (identity.email,),
@@ -91,7 +92,6 @@ def user_claims(identity: Identity) -> list[dict[str, str]]:
         "oid": (identity.oid,),
         "preferred_username": (identity.preferred_username,),
         "roles": identity.roles,
-        "sid": (identity.sid,),
         "sub": (identity.sub,),
         "tid": (identity.tid,),
     }

@@ -15,7 +15,7 @@ async def userinfo(request: web.Request) -> web.Response:
         raise Unauthenticated("No valid session.")
     identity = session.identity
     request[USER] = identity.user
-    body = identity.to_dict()
+    body = identity.public_dict()
     body["user"] = identity.user
     return web.json_response(body, headers=NO_STORE)
 

@@ -42,9 +42,18 @@ class Identity:
         """A claim rendered for a header: multi-valued claims joined with ','."""
         if name in ("groups", "roles"):
             return ",".join(getattr(self, name))
+        if name in INTERNAL_CLAIMS:
+            return ""
         if name in _SCALARS:
             return str(getattr(self, name))
         return self.extra.get(name, "")
+
+    def public_dict(self) -> dict[str, Any]:
+        """What the user's browser and apps may see (/oauth2/userinfo): no internal claims."""
+        out = self.to_dict()
+        for name in INTERNAL_CLAIMS:
+            out.pop(name, None)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in _SCALARS}
@@ -77,4 +86,7 @@ class Identity:
 
 
 _SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid")
+# Kept for the proxy's own use, never sent on: Entra's `sid` is all front-channel logout
+# asks for, so any app (or its logs) holding it could sign the user out everywhere.
+INTERNAL_CLAIMS = frozenset({"sid"})
 _KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra"}

@@ -72,3 +72,31 @@ async def test_without_easy_auth_the_paths_belong_upstream(stack: Stack) -> None
     await stack.login()
     async with stack.client.get(stack.url + "/.auth/me") as r:
         assert (await r.json())["path"] == "/.auth/me"  # the echo upstream answered
+
+
+async def test_entra_sid_never_leaves_the_proxy(make_stack: StackFactory) -> None:
+    """`sid` is all front-channel logout needs: an app holding it could sign users out of
+    everything, so no header, assertion, principal, /.auth/me or userinfo carries it."""
+    stack = await make_stack({"identity": {
+        "easy_auth": True, "headers": {"X-Forwarded-User": "preferred_username",
+                                       "X-Entra-Sid": "sid"}}})
+    resp = await stack.login()
+    seen = await resp.json()
+    sid = next(iter(stack.mock.sessions))  # the Entra sign-in session behind this login
+    assert len(stack.mock.sessions) == 1 and sid
+    headers = seen["headers"]
+    assert "X-Entra-Sid" not in headers and headers["X-Forwarded-User"] == [ALICE]
+    principal = base64.b64decode(headers["X-MS-CLIENT-PRINCIPAL"][0]).decode()
+    assertion = jwt.decode(headers["X-Auth-Assertion"][0], options={"verify_signature": False})
+    async with stack.client.get(stack.url + "/.auth/me") as r:
+        me = await r.text()
+    async with stack.client.get(stack.url + "/oauth2/userinfo") as r:
+        info = await r.json()
+    assert "sid" not in info and "sid" not in assertion
+    for text in (json.dumps(headers), principal, json.dumps(assertion), me, json.dumps(info)):
+        assert sid not in text
+    # ... while the proxy itself still knows it: front-channel logout ends this session.
+    async with stack.client.get(stack.url + f"/oauth2/frontchannel_logout?sid={sid}") as r:
+        assert r.status == 200
+    async with stack.client.get(stack.url + "/oauth2/userinfo") as r:
+        assert r.status == 401
