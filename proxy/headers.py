@@ -161,9 +161,12 @@ def identity_headers(identity: Identity, mapping: Mapping[str, str]) -> list[tup
     return [(name, value) for name, value in pairs if value]
 
 
-def response_headers(incoming: Mapping[str, str] | CIMultiDict[str]) -> list[tuple[str, str]]:
+def response_headers(incoming: Mapping[str, str] | CIMultiDict[str],
+                     cookie_prefix: str) -> list[tuple[str, str]]:
     """Upstream response headers minus hop-by-hop ones (and those its Connection names), as
-    pairs: aiohttp's response copies them into its own multidict anyway."""
+    pairs: aiohttp's response copies them into its own multidict anyway. A Set-Cookie for
+    one of the proxy's own cookies is dropped: one app must not fix or wipe the session
+    (or a login in flight) that every app behind the proxy shares."""
     connection = _all(incoming, "connection")
     listed = ({canonical(t.strip()) for v in connection for t in v.split(",")}
               if connection else ())
@@ -172,9 +175,20 @@ def response_headers(incoming: Mapping[str, str] | CIMultiDict[str]) -> list[tup
         key = name.lower()
         if "_" in key:
             key = key.replace("_", "-")
-        if key not in _NOT_PASSED_BACK and key not in listed:
-            out.append((name, value))
+        if key in _NOT_PASSED_BACK or key in listed:
+            continue
+        if key == "set-cookie" and is_own_cookie(value, cookie_prefix):
+            continue
+        out.append((name, value))
     return out
+
+
+def is_own_cookie(set_cookie: str, prefix: str) -> bool:
+    """Whether a Set-Cookie value names one of the proxy's cookies (any case, any spacing)."""
+    pair = set_cookie.split(";", 1)[0]
+    name = pair.split("=", 1)[0].strip().lower() if "=" in pair else pair.strip().lower()
+    own = prefix.lower()
+    return name == own or name.startswith(own + "_")
 
 
 def _all(headers: Mapping[str, str] | CIMultiDict[str], name: str) -> list[str]:

@@ -91,6 +91,7 @@ async def _request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | 
 async def _answer(request: web.Request, route: Route, upstream: UpstreamResponse,
                   timeout: float) -> web.StreamResponse:
     length = upstream.content_length
+    cookie_prefix = request.app[STATE].current.sessions.name
     if length is not None and length <= SMALL_BODY and request.method != "HEAD":
         # Most responses are small: one read and one write instead of a stream. Nothing
         # has reached the client yet, so a body that breaks off is still an honest 502.
@@ -104,9 +105,9 @@ async def _answer(request: web.Request, route: Route, upstream: UpstreamResponse
             raise UpstreamUnavailable(f"The app behind {route.name} broke off its "
                                       "answer.") from None
         return web.Response(status=upstream.status, reason=upstream.reason,
-                            headers=response_headers(upstream.headers), body=body)
+                            headers=response_headers(upstream.headers, cookie_prefix), body=body)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                  headers=response_headers(upstream.headers))
+                                  headers=response_headers(upstream.headers, cookie_prefix))
     if length is not None:
         response.content_length = length
     await response.prepare(request)
