@@ -22,6 +22,10 @@ from .upstream_client import UpstreamClientError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("proxy.upstream")
 SMALL_BODY = 64 * 1024
+# Largest WebSocket message relayed either way: aiohttp assembles a message (all its
+# fragments) in memory, so one unfinished message could grow the proxy without limit. Past
+# this, the side that sent it is closed with 1009 (message too big), and so is the other.
+WS_MAX_MESSAGE = 4 * 1024 * 1024
 _WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                  "sec-websocket-protocol", "sec-websocket-accept")
 
@@ -139,7 +143,7 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
         async with asyncio.timeout(route.timeout):  # the handshake; the socket may idle after
             upstream = await http.ws_connect(
                 target_url(route, request.raw_path, websocket=True), headers=headers,
-                protocols=protocols, autoping=False, max_msg_size=0,
+                protocols=protocols, autoping=False, max_msg_size=WS_MAX_MESSAGE,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=route.timeout))
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") from None
@@ -149,7 +153,7 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
     async with upstream:
         client = web.WebSocketResponse(
             protocols=[upstream.protocol] if upstream.protocol else (),
-            autoping=False, max_msg_size=0)
+            autoping=False, max_msg_size=WS_MAX_MESSAGE)
         await client.prepare(request)
         request.app[STATE].websockets.add(client)
         pumps = [asyncio.create_task(_pump(client, upstream)),
