@@ -13,6 +13,7 @@ from .app import build_app
 from .config import Config
 from .config_load import from_dict
 from .mock_entra import DEFAULT_TENANT_ID, MockEntra, run_mock
+from .runner import ProxyRunner
 
 LOOPBACK = "127.0.0.1"
 
@@ -42,7 +43,7 @@ def demo_config(port: int, idp_port: int, upstream_port: int) -> Config:
 
 
 async def _serve(app: web.Application, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+    runner = ProxyRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, LOOPBACK, port).start()
     return runner

@@ -13,6 +13,7 @@
       . TokenRejected (502)       invalid_grant & co: a refresh that ends the session
     - IdPUnavailable (503)        Entra/JWKS unreachable
     - IdPTimeout (504)
+  + SessionTooLarge (500)         the identity does not fit the cookie store's budget
   + StoreUnavailable (503)        the session store (Redis) does not answer: fail closed
   + UpstreamError
     - UpstreamUnavailable (502)   connection refused/reset
@@ -96,6 +97,13 @@ class IdPUnavailable(IdPError):
 class IdPTimeout(IdPError):
     status = 504
     title = "Sign-in service timed out"
+
+
+class SessionTooLarge(ProxyError):
+    """The identity does not fit the cookie store's budget (session/budget.py)."""
+
+    status = 500
+    title = "Sign-in too large for a cookie"
 
 
 class StoreUnavailable(ProxyError):

@@ -14,6 +14,7 @@ from .errors import (
     IdPDenied,
     IdPFailure,
     ProxyError,
+    SessionTooLarge,
     StoreUnavailable,
 )
 from .identity import Identity
@@ -22,6 +23,7 @@ from .oidc.tokens import tenant_allowed
 from .pages import NO_STORE, render
 from .redirects import safe_target
 from .refresh import tokens_from
+from .session.budget import MAX_TARGET
 from .session.cookie_store import session_cookie_names
 from .session.cookies import CookieSpec
 from .session.login_state import LoginState, LoginStateError
@@ -43,8 +45,16 @@ async def begin_login(request: web.Request, target: str,
                       prompt: str | None = None) -> web.Response:
     """Start the authorization-code flow (PKCE S256, state, nonce) for this browser."""
     state = get_state(request)
-    login = LoginState.new(safe_target(target, state.config.server.public_url,
-                                       state.config.server.allowed_redirect_hosts))
+    safe = safe_target(target, state.config.server.public_url,
+                       state.config.server.allowed_redirect_hosts)
+    if len(safe) > MAX_TARGET:
+        # The target rides in the login cookie: past this, the cookie would break the
+        # cookie budget (or be dropped by the browser), and the sign-in could never finish.
+        log.warning("login refused request_id=%s reason=return-target-too-long length=%d",
+                    request[REQUEST_ID], len(safe))
+        raise BadRequest(f"The address to return to after sign-in is longer than "
+                         f"{MAX_TARGET} characters. Open a shorter link and sign in again.")
+    login = LoginState.new(safe)
     url = await state.entra.authorize_url(login, prompt=prompt)
     request[COOKIES].extend(state.logins.start(login, session_cookies(request)))
     request.app[METRICS].logins.labels("started", "").inc()
@@ -102,8 +112,14 @@ async def _complete_login(request: web.Request) -> web.Response:
     claims["groups"] = await state.entra.overage_groups(claims, tokens)
     identity = Identity.from_claims(claims, state.extra_claims)
     kept = tokens_from(tokens) if state.sessions.server_side else None
-    request[COOKIES].extend(await state.sessions.save(Session(identity, tokens=kept),
-                                                      session_cookies(request)))
+    try:
+        request[COOKIES].extend(await state.sessions.save(Session(identity, tokens=kept),
+                                                          session_cookies(request)))
+    except SessionTooLarge as exc:
+        log.warning("login refused request_id=%s user=%s reason=session-too-large-for-cookie "
+                    "size=%s groups=%s", request[REQUEST_ID], identity.user,
+                    exc.context.get("size"), exc.context.get("groups"))
+        raise
     request[USER] = identity.user
     log.info("login completed request_id=%s user=%s tid=%s", request[REQUEST_ID],
              identity.user, identity.tid)

@@ -26,6 +26,7 @@ from aiohttp import web
 from . import logs
 from .config import Config
 from .config_load import load
+from .runner import ProxyRunner
 
 log = logging.getLogger("proxy")
 RESPAWN_PAUSE = 1.0
@@ -68,7 +69,7 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool) -> None
     from .app import close_websockets
     from .state import STATE
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    runner = ProxyRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     host, port = config.server.host_port
     site = web.TCPSite(runner, host or None, port, reuse_port=reuse_port or None)

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 
 from proxy.app import build_app
 from proxy.config import Config
@@ -24,10 +25,18 @@ from proxy.mock_entra import (
     MockEntra,
     create_app,
 )
+from proxy.runner import ProxyRunner
 from tests import echo_upstream
 
 ALICE = "alice@contoso.example"
 SECRET = secrets.token_urlsafe(32)
+
+
+class ProxyTestServer(TestServer):
+    """TestServer with the runner `azure-auth-proxy run` serves with (proxy/runner.py)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return ProxyRunner(self.app, **kwargs)
 
 
 def free_port() -> int:
@@ -110,7 +119,7 @@ async def make_stack(mock_server: tuple[MockEntra, str],
     async def factory(extra: dict[str, Any] | None = None) -> Stack:
         port = free_port()
         config = from_dict(deep_merge(base_config(port, idp, upstream_url), extra or {}))
-        server = TestServer(build_app(config), host="127.0.0.1", port=port)
+        server = ProxyTestServer(build_app(config), host="127.0.0.1", port=port)
         await server.start_server()
         client = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         started.append((server, client))

@@ -7,8 +7,10 @@ import secrets
 import pytest
 
 from proxy.config import Secret, SessionConfig
+from proxy.errors import SessionTooLarge
 from proxy.identity import Identity
-from proxy.session.cookie_store import CHUNK_SIZE, MAX_CHUNKS, CookieStore
+from proxy.session.budget import CHUNK_SIZE, MAX_CHUNKS, SESSION_MAX
+from proxy.session.cookie_store import CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
 from proxy.session.signing import LOGIN_SALT, serializer
 from proxy.session.store import Session
@@ -56,14 +58,35 @@ async def test_identity_without_oid_or_tid_is_not_a_session() -> None:
 
 
 async def test_large_identity_is_chunked_and_stale_chunks_are_deleted() -> None:
-    big = Identity(oid="o", tid="t", groups=tuple(secrets.token_hex(18) for _ in range(300)))
-    specs = await store().save(Session(big), {"azp_session": "old-unchunked"})
+    big = Identity(oid="o", tid="t", groups=tuple(secrets.token_hex(18) for _ in range(170)))
+    specs = await store().save(Session(big), {"azp_session": "old-unchunked",
+                                              "azp_session_12": "stale"})
     chunks = [s for s in specs if s.max_age is not None]
-    assert len(chunks) > 1 and all(len(s.value) <= CHUNK_SIZE for s in chunks)
+    assert 1 < len(chunks) <= MAX_CHUNKS and all(len(s.value) <= CHUNK_SIZE for s in chunks)
+    assert sum(len(s.value) for s in chunks) <= SESSION_MAX
+    assert {s.name for s in specs if s.max_age is None} == {"azp_session", "azp_session_12"}
     assert any(s.name == "azp_session" and s.max_age is None for s in specs)
     assert store().load_identity(as_jar(specs)) == big
     small = await store().save(Session(ALICE), as_jar(specs))
     assert {s.name for s in small if s.max_age is None} == {c.name for c in chunks}
+
+
+async def test_an_identity_past_the_budget_is_refused_not_written() -> None:
+    """Never write more chunks than are read back (a sign-in loop), nor cookies past what
+    browsers and nginx keep: the sign-in fails with a page naming the fix instead."""
+    huge = Identity(oid="o", tid="t", groups=tuple(secrets.token_hex(18) for _ in range(250)))
+    with pytest.raises(SessionTooLarge) as info:
+        await store().save(Session(huge), {})
+    assert "server" in info.value.public and info.value.context["groups"] == "250"
+
+
+async def test_sign_out_deletes_every_chunk_whatever_its_number() -> None:
+    jar = {"azp_session": "a", "azp_session_0": "b", "azp_session_9": "c",
+           "azp_session_10": "d", "azp_session_123": "e", "azp_session_login_x": "keep",
+           "azp_sessionx_1": "keep", "other": "keep"}
+    deleted = {s.name for s in await store().clear(jar) if s.max_age is None}
+    assert deleted == {"azp_session", "azp_session_0", "azp_session_9", "azp_session_10",
+                       "azp_session_123"}
 
 
 def test_chunk_reading_is_capped() -> None:

@@ -7,17 +7,18 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ..config import SessionConfig
+from ..errors import SessionTooLarge
 from ..identity import Identity
+from .budget import CHUNK_SIZE, MAX_CHUNKS, SESSION_MAX
 from .cookies import CookieSpec
 from .signing import SESSION_SALT, VerifiedCookies, serializer
 from .store import Session
 
-CHUNK_SIZE = 4000  # browsers cap one cookie at 4096 bytes including its name and attributes
-MAX_CHUNKS = 8  # read at most this many: "name_99999999" must cost nothing
-
 
 def chunk_names(cookies: Mapping[str, str], name: str) -> list[str]:
-    pattern = re.compile(rf"^{re.escape(name)}_\d$")
+    """Every chunk-like cookie the request carries, whatever its number (sign-out deletes
+    them all; reading stops at MAX_CHUNKS)."""
+    pattern = re.compile(rf"^{re.escape(name)}_\d{{1,9}}$")
     return [n for n in cookies if pattern.match(n)]
 
 
@@ -60,6 +61,12 @@ class CookieStore:
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
         """Cookies to set for a new session, plus deletions of leftover chunks."""
         value = self._serializer.dumps(session.identity.to_dict())
+        if len(value) > SESSION_MAX:
+            raise SessionTooLarge(
+                f"Your account's sign-in details ({len(session.identity.groups)} groups) are "
+                "too large to keep in a browser cookie. The administrator can keep sessions "
+                "on the server instead ([session] store = \"redis\" or \"memory\").",
+                size=str(len(value)), groups=str(len(session.identity.groups)))
         max_age = int(self.max_age)
         if len(value) <= CHUNK_SIZE:
             specs = [CookieSpec(self.name, value, max_age)]

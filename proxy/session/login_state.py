@@ -17,6 +17,7 @@ from cachetools import TTLCache
 from itsdangerous import BadData
 
 from ..config import SessionConfig
+from .budget import COOKIE_BUDGET, cookie_bytes
 from .cookies import CookieSpec
 from .signing import LOGIN_SALT, serializer
 
@@ -48,6 +49,7 @@ class LoginState:
 class LoginStates:
     def __init__(self, config: SessionConfig) -> None:
         self.prefix = f"{config.cookie_name}_login_"
+        self.session_name = config.cookie_name
         # Random strings do not compress: signed without zlib (which cost 15 µs each).
         self._serializer = serializer(config.signing_keys, LOGIN_SALT, compress=False)
         self._used: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=LOGIN_TTL)
@@ -55,7 +57,8 @@ class LoginStates:
     def start(self, login: LoginState, cookies: Mapping[str, str]) -> list[CookieSpec]:
         value = self._serializer.dumps(
             {"s": login.state, "n": login.nonce, "v": login.verifier, "t": login.target})
-        return self._evict(cookies) + [CookieSpec(self.prefix + login.state, value, LOGIN_TTL)]
+        new = CookieSpec(self.prefix + login.state, value, LOGIN_TTL)
+        return self._evict(cookies, cookie_bytes([(new.name, new.value)])) + [new]
 
     def finish(self, state: str | None, cookies: Mapping[str, str]) -> LoginState:
         """Check the callback's state against this browser's cookie; usable once."""
@@ -79,17 +82,29 @@ class LoginStates:
     def clear(self, state: str) -> CookieSpec:
         return CookieSpec(self.prefix + state, "", None)
 
-    def _evict(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
+    def _evict(self, cookies: Mapping[str, str], new_size: int) -> list[CookieSpec]:
+        """Deletions of the oldest pending logins: at most MAX_PENDING stay (the new one
+        included), and only as many as fit the cookie budget beside the session's cookies."""
         pending = []
+        session = 0
         for name, value in cookies.items():
             if not name.startswith(self.prefix):
+                if name == self.session_name or name.startswith(self.session_name + "_"):
+                    session += cookie_bytes([(name, value)])
                 continue
             try:
                 _, ts = self._serializer.loads(value, max_age=LOGIN_TTL, return_timestamp=True)
-                pending.append((ts.timestamp(), name))
+                pending.append((ts.timestamp(), name, cookie_bytes([(name, value)])))
             except (BadData, ValueError, UnicodeError):
-                pending.append((0.0, name))
+                pending.append((0.0, name, cookie_bytes([(name, value)])))
             if len(pending) > 50:  # a browser stuffed with state cookies costs nothing more
                 break
         pending.sort(reverse=True)
-        return [CookieSpec(n, "", None) for _, n in pending[MAX_PENDING - 1:]]
+        room = COOKIE_BUDGET - session - new_size
+        kept = 0
+        for _, _, size in pending[:MAX_PENDING - 1]:
+            if size > room:
+                break
+            room -= size
+            kept += 1
+        return [CookieSpec(n, "", None) for _, n, _ in pending[kept:]]
