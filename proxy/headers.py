@@ -27,6 +27,17 @@ _NOT_PASSED_BACK = HOP_BY_HOP | {"content-length"}  # aiohttp frames the body it
 # Set by the proxy from what it saw; from untrusted peers the client's copies are lies.
 FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
                         "forwarded", "x-real-ip", "x-request-id"})
+# What front proxies say about the original request, which frameworks act on: IIS URL
+# Rewrite serves X-Original-URL instead of the path the policy checked; Spring, Werkzeug's
+# ProxyFix and ASP.NET build links and redirects from Prefix/Port/Server; forward-auth
+# peers send Uri/Method. Believed (passed on) only from trusted_proxies.
+FRONT_PROXY = frozenset({
+    "x-original-url", "x-original-uri", "x-rewrite-url", "x-original-host",
+    "x-original-method", "x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server",
+    "x-forwarded-uri", "x-forwarded-method", "x-forwarded-scheme", "x-forwarded-protocol",
+    "x-forwarded-ssl", "x-url-scheme", "front-end-https", "x-client-ip", "true-client-ip",
+    "x-cluster-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-envoy-external-address",
+})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -109,6 +120,8 @@ def _request_decision(name: str, owned: frozenset[str]) -> tuple[int, str]:
         return _DROP, key
     if key in FORWARDING:
         return (_DROP if key in ("x-forwarded-for", "x-request-id") else _TRUSTED_ONLY), key
+    if key in FRONT_PROXY:
+        return _TRUSTED_ONLY, key
     return (_COOKIE if key == "cookie" else _PASS), key
 
 

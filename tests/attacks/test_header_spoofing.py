@@ -175,3 +175,44 @@ async def test_browser_navigation_with_spoofed_identity_still_signs_in(
         assert resp.headers["Location"].startswith(stack.idp)
     tally("header-spoofing", refused=True, crashed=False)
     assert upstream.seen == []
+
+
+FRONT_PROXY = ["X-Original-URL", "X-Original-URI", "X-Rewrite-URL", "X-Forwarded-Prefix",
+               "X-Forwarded-Port", "X-Forwarded-Server", "X-Forwarded-Uri", "X-Forwarded-Scheme",
+               "X-Original-Host", "X-Client-IP", "True-Client-IP", "X-Forwarded-Method",
+               "X-Original-Method", "X-Forwarded-Ssl", "X-Forwarded-Protocol", "X-Url-Scheme",
+               "Front-End-Https", "X-Cluster-Client-IP", "CF-Connecting-IP",
+               "Fastly-Client-IP", "X-Envoy-External-Address", "Forwarded", "X-Real-IP",
+               "X-Forwarded-Host", "X-Forwarded-Proto"]
+
+
+@pytest.mark.parametrize("path", ["/private/page", "/healthz"])
+async def test_front_proxy_headers_from_an_untrusted_peer_never_reach_the_upstream(
+        shield: ShieldFactory, upstream: Upstream, path: str) -> None:
+    """IIS URL Rewrite serves X-Original-URL, not the path the policy checked; Spring,
+    ProxyFix and ASP.NET build links from Prefix/Port: only a trusted proxy may say them."""
+    stack = await shield()
+    await sign_in(stack)
+    for name in FRONT_PROXY:
+        upstream.seen.clear()
+        attack = spoofs([name])
+        status = await send(stack, path, attack)
+        assert status == 200
+        arrival = upstream.seen[-1]
+        for _ in attack:
+            tally("forwarding-headers", refused=not survivors(arrival), crashed=status >= 500)
+        assert survivors(arrival) == [], name
+        assert arrival.values("X-Innocent") == ["kept"]
+
+
+async def test_front_proxy_headers_from_a_trusted_peer_pass(shield: ShieldFactory,
+                                                            upstream: Upstream) -> None:
+    stack = await shield({"server": {"trusted_proxies": ["127.0.0.1/32"]}})
+    await sign_in(stack)
+    upstream.seen.clear()
+    status = await send(stack, "/private/page", [("X-Forwarded-Prefix", "/app"),
+                                                 ("X-Original-URL", "/private/page")])
+    assert status == 200
+    arrival = upstream.seen[-1]
+    assert arrival.values("X-Forwarded-Prefix") == ["/app"]
+    assert arrival.values("X-Original-URL") == ["/private/page"]
