@@ -16,6 +16,7 @@ from .authorize import Policy
 from .config import Config
 from .errors import ConfigError
 from .headers import owned_names
+from .identity import ClaimRules
 from .metrics import CountingBackend, Metrics
 from .metrics import serve as serve_metrics
 from .middleware import outer
@@ -56,7 +57,8 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
         upstream_pool=upstream_pool,
         owned_headers=owned_names(config.identity.headers, config.identity.assertion_header),
         trusted=config.server.trusted_networks,
-        extra_claims=(*config.identity.headers.values(), "login_hint"),
+        claim_rules=ClaimRules((*config.identity.headers.values(), "login_hint"),
+                               config.identity.trust_unverified_email),
         policy=Policy.from_config(config.access),
         signer=signer,
         upstream_identity=IdentityHeaders(config.identity, signer),

@@ -38,11 +38,15 @@ class Policy:
     def decide(self, identity: Identity) -> Decision:
         if not (self.emails or self.domains or self.groups or self.roles or self.tenants):
             return ALLOWED  # no rule: every signed-in user (checked on every request)
-        addresses = {a.lower() for a in (identity.email, identity.preferred_username) if a}
-        if self.emails and not addresses & self.emails:
-            return Decision(False, "email not in the allowed list")
-        if self.domains and not any(_domain(a) in self.domains for a in addresses):
-            return Decision(False, "email domain not allowed")
+        # Only an email Entra vouches for (ClaimRules drops the rest): `preferred_username`
+        # is not an address, and an unverified `email` is anyone's (nOAuth).
+        address = identity.email.lower()
+        if self.emails and address not in self.emails:
+            return Decision(False, "no verified email in the allowed list" if address
+                            else "no verified email (Entra's xms_edov) to check")
+        if self.domains and _domain(address) not in self.domains:
+            return Decision(False, "verified email domain not allowed" if address
+                            else "no verified email (Entra's xms_edov) to check")
         if self.groups and not {g.lower() for g in identity.groups} & self.groups:
             return Decision(False, "not a member of an allowed group")
         if self.roles and not set(identity.roles) & self.roles:

@@ -147,6 +147,8 @@ class IdentityConfig:
     assertion_key_file: str = ""  # PEM EC P-256 or RSA key; generated per process if empty
     pass_access_token: bool = False
     pass_id_token: bool = False
+    # Use the `email` claim without Entra's `xms_edov` (domain verified): single tenant only.
+    trust_unverified_email: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,6 +243,13 @@ def check_identity(config: Config) -> list[str]:
     if i.assertion_header and not i.assertion_key_file and config.server.workers > 1:
         out.append("identity.assertion_key_file: required with server.workers > 1, so every "
                    "process signs with the same key")
+    azure = config.azure
+    if i.trust_unverified_email and not (
+            is_guid(azure.tenant_id) and not azure.allow_any_tenant
+            and {t.lower() for t in azure.allowed_tenants} <= {azure.tenant_id.lower()}):
+        out.append("identity.trust_unverified_email: only for a single tenant (tenant_id a "
+                   "GUID, no other allowed_tenants): another tenant's admin can put any "
+                   "address in `email`; add the xms_edov optional claim instead")
     if config.api.accept_bearer and not config.api.audiences:
         out.append("api.audiences: required with accept_bearer (e.g. "
                    f"[\"api://{config.azure.client_id or '<client_id>'}\"])")

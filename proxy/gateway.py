@@ -10,7 +10,6 @@ from multidict import CIMultiDict
 
 from .errors import AccessDenied, NotFound, Unauthenticated
 from .headers import own_cookies, peer_trusted, upstream_headers
-from .identity import Identity
 from .login import begin_login, redirect
 from .oidc.bearer import bearer_token, identity_claims
 from .oidc.graph import has_overage
@@ -31,7 +30,7 @@ async def current_session(request: web.Request, state: State) -> Session | None:
     if session is None or not sessions.server_side:
         return session
     fresh = await ensure_fresh(session, state.sessions, state.entra,
-                               state.config.session.refresh, state.extra_claims)
+                               state.config.session.refresh, state.claim_rules)
     if fresh is None:
         request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
     return fresh
@@ -58,7 +57,7 @@ async def bearer_session(request: web.Request, state: State,
         # The API's token cannot call Graph: group membership is unknown, so no group rule
         # can pass (never treat an overage user as groupless).
         raise AccessDenied("This token carries too many groups to check the group rule.")
-    return Session(Identity.from_claims(identity_claims(claims), state.extra_claims))
+    return Session(state.claim_rules.identity(identity_claims(claims)))
 
 
 async def send_to_sign_in(request: web.Request, state: State) -> web.StreamResponse:

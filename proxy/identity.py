@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,3 +91,31 @@ _SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid")
 # asks for, so any app (or its logs) holding it could sign the user out everywhere.
 INTERNAL_CLAIMS = frozenset({"sid"})
 _KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra"}
+
+
+def email_vouched(claims: dict[str, Any]) -> bool:
+    """Entra's `xms_edov` optional claim: the email's domain is verified for the user's
+    tenant. Without it, `email` is whatever some tenant's admin typed (nOAuth)."""
+    edov = claims.get("xms_edov")
+    return edov is True or edov in (1, "1", "true", "True")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRules:
+    """How a validated token's claims become an Identity: which extra claims to keep, and
+    whether an unverified `email` may be trusted (single-tenant opt-in only)."""
+
+    extra: tuple[str, ...] = ()
+    trust_unverified_email: bool = False
+
+    def identity(self, claims: dict[str, Any]) -> Identity:
+        identity = Identity.from_claims(claims, self.extra)
+        if identity.email and not (self.trust_unverified_email or email_vouched(claims)):
+            return dataclasses.replace(identity, email="")
+        return identity
+
+    def email_dropped(self, claims: dict[str, Any]) -> bool:
+        """Whether this token's `email` claim is left out (for the log line that says why)."""
+        return bool(claims.get("email")) and not (self.trust_unverified_email
+                                                  or email_vouched(claims))
+

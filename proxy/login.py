@@ -17,7 +17,6 @@ from .errors import (
     SessionTooLarge,
     StoreUnavailable,
 )
-from .identity import Identity
 from .metrics import reason
 from .oidc.tokens import tenant_allowed
 from .pages import NO_STORE, render
@@ -110,7 +109,10 @@ async def _complete_login(request: web.Request) -> web.Response:
         log.warning("login refused request_id=%s reason=tenant-not-allowed", request[REQUEST_ID])
         raise AccessDenied("Accounts from your organization (tenant) may not use this service.")
     claims["groups"] = await state.entra.overage_groups(claims, tokens)
-    identity = Identity.from_claims(claims, state.extra_claims)
+    identity = state.claim_rules.identity(claims)
+    if state.claim_rules.email_dropped(claims):
+        log.info("email claim not used request_id=%s user=%s tid=%s reason=not-verified-by-"
+                 "entra (no xms_edov)", request[REQUEST_ID], identity.user, identity.tid)
     kept = tokens_from(tokens) if state.sessions.server_side else None
     try:
         request[COOKIES].extend(await state.sessions.save(Session(identity, tokens=kept),

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from .errors import IdPError, LoginRejected, TokenRejected
-from .identity import Identity
+from .identity import ClaimRules, Identity
 from .oidc.client import EntraClient
 from .session.store import Session, SessionStore, Tokens
 
@@ -39,7 +39,7 @@ def needs_refresh(session: Session, window: float, now: float | None = None) -> 
 
 
 async def ensure_fresh(session: Session, store: SessionStore, entra: EntraClient,
-                       window: float, extra_claims: tuple[str, ...]) -> Session | None:
+                       window: float, rules: ClaimRules) -> Session | None:
     """The session with fresh tokens, the same session if refreshing must wait, or None."""
     if not needs_refresh(session, window):
         return session
@@ -52,7 +52,7 @@ async def ensure_fresh(session: Session, store: SessionStore, entra: EntraClient
         assert current.tokens is not None
         try:
             response = await entra.refresh(current.tokens.refresh_token)
-            identity = await _refreshed_identity(current, response, entra, extra_claims)
+            identity = await _refreshed_identity(current, response, entra, rules)
         except TokenRejected as exc:
             log.info("session ended: refresh rejected user=%s error=%s", current.identity.user,
                      exc.context.get("error", ""))
@@ -69,7 +69,7 @@ async def ensure_fresh(session: Session, store: SessionStore, entra: EntraClient
 
 
 async def _refreshed_identity(session: Session, response: dict[str, Any], entra: EntraClient,
-                              extra_claims: tuple[str, ...]) -> Identity:
+                              rules: ClaimRules) -> Identity:
     id_token = response.get("id_token")
     if not isinstance(id_token, str):
         return session.identity
@@ -84,4 +84,4 @@ async def _refreshed_identity(session: Session, response: dict[str, Any], entra:
     # answers with the new access token; if it cannot, the refresh fails like an outage.
     claims["groups"] = await entra.overage_groups(claims, response)
     claims["sid"] = claims.get("sid") or old.sid
-    return Identity.from_claims(claims, extra_claims)
+    return rules.identity(claims)

@@ -18,6 +18,7 @@ from .assertion import AssertionSigner
 from .authorize import Policy
 from .config import Config
 from .headers import Network, own_cookies
+from .identity import ClaimRules
 from .metrics import Metrics
 from .oidc.client import EntraClient
 from .routes import Route, RouteTable
@@ -39,7 +40,7 @@ class State:
     upstream_pool: UpstreamPool  # everything else
     owned_headers: frozenset[str]
     trusted: tuple[Network, ...]
-    extra_claims: tuple[str, ...]
+    claim_rules: ClaimRules
     policy: Policy  # the global [access] policy (routes may carry their own)
     signer: AssertionSigner | None  # the identity assertion ([identity] assertion_header)
     upstream_identity: IdentityHeaders  # what the upstream learns about the user

@@ -321,6 +321,13 @@ DESCRIPTIONS = {
         "Send the user's ID token in `X-Forwarded-Id-Token`. Needs `store = \"memory\"` or "
         "`\"redis\"`."
     ),
+    "identity.trust_unverified_email": (
+        "Use the `email` claim even without Entra's `xms_edov` optional claim (\"the email's "
+        "domain is verified for the user's tenant\"). Off: `email` counts for `emails`/"
+        "`domains` rules and is sent upstream only when `xms_edov` is true, since any "
+        "tenant's admin can set any address (nOAuth). Allowed only with a single tenant "
+        "(`tenant_id` a GUID, no other `allowed_tenants`). Prefer adding `xms_edov`."
+    ),
     # [api]
     "api.accept_bearer": (
         "Accept `Authorization: Bearer <Entra access token for this API>` instead of a "

@@ -26,6 +26,7 @@ from proxy.headers import owned_names, upstream_headers
 from proxy.identity import Identity
 from proxy.redirects import is_safe
 from proxy.routes import Route, RouteTable, _normalize, is_plain_path, normalize_path
+from proxy.session.budget import MAX_CHUNKS
 from proxy.session.cookie_store import CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
 from proxy.session.store import Session
@@ -129,7 +130,7 @@ def _joined(jar: dict[str, str]) -> str:
     if "azp_session" in jar:
         return jar["azp_session"]
     parts = []
-    for i in range(10):
+    for i in range(MAX_CHUNKS):  # what the store writes is what it reads back, no more
         if f"azp_session_{i}" not in jar:
             break
         parts.append(jar[f"azp_session_{i}"])

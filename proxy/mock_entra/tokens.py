@@ -45,7 +45,8 @@ def group_claims(user: MockUser, overage_limit: int) -> dict[str, Any]:
 
 
 def id_token_claims(
-    user: MockUser, sign_in: SignIn, *, base: str, now: int, overage_limit: int
+    user: MockUser, sign_in: SignIn, *, base: str, now: int, overage_limit: int,
+    optional_claims: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The v2 ID token payload, in the order Entra emits it."""
     claims: dict[str, Any] = {
@@ -71,6 +72,8 @@ def id_token_claims(
     }
     if user.email and "email" in sign_in.scopes:
         claims["email"] = user.email
+        if "xms_edov" in optional_claims:
+            claims["xms_edov"] = user.email_domain_verified
     if user.roles:
         claims["roles"] = list(user.roles)
     return claims | group_claims(user, overage_limit)
@@ -115,7 +118,9 @@ def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, now: int) ->
 
 
 def _id_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str, now: int) -> str:
-    claims = id_token_claims(user, sign_in, base=base, now=now, overage_limit=mock.overage_limit)
+    client = mock.clients.get(sign_in.client_id)
+    claims = id_token_claims(user, sign_in, base=base, now=now, overage_limit=mock.overage_limit,
+                             optional_claims=client.optional_claims if client else ())
     claims = apply_overrides(claims, mock.faults.id_token_claims)
     return sign_id_token(mock.keys, claims, mock.faults.sign, mock.faults.id_token_header)
 

@@ -44,6 +44,10 @@ class MockUser:
     oid: str
     tid: str
     email: str | None = None
+    # Whether Entra has verified that the email's domain belongs to the user's tenant: the
+    # `email` claim is whatever an admin typed, so another tenant's admin can give a user
+    # alice@contoso.com (nOAuth). The `xms_edov` optional claim says which.
+    email_domain_verified: bool = True
     groups: list[str] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
     password: str = field(default="", repr=False)
@@ -58,6 +62,9 @@ class MockClient:
     redirect_uris: list[str]
     # PEM certificate for private_key_jwt client assertions (ENTRA.md §5).
     certificate_pem: str | None = field(default=None, repr=False)
+    # Optional ID-token claims configured on the registration (Token configuration). The
+    # demo registration has `xms_edov`, as docs/azure-portal-setup.md tells admins to add.
+    optional_claims: tuple[str, ...] = ("xms_edov",)
 
 
 def default_users() -> list[MockUser]:
