@@ -1,8 +1,7 @@
 #!/bin/sh
 # Install the Debian packages the test suite drives for real (nginx for the auth_request
 # test, caddy for the forward_auth recipe, redis-server for Redis topologies), when their
-# binary is missing. Fails loudly
-# when it cannot: these tests are never skipped.
+# binary is missing. Fails loudly when it cannot: these tests are never skipped.
 set -eu
 missing=""
 for pair in "$@"; do  # package:binary
