@@ -25,7 +25,7 @@ demo: $(RUN_STAMP)
 	$(BIN)/azure-auth-proxy demo --port $(PORT)
 
 test: $(STAMP)
-	sh scripts/ensure-debs.sh nginx:nginx redis-server:redis-server chromium:chromium chromium-driver:chromedriver
+	sh scripts/ensure-debs.sh nginx:nginx caddy:caddy redis-server:redis-server chromium:chromium chromium-driver:chromedriver
 	sh scripts/with-redis.sh $(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 

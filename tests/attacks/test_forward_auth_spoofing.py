@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.attacks.conftest import Browsers, ShieldFactory, sign_in
+from tests.attacks.conftest import Browsers, ShieldFactory, port_of, sign_in
 from tests.attacks.harness import Upstream, tally
+from tests.caddy_front import caddy
 from tests.conftest import Stack, free_port
 
 BOB = "bob@contoso.example"
@@ -193,3 +195,89 @@ async def test_behind_ingress_nginx_a_client_x_forwarded_uri_opens_nothing(
     tally(FAMILY, refused=status == 401, crashed=status >= 500)
     assert status == 401, (status, upstream.paths())
     assert upstream.seen == []
+
+
+# --- through the shipped Caddy recipe (deploy/caddy/Caddyfile), a real Caddy ----------------
+
+# Caddy reaches the proxy from 127.0.0.1 (trusted, as the recipe says); this client, going
+# straight to the proxy from another loopback address, is not.
+UNTRUSTED = "127.0.0.2"
+AUTH_PATHS = ["/oauth2/auth", "/oauth2/auth?x=1", "/OAUTH2/AUTH", "/oauth2/%61uth",
+              "/oauth2/auth/", "/oauth2//auth", "/oauth2/./auth", "/callback/../oauth2/auth"]
+
+
+@pytest.fixture
+async def caddy_front(shield: ShieldFactory, upstream: Upstream,
+                      tmp_path: Path) -> AsyncIterator[tuple[str, Stack]]:
+    port = free_port()
+    stack = await shield({"server": {"public_url": f"http://127.0.0.1:{port}",
+                                     "trusted_proxies": ["127.0.0.1/32"]}}, routes=ROUTES)
+    async with caddy(tmp_path, port, port_of(stack), upstream.url) as url:
+        yield url, stack
+
+
+async def test_behind_caddy_a_client_cannot_choose_the_original_request(
+        caddy_front: tuple[str, Stack], upstream: Upstream) -> None:
+    url, _ = caddy_front
+    async with aiohttp.ClientSession() as client:
+        async with client.get(url + "/healthz") as resp:
+            assert resp.status == 200 and upstream.paths() == ["/healthz"]  # the control
+        opened = []
+        for header in [*ORIGINAL, ("Host", "open.example")]:
+            for disguise in ([], LOOK_TRUSTED):
+                upstream.seen.clear()
+                async with client.get(url + "/admin/x", headers=[*disguise, header],
+                                      allow_redirects=False) as resp:
+                    status = resp.status
+                tally(FAMILY, refused=not upstream.seen, crashed=status >= 500)
+                if upstream.seen or status >= 500:
+                    opened.append((header, bool(disguise), status, upstream.paths()))
+    assert opened == []
+
+
+async def test_behind_caddy_a_client_cannot_ask_the_auth_endpoint_itself(
+        caddy_front: tuple[str, Stack], upstream: Upstream) -> None:
+    # Through Caddy the proxy sees a trusted peer: a client's own /oauth2/auth request with
+    # its own X-Forwarded-Uri would be believed, so the recipe never routes one there.
+    url, stack = caddy_front
+    answered = {}
+    async with aiohttp.ClientSession() as client:
+        for path in AUTH_PATHS:
+            async with client.get(url + path, headers={"X-Forwarded-Uri": "/healthz"},
+                                  allow_redirects=False) as resp:
+                tally(FAMILY, refused=resp.status != 202, crashed=resp.status >= 500)
+                if resp.status < 300 or resp.status >= 500:
+                    answered[path] = resp.status
+    assert answered == {}
+    assert upstream.seen == []
+    # The control: the same request straight to the proxy from Caddy's address is
+    # believed, from an address outside trusted_proxies it is not.
+    async with aiohttp.ClientSession() as client:
+        async with client.get(stack.url + "/oauth2/auth",
+                              headers={"X-Forwarded-Uri": "/healthz"}) as resp:
+            assert resp.status == 202
+    direct = aiohttp.TCPConnector(local_addr=(UNTRUSTED, 0))
+    async with aiohttp.ClientSession(connector=direct) as client:
+        async with client.get(stack.url + "/oauth2/auth",
+                              headers={"X-Forwarded-Uri": "/healthz"}) as resp:
+            assert resp.status == 401
+
+
+async def test_behind_caddy_a_signed_in_user_cannot_borrow_a_laxer_route(
+        caddy_front: tuple[str, Stack], upstream: Upstream, browsers: Browsers) -> None:
+    url, stack = caddy_front
+    bob = browsers()
+    stack.mock.auto_user = BOB
+    async with bob.get(url + "/app") as resp:  # signs in through Caddy
+        assert resp.status == 200 and upstream.paths()[-1] == "/app"
+    opened = {}
+    for header in [("X-Forwarded-Uri", "/app"), ("X-Original-URL", "/app"),
+                   ("X-Forwarded-Uri", "/healthz"), ("X-Forwarded-Host", "open.example"),
+                   ("X-Original-URL", "http://open.example/")]:
+        upstream.seen.clear()
+        async with bob.get(url + "/admin/x", headers=[header], allow_redirects=False) as resp:
+            status = resp.status
+        tally(FAMILY, refused=not upstream.seen, crashed=status >= 500)
+        if upstream.seen or status not in (302, 403):
+            opened[header] = (status, upstream.paths())
+    assert opened == {}
