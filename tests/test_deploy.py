@@ -396,6 +396,19 @@ def test_proxy_reads_the_configmap_and_secret_files() -> None:
         assert volume["defaultMode"] == 0o440
 
 
+def test_every_replica_signs_with_the_one_key_from_the_secret() -> None:
+    """Without assertion_key_file each pod generates its own key, and an upstream that
+    fetched /oauth2/jwks from one pod rejects the assertions of the others (issue 12).
+    tests/test_helm_chart.py runs three such replicas and cross-verifies them."""
+    identity = tomllib.loads(configmap_toml()).get("identity", {})
+    assert identity.get("assertion_header") != "", "the assertion is on"
+    path = identity.get("assertion_key_file", "")
+    assert path.startswith("/run/secrets/azure-auth-proxy/"), path
+    (secret,) = find("Secret", "azure-auth-proxy")
+    assert path.rpartition("/")[2] in secret["stringData"]
+    assert "openssl genpkey" in (K8S / "secret.yaml").read_text(), "say how to make the key"
+
+
 def test_service_hpa_and_pdb_target_the_proxy() -> None:
     labels = pod_labels(proxy_deployment())
     services = [s for s in find("Service") if selects(s["spec"]["selector"], labels)]
@@ -488,7 +501,10 @@ def test_every_example_starts_with_a_comment_header() -> None:
             assert json.loads(path.read_text())["description"]
             continue
         first = path.read_text().lstrip("-\n").splitlines()[0]
-        assert first.startswith("#"), f"{path.relative_to(ROOT)} needs a comment header"
+        # Helm templates are Go templates: a "#" line would be rendered, so they open with a
+        # template comment instead.
+        headers = ("#", "{{/*", "{{- /*") if path.parent.name == "templates" else ("#",)
+        assert first.startswith(headers), f"{path.relative_to(ROOT)} needs a comment header"
 
 
 def test_deploy_readme_describes_every_file() -> None:
