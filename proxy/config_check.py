@@ -47,7 +47,7 @@ def _url_problem(value: str, *, allow_path: bool) -> str | None:
     if url.scheme not in ("http", "https") or not url.host:
         return "must be an absolute http(s) URL"
     if not (_DOMAIN.match(url.host) or _is_ip(url.host) or url.host == "localhost"):
-        return f"has no valid host name ({url.host!r})"
+        return "has no valid host name"
     if url.scheme == "http" and not is_loopback_host(url.host):
         return "must use https (plain http is allowed only for loopback hosts)"
     if not allow_path and url.path not in ("", "/"):

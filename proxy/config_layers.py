@@ -27,7 +27,7 @@ class Entry:
 
 def did_you_mean(name: str, known: Iterable[str], style: str = "`{}`") -> str:
     """"; did you mean `client_secret`?" for a near miss of a known name, else ""."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(name, list(known), n=1)
     return f"; did you mean {style.format(close[0])}?" if close else ""
 
 
