@@ -8,6 +8,7 @@ effective value remembers its layer (`Loaded.sources`), which check-config print
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,7 @@ from .errors import ConfigError
 
 __all__ = ["ConfigSource", "Loaded", "build", "from_dict", "load", "parse_duration", "redacted"]
 
+_HINT = re.compile(r"did you mean `(\w+)`\?$")
 Flag = tuple[str, str, str]  # (dotted key or "upstreams", value, "--flag" it came from)
 
 
@@ -175,6 +177,9 @@ def build(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
     # Check what did parse too (bad values fell back to defaults), so one run lists everything.
     config = Config(**sections, upstreams=tuple(built))
     reported = {p.split(":", 1)[0].removesuffix("_file") for p in problems}
+    # "azure.client_secert: ... did you mean `client_secret`?" already says what is missing.
+    reported |= {f"{p.split(':', 1)[0].rpartition('.')[0]}.{m[1]}".removesuffix("_file")
+                 for p in problems if (m := _HINT.search(p))}
     problems += [p for p in check(config) if p.split(":", 1)[0] not in reported]
     if problems:
         raise ConfigError(problems)

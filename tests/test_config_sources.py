@@ -369,3 +369,11 @@ def test_a_config_source_survives_pickling_for_spawned_workers(tmp_path: Path) -
     assert again == source
     loaded: Loaded = again.read({})
     assert loaded.config.server.listen == "127.0.0.1:6001"
+
+
+def test_a_near_miss_is_the_only_line_about_the_key_it_misses() -> None:
+    data = base()
+    data["azure"]["client_secert"] = data["azure"].pop("client_secret")
+    data["upstreams"] = [{"ulr": "http://127.0.0.1:8080"}]
+    assert problems(data) == ["azure.client_secert: unknown key; did you mean `client_secret`?",
+                              "upstreams[0].ulr: unknown key; did you mean `url`?"]
