@@ -32,7 +32,9 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
         return 0.0
     if isinstance(value, int | float) and not isinstance(value, bool):
-        shown = f"{value:g}" if math.isfinite(value) else str(value)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        if len(shown) > 20 or not math.isfinite(value) or value < 0:
+            raise ValueError("must be a duration like \"90s\", \"15m\", \"8h\" or \"7d\"")
         raise ValueError(f"{shown} has no unit; write \"{shown}s\" for seconds (or "
                          f"\"{shown}m\", \"{shown}h\", \"{shown}d\")")
     if isinstance(value, str) and value.strip() == "0":
