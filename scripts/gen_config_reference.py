@@ -4,9 +4,9 @@
     python scripts/gen_config_reference.py --check                    # exit 1 if stale
 
 Types, defaults, environment variable names and `_file` support are read from the
-dataclasses (the same way proxy/config_load.py reads them); the one-line descriptions live in
-DESCRIPTIONS below, keyed "section.key". A field without a description, a description without
-a field, or a field type this script does not know makes it exit 1 and list them: the
+dataclasses (whose types proxy/config_values.py maps to parsers); the one-line descriptions
+live in DESCRIPTIONS below, keyed "section.key". A field without a description, a description
+without a field, or a field type this script does not know makes it exit 1 and list them: the
 reference cannot silently fall behind the code. Keys that proxy/config_check.py refuses as
 "not supported by this release" are found by asking config_check, not by hand.
 """
@@ -30,7 +30,8 @@ from proxy.config import SECTIONS, Config, Secret, UpstreamConfig  # noqa: E402
 OUTPUT = ROOT / "docs" / "configuration.md"
 COMMAND = "python scripts/gen_config_reference.py > docs/configuration.md"
 
-# How each field type (as config_load sees it: the annotation string) is written.
+# How each field type is written, keyed by its annotation string (the loader resolves the
+# same annotations to parsers in proxy/config_values.py).
 TYPES = {
     "str": "string",
     "Secret": "string, secret",
@@ -574,7 +575,7 @@ effective configuration as JSON with secrets masked, plus `"sources"`: for every
 value came from (`"default"`, `"file proxy.toml"`, `"env PROXY_SERVER_LISTEN"`,
 `"flag --listen"`). Every problem is one `config error: key: problem` line on stderr and the
 exit code is 1. Unknown sections and keys are errors, with the nearest real key as a hint
-(`did you mean `client_secret`?`), so a typo cannot silently weaken a setting. Values that may
+("did you mean `client_secret`?"), so a typo cannot silently weaken a setting. Values that may
 be intended but usually break sign-in (a group name in `groups`) are `config warning: key:
 problem` lines on stderr, exit 0. A SIGHUP reload reads the same file and flags again with the
 current environment.
