@@ -10,40 +10,69 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, logs
-from .config import Config
-from .config_load import load, redacted
+from .config_load import ConfigSource, Loaded, redacted
 from .errors import ConfigError
 
+# Flags for the settings people pass most; each overrides env and file (see `source`).
+FLAGS = {
+    "--listen": ("server.listen", "host:port to listen on"),
+    "--public-url": ("server.public_url", "external origin, e.g. https://tools.example.com"),
+    "--client-id": ("azure.client_id", "the app registration's Application (client) ID"),
+    "--tenant-id": ("azure.tenant_id", "tenant GUID, domain, organizations or common"),
+    "--cloud-instance": ("azure.cloud_instance", "Entra login origin of the cloud"),
+    "--log-format": ("server.log_format", "text or json"),
+}
 
-def _config_path(path: str | None) -> str:
-    return path or os.environ.get("PROXY_CONFIG") or "proxy.toml"
+
+def _upstream(text: str) -> dict[str, str]:
+    """--upstream URL, or PATH=URL to serve URL under the path prefix PATH."""
+    path, sep, url = text.partition("=")
+    if sep and path.startswith("/"):
+        return {"path": path, "url": url}
+    return {"url": text}
 
 
-def _config(path: str | None) -> Config:
+def source(args: argparse.Namespace) -> ConfigSource:
+    """The file (-c, else $PROXY_CONFIG, else ./proxy.toml, which may then be missing) and
+    the flags given; workers and SIGHUP reloads re-read it with the same flags."""
+    named = args.config or os.environ.get("PROXY_CONFIG")
+    flags = [(key, value, flag) for flag, (key, _) in FLAGS.items()
+             if (value := getattr(args, flag[2:].replace("-", "_"))) is not None]
+    if args.upstream:
+        upstreams = json.dumps([_upstream(u) for u in args.upstream])
+        flags.append(("upstreams", upstreams, "--upstream"))
+    return ConfigSource(named or "proxy.toml", required=bool(named), flags=tuple(flags))
+
+
+def _config(args: argparse.Namespace) -> Loaded:
     from .app import check_files
 
-    config = load(_config_path(path), os.environ)
-    check_files(config)  # a bad certificate or key file fails check-config too
-    return config
+    loaded = source(args).read(os.environ)
+    check_files(loaded.config)  # a bad certificate or key file fails check-config too
+    for warning in loaded.warnings:
+        print(f"config warning: {warning}", file=sys.stderr)
+    return loaded
 
 
 def _run(args: argparse.Namespace) -> int:
     from .workers import serve, supervise
 
-    config = _config(args.config)
+    config = _config(args).config
     logs.setup(config.server.log_format, config.server.log_level)
     print(f"azure-auth-proxy {__version__} listening on {config.server.listen} "
           f"for {config.server.public_url} ({config.server.workers} worker(s))",
           file=sys.stderr, flush=True)
     if config.server.workers > 1:
-        return supervise(config, _config_path(args.config))
-    serve(config, _config_path(args.config))
+        return supervise(config, source(args))
+    serve(config, source(args))
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = _config(args.config)
-    print(json.dumps(redacted(config), indent=2))
+    loaded = _config(args)
+    # The effective config, plus "sources": where each value came from (default, file, env
+    # VAR, flag --x). Secrets are masked; their sources are names, never values.
+    print(json.dumps({**redacted(loaded.config), "sources": dict(loaded.sources)}, indent=2))
     return 0
 
 
@@ -79,11 +108,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="serve (config: -c, else $PROXY_CONFIG, else ./proxy.toml)")
-    run.add_argument("-c", "--config")
     run.set_defaults(func=_run)
-    check = sub.add_parser("check-config", help="validate and print the effective config")
-    check.add_argument("-c", "--config")
+    check = sub.add_parser("check-config", help="validate and print the effective config "
+                           "and where each value came from")
     check.set_defaults(func=_check)
+    for command in (run, check):
+        _config_options(command)
     demo = sub.add_parser("demo", help="mock Entra ID + demo app + proxy on loopback")
     demo.add_argument("--port", type=int, default=4180)
     demo.set_defaults(func=_demo)
@@ -92,6 +122,17 @@ def parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.set_defaults(func=_mock)
     return p
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="proxy.toml to read (else $PROXY_CONFIG, else "
+                   "./proxy.toml if present)")
+    p.add_argument("--version", action="version", version=f"azure-auth-proxy {__version__}")
+    for flag, (key, text) in FLAGS.items():
+        p.add_argument(flag, metavar=key.split(".")[1].upper(), help=f"{text} ({key})")
+    p.add_argument("--upstream", action="append", metavar="[PATH=]URL",
+                   help="route PATH (default /) to URL; repeat for more; replaces the "
+                   "[[upstreams]] of file and env")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

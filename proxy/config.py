@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Annotated, Any
 
 from yarl import URL
 
-Duration = float  # seconds; written in proxy.toml as "90s", "15m", "8h", "7d"
+# Seconds; written in proxy.toml as "90s", "15m", "8h", "7d". The marker lets the loader's
+# parser table tell a duration from a plain float (proxy/config_values.py).
+Duration = Annotated[float, "duration"]
 
 TENANT_ALIASES = ("organizations", "common", "consumers")
 CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
-DEFAULT_HEADERS = {
+DEFAULT_HEADERS: Mapping[str, str] = MappingProxyType({
     "X-Forwarded-User": "preferred_username",
     "X-Forwarded-Email": "email",
     "X-Forwarded-Name": "name",
@@ -20,7 +24,7 @@ DEFAULT_HEADERS = {
     "X-Forwarded-Roles": "roles",
     "X-Forwarded-Object-Id": "oid",
     "X-Forwarded-Tenant-Id": "tid",
-}
+})
 
 
 class Secret:
@@ -140,7 +144,8 @@ class AccessPolicyConfig:
 
 @dataclass(frozen=True, slots=True)
 class IdentityConfig:
-    headers: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADERS))
+    # Read-only view: a frozen dataclass holding a dict would still be mutable inside.
+    headers: Mapping[str, str] = field(default_factory=lambda: DEFAULT_HEADERS)
     easy_auth: bool = False
     easy_auth_tokens: bool = False  # X-MS-TOKEN-AAD-* and tokens in /.auth/me (opt-in)
     assertion_header: str = "X-Auth-Assertion"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import uuid
 import warnings
@@ -11,15 +10,11 @@ import warnings
 from yarl import URL
 
 from .config import TENANT_ALIASES, AccessPolicyConfig, Config, SessionConfig, UpstreamConfig
+from .config_check_identity import check_identity, check_ui
+from .config_check_redis import check_redis
 
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I)
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_RESERVED_HEADERS = {
-    "host", "cookie", "authorization", "connection", "upgrade", "content-length",
-    "transfer-encoding", "te", "trailer", "keep-alive", "proxy-authorization",
-    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
-}
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -43,12 +38,16 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 def _url_problem(value: str, *, allow_path: bool) -> str | None:
+    if value != value.strip() or any(c.isspace() for c in value):
+        return "must not contain spaces"
     try:
         url = URL(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError):  # urllib's bare "Invalid IPv6 URL" and the like
         return "is not a URL"
     if url.scheme not in ("http", "https") or not url.host:
         return "must be an absolute http(s) URL"
+    if not (_DOMAIN.match(url.host) or _is_ip(url.host) or url.host == "localhost"):
+        return "has no valid host name"
     if url.scheme == "http" and not is_loopback_host(url.host):
         return "must use https (plain http is allowed only for loopback hosts)"
     if not allow_path and url.path not in ("", "/"):
@@ -56,6 +55,14 @@ def _url_problem(value: str, *, allow_path: bool) -> str | None:
     if url.query_string or url.fragment or url.user:
         return "must not carry a query, fragment or credentials"
     return None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def check_server(config: Config) -> list[str]:
@@ -101,6 +108,9 @@ def check_azure(config: Config) -> list[str]:
     out: list[str] = []
     if not a.client_id:
         out.append("azure.client_id: required (the app registration's Application (client) ID)")
+    elif not is_guid(a.client_id):
+        out.append(f"azure.client_id: {a.client_id!r} must be the Application (client) ID, a "
+                   "GUID like 00000000-0000-0000-0000-000000000000 (not the app's name)")
     if bool(a.client_certificate_file) != bool(a.client_private_key_file):
         out.append("azure.client_certificate_file: set together with "
                    "azure.client_private_key_file (the certificate's private key)")
@@ -131,7 +141,11 @@ def check_azure(config: Config) -> list[str]:
 
 
 def check_session(config: Config) -> list[str]:
-    s = config.session
+    return (_check_session_keys(config.session) + _check_session_store(config)
+            + _check_session_cookie(config) + _check_session_times(config.session))
+
+
+def _check_session_keys(s: SessionConfig) -> list[str]:
     out: list[str] = []
     if s.secret and s.secrets:
         out.append("session.secrets: set together with session.secret; use one")
@@ -141,6 +155,12 @@ def check_session(config: Config) -> list[str]:
                    "python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     elif any(len(k.reveal().encode()) < 32 for k in keys):
         out.append("session.secret: too short; use at least 32 random bytes")
+    return out
+
+
+def _check_session_store(config: Config) -> list[str]:
+    s = config.session
+    out: list[str] = []
     if s.store not in ("cookie", "memory", "redis"):
         out.append(f"session.store: {s.store!r} must be one of ['cookie', 'memory', 'redis']")
     if s.store == "memory" and config.server.workers > 1:
@@ -150,8 +170,15 @@ def check_session(config: Config) -> list[str]:
         out += check_redis(s)
     if s.memory_max_sessions < 1:
         out.append("session.memory_max_sessions: must be at least 1")
-    if s.refresh < 0:
-        out.append("session.refresh: must not be negative")
+    if s.idle_timeout and s.store == "cookie":
+        out.append("session.idle_timeout: needs a server-side store (store = 'memory' or "
+                   "'redis')")
+    return out
+
+
+def _check_session_cookie(config: Config) -> list[str]:
+    s = config.session
+    out: list[str] = []
     if not _COOKIE_NAME.match(s.cookie_name):
         out.append(f"session.cookie_name: {s.cookie_name!r} must be 1-64 letters, digits, - or _")
     if s.cookie_domain and not _DOMAIN.match(s.cookie_domain.lstrip(".")):
@@ -169,40 +196,25 @@ def check_session(config: Config) -> list[str]:
     if s.secure and config.server.public_url.startswith("http://"):
         out.append("session.secure: true, but server.public_url is plain http, so browsers "
                    "would drop the cookie; set secure = false (loopback only)")
+    return out
+
+
+def _check_session_times(s: SessionConfig) -> list[str]:
+    out: list[str] = []
+    if s.refresh < 0:
+        out.append("session.refresh: must not be negative")
     if s.max_age <= 0:
         out.append("session.max_age: must be greater than 0")
-    if s.idle_timeout and s.store == "cookie":
-        out.append("session.idle_timeout: needs a server-side store (store = 'memory' or "
-                   "'redis')")
     return out
 
 
 def _covers(cookie_domain: str, public_url: str) -> bool:
     domain = cookie_domain.lstrip(".").lower()
-    host = (URL(public_url).host or "").lower()
-    return not host or host == domain or host.endswith("." + domain)
-
-
-def check_redis(s: SessionConfig) -> list[str]:
-    out: list[str] = []
     try:
-        url = URL(s.redis_url.reveal())
-        if url.scheme not in ("redis", "rediss") or not url.host:
-            out.append("session.redis_url: must be redis://[user:password@]host:port/db "
-                       "or rediss://... for TLS")
-    except (ValueError, TypeError):
-        out.append("session.redis_url: is not a URL")
-    if bool(s.redis_sentinel_master) != bool(s.redis_sentinels):
-        out.append("session.redis_sentinels: set together with session.redis_sentinel_master")
-    if s.redis_sentinel_master and s.redis_cluster:
-        out.append("session.redis_cluster: cannot be combined with Sentinel; choose one")
-    for address in s.redis_sentinels:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            out.append(f"session.redis_sentinels: {address!r} must be host:port")
-    if s.redis_ca_file and not os.path.isfile(s.redis_ca_file):
-        out.append(f"session.redis_ca_file: {s.redis_ca_file!r} is not a readable file")
-    return out
+        host = (URL(public_url).host or "").lower()
+    except ValueError:  # a bad public_url is reported under its own key
+        return True
+    return not host or host == domain or host.endswith("." + domain)
 
 
 def check_policy(policy: AccessPolicyConfig, where: str) -> list[str]:
@@ -212,47 +224,6 @@ def check_policy(policy: AccessPolicyConfig, where: str) -> list[str]:
             if not is_guid(t)]
     out += [f"{where}.emails: {e!r} must contain exactly one @" for e in policy.emails
             if e.count("@") != 1]
-    return out
-
-
-def check_identity(config: Config) -> list[str]:
-    i = config.identity
-    out: list[str] = []
-    for name, claim in i.headers.items():
-        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
-            out.append(f"identity.headers: {name!r} cannot carry identity (not a header name, "
-                       "or a header the proxy manages)")
-        if not claim:
-            out.append(f"identity.headers: {name!r} needs a claim name")
-    for key in ("pass_access_token", "pass_id_token"):
-        if getattr(i, key) and config.session.store == "cookie":
-            out.append(f"identity.{key}: needs a server-side store (session.store = 'memory' "
-                       "or 'redis'); the cookie store never holds tokens")
-    if i.easy_auth_tokens and not i.easy_auth:
-        out.append("identity.easy_auth_tokens: needs identity.easy_auth = true")
-    if i.easy_auth_tokens and config.session.store == "cookie":
-        out.append("identity.easy_auth_tokens: needs a server-side store (session.store = "
-                   "'memory' or 'redis'); the cookie store never holds tokens")
-    if i.assertion_header and (not _HEADER_NAME.match(i.assertion_header)
-                               or i.assertion_header.lower() in _RESERVED_HEADERS):
-        out.append(f"identity.assertion_header: {i.assertion_header!r} is not a usable "
-                   "header name")
-    if i.assertion_key_file and not os.path.isfile(i.assertion_key_file):
-        out.append(f"identity.assertion_key_file: {i.assertion_key_file!r} is not a "
-                   "readable file")
-    if i.assertion_header and not i.assertion_key_file and config.server.workers > 1:
-        out.append("identity.assertion_key_file: required with server.workers > 1, so every "
-                   "process signs with the same key")
-    azure = config.azure
-    if i.trust_unverified_email and not (
-            is_guid(azure.tenant_id) and not azure.allow_any_tenant
-            and {t.lower() for t in azure.allowed_tenants} <= {azure.tenant_id.lower()}):
-        out.append("identity.trust_unverified_email: only for a single tenant (tenant_id a "
-                   "GUID, no other allowed_tenants): another tenant's admin can put any "
-                   "address in `email`; add the xms_edov optional claim instead")
-    if config.api.accept_bearer and not config.api.audiences:
-        out.append("api.audiences: required with accept_bearer (e.g. "
-                   f"[\"api://{config.azure.client_id or '<client_id>'}\"])")
     return out
 
 
@@ -288,12 +259,20 @@ def check_upstream(u: UpstreamConfig, where: str) -> list[str]:
     return out
 
 
-def check_ui(config: Config) -> list[str]:
-    logo = config.ui.logo_url
-    if logo and not (logo.startswith("https://") or (logo.startswith("/")
-                                                     and not logo.startswith("//"))):
-        return [f"ui.logo_url: {logo!r} must be an https:// URL or a path starting with /"]
-    return []
+def config_warnings(config: Config) -> list[str]:
+    """Values that may be intended but usually break sign-in: "key: problem" lines that do
+    not stop the proxy. Entra's groups claim carries group object IDs; it carries names only
+    for groups synced from on-premises AD when the app registration's groups claim is set to
+    emit sAMAccountName (optionalClaims additionalProperties "sam_account_name" and its
+    "netbios_domain_and_..." / "dns_domain_and_..." forms) or, for groups assigned to the
+    app, "cloud_displayname". Groups read from Graph on overage are always object IDs."""
+    policies = [("access", config.access)] + [
+        (f"upstreams[{i}].access", u.access) for i, u in enumerate(config.upstreams)
+        if u.access is not None]
+    return [f"{where}.groups: {g!r} is not a group object ID (GUID); Entra sends object IDs "
+            "unless the app registration emits sAMAccountName or cloud display names "
+            "(docs/configuration.md), so this rule matches nobody otherwise"
+            for where, policy in policies for g in policy.groups if not is_guid(g)]
 
 
 def check(config: Config) -> list[str]:

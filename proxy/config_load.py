@@ -1,103 +1,98 @@
-"""Read proxy.toml, apply PROXY_<SECTION>_<KEY> env overrides and *_file secrets, coerce types.
+"""Build a Config from layers: defaults < proxy.toml < PROXY_* environment < command-line flags.
 
-Every problem is collected as one "key: problem" line; `load` raises one ConfigError with all
-of them so an operator fixes everything in one go (oauth2-proxy's validation style).
+Every problem is collected as one "key: problem" line; `build` raises one ConfigError with all
+of them so an operator fixes everything in one go (oauth2-proxy's validation style). Each
+effective value remembers its layer (`Loaded.sources`), which check-config prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from .config import SECTIONS, AccessPolicyConfig, Config, Secret, UpstreamConfig
-from .config_check import check
+from .config import SECTIONS, Config, Secret, UpstreamConfig
+from .config_check import check, config_warnings
+from .config_layers import (
+    ENV_UPSTREAMS,
+    Entry,
+    did_you_mean,
+    env_entries,
+    env_upstreams,
+    flag_entries,
+    overlay,
+)
+from .config_values import SCHEMAS, FieldSpec, parse_duration
 from .errors import ConfigError
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
+__all__ = ["ConfigSource", "Loaded", "build", "from_dict", "load", "parse_duration", "redacted"]
+
+_HINT = re.compile(r"did you mean `(\w+)`\?$")
+Flag = tuple[str, str, str]  # (dotted key or "upstreams", value, "--flag" it came from)
 
 
-def parse_duration(value: object) -> float:
-    """"90s", "15m", "1h30m", "7d", "0" or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like \"90s\", \"15m\", \"8h\" or \"7d\"")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            raise ValueError("is far too large a duration") from None
-    elif isinstance(value, str) and value.strip() == "0":
-        seconds = 0.0
-    elif isinstance(value, str) and re.fullmatch(rf"(?:{_DURATION_PART.pattern})+", value.strip()):
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value.strip()))
-    else:
-        raise ValueError(f"{value!r} is not a duration like \"90s\", \"15m\", \"8h\" or \"7d\"")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("must be a finite, non-negative duration")
-    return seconds
+@dataclasses.dataclass(frozen=True, slots=True)
+class Loaded:
+    config: Config
+    sources: Mapping[str, str]  # "server.listen" -> "default" | "file X" | "env VAR" | "flag --x"
+    warnings: tuple[str, ...]  # "key: problem" lines for values that may be intended
 
 
-def _coerce(kind: str, value: Any, from_env: bool) -> Any:
-    """Turn a TOML value (or an env string) into the field's type; ValueError says why not."""
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ValueError("must be a string")
-        return value
-    if kind == "Secret":
-        if not isinstance(value, str):
-            raise ValueError("must be a string")
-        return Secret(value)
-    if kind == "bool":
-        if from_env and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        if not isinstance(value, bool):
-            raise ValueError("must be true or false")
-        return value
-    if kind == "int":
-        if from_env and isinstance(value, str) and re.fullmatch(r"-?\d+", value):
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("must be a whole number")
-        return value
-    if kind == "Duration":
-        return parse_duration(value)
-    if kind in ("tuple[str, ...]", "tuple[Secret, ...]"):
-        if from_env and isinstance(value, str):
-            value = json.loads(value) if value.lstrip().startswith("[") else [
-                part.strip() for part in value.split(",") if part.strip()
-            ]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError("must be a list of strings")
-        return tuple(Secret(v) for v in value) if "Secret" in kind else tuple(value)
-    if kind == "dict[str, str]":
-        if from_env and isinstance(value, str):
-            value = json.loads(value)
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ValueError("must be a table of strings")
-        return dict(value)
-    raise ValueError(f"unsupported type {kind}")  # pragma: no cover - schema bug
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """Everything but the environment that makes the config. Workers and SIGHUP reloads read
+    it again as is, so a reload re-applies the same file and flags to the current env."""
+
+    path: str = "proxy.toml"
+    required: bool = True  # False: the default ./proxy.toml, which may be absent
+    flags: tuple[Flag, ...] = ()
+
+    def read(self, environ: Mapping[str, str] | None = None) -> Loaded:
+        path = Path(self.path)
+        if not self.required and not path.exists():
+            try:
+                return build({}, environ, self.flags, file_label="")
+            except ConfigError as exc:
+                hint = (f"{self.path}: not found, so only the environment and flags were read "
+                        "(or name a file with -c/--config or $PROXY_CONFIG)")
+                configured = self.flags or any(
+                    var.startswith("PROXY_") and var != "PROXY_CONFIG" for var in environ or {})
+                # Nothing configured at all: the missing file is the one problem worth a line.
+                raise ConfigError([*exc.problems, hint] if configured else [hint]) from None
+        return build(_read_toml(path), environ, self.flags, file_label=f"file {self.path}")
+
+    def load(self, environ: Mapping[str, str] | None = None) -> Config:
+        return self.read(environ).config
 
 
-def _read_secret_files(raw: dict[str, Any], secret_keys: set[str], where: str,
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file ({exc.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+
+
+def _read_secret_files(entries: dict[str, Entry], spec: Mapping[str, FieldSpec], where: str,
                        problems: list[str]) -> None:
-    for key in secret_keys:
+    for key in [name for name, field in spec.items() if field.secret]:
         file_key = f"{key}_file"
-        if file_key not in raw:
+        if file_key not in entries:
             continue
-        path = raw.pop(file_key)
-        if key in raw:
+        entry = entries.pop(file_key)
+        if key in entries:
             problems.append(f"{where}.{file_key}: set together with {where}.{key}; use one")
             continue
+        path = str(entry.value)
         try:
-            text = Path(str(path)).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             problems.append(f"{where}.{file_key}: cannot read {path!r} ({exc.strerror})")
             continue
@@ -105,56 +100,33 @@ def _read_secret_files(raw: dict[str, Any], secret_keys: set[str], where: str,
             problems.append(f"{where}.{file_key}: {path!r} is not UTF-8 text")
             continue
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        raw[key] = lines if key == "secrets" else text.strip()
+        source = entry.source if entry.source.startswith("env") else f"{entry.source} " \
+            f"({file_key})"
+        entries[key] = Entry(lines if key == "secrets" else text.strip(), source, False)
 
 
-def _env_overrides(section: str, cls: type[Any], environ: Mapping[str, str],
-                   problems: list[str]) -> dict[str, str]:
-    prefix = f"PROXY_{section.upper()}_"
-    names = {f.name for f in dataclasses.fields(cls)}
-    found: dict[str, str] = {}
-    for var, value in environ.items():
-        if not var.startswith(prefix):
-            continue
-        key = var[len(prefix):].lower()
-        base = key.removesuffix("_file")
-        if key.endswith("_file") and base in _secret_keys(cls) and base in found \
-                or f"{key}_file" in found:
-            problems.append(f"{var}: set together with {prefix}{base.upper()}; use one")
-        elif key in names or (key.endswith("_file") and base in _secret_keys(cls)):
-            found[key] = value
-        else:
-            problems.append(f"{var}: no key {section}.{key} exists")
-    return found
-
-
-def _secret_keys(cls: type[Any]) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls) if "Secret" in str(f.type)}
-
-
-def _build(cls: type[Any], raw: Mapping[str, Any], where: str, problems: list[str],
-           env: Mapping[str, str] | None = None) -> Any:
-    raw = dict(raw)
-    for key, value in (env or {}).items():
-        # An env value replaces the key and its *_file twin from the file.
-        raw.pop(key.removesuffix("_file"), None)
-        raw.pop(f"{key.removesuffix('_file')}_file", None)
-        raw[key] = value
-    _read_secret_files(raw, _secret_keys(cls), where, problems)
-    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+def _build(cls: type[Any], entries: dict[str, Entry], where: str, problems: list[str],
+           sources: dict[str, str]) -> Any:
+    spec = SCHEMAS[cls]
+    _read_secret_files(entries, spec, where, problems)
     values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in fields:
-            problems.append(f"{where}.{key}: unknown key")
+    for key, entry in entries.items():
+        field = spec.get(key)
+        if field is None:
+            known = [*spec, *(f"{n}_file" for n, f in spec.items() if f.secret)]
+            problems.append(f"{where}.{key}: unknown key{did_you_mean(key, known)}")
             continue
-        kind = fields[key]
+        sources[f"{where}.{key}"] = entry.source
         try:
-            if kind == "AccessPolicyConfig | None":
-                values[key] = _build(AccessPolicyConfig, _table(value), f"{where}.{key}", problems)
-            else:
-                values[key] = _coerce(kind, value, from_env=env is not None and key in env)
-        except (ValueError, json.JSONDecodeError) as exc:
+            if field.nested is not None:
+                nested = {k: Entry(v, entry.source, False) for k, v in _table(entry.value).items()}
+                values[key] = _build(field.nested, nested, f"{where}.{key}", problems, sources)
+            elif field.parse is not None:
+                values[key] = field.parse(entry.value, entry.textual)
+        except ValueError as exc:
             problems.append(f"{where}.{key}: {exc}")
+    for name in spec:
+        sources.setdefault(f"{where}.{name}", "default")
     return cls(**values)
 
 
@@ -164,50 +136,64 @@ def _table(value: Any) -> dict[str, Any]:
     return value
 
 
-def from_dict(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
-    """Build and check a Config from parsed TOML; raise ConfigError listing every problem."""
+def build(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+          flags: tuple[Flag, ...] = (), *, file_label: str = "file") -> Loaded:
+    """Layer `data` (parsed TOML), PROXY_* variables and flags; check; raise ConfigError
+    listing every problem."""
     environ = environ or {}
     problems: list[str] = []
+    sources: dict[str, str] = {}
+    known = [*SECTIONS, "upstreams"]
+    problems += [f"{name}: unknown section{did_you_mean(name, known)}"
+                 for name in data if name not in known]
+    by_flag = flag_entries(flags)
     sections: dict[str, Any] = {}
-    for name in data:
-        if name != "upstreams" and name not in SECTIONS:
-            problems.append(f"{name}: unknown section")
     for name, cls in SECTIONS.items():
-        env = _env_overrides(name, cls, environ, problems)
         try:
             table = _table(data.get(name, {}))
         except ValueError as exc:
             problems.append(f"{name}: {exc}")
+            table = {}
+        entries = {key: Entry(value, file_label, False) for key, value in table.items()}
+        overlay(entries, env_entries(name, SCHEMAS[cls], environ, problems))
+        overlay(entries, by_flag.get(name, {}))
+        sections[name] = _build(cls, entries, name, problems, sources)
+    layers = [Entry(data["upstreams"], file_label, False)] if "upstreams" in data else []
+    layers += env_upstreams(environ, problems)
+    layers += list(by_flag.get("upstreams", {}).values())
+    upstreams = layers[-1] if layers else Entry([], "default", False)
+    sources["upstreams"] = upstreams.source
+    if not isinstance(upstreams.value, list):
+        where = ENV_UPSTREAMS if upstreams.source.startswith("env") else "upstreams"
+        problems.append(f"{where}: must be an array of tables ([[upstreams]])")
+        upstreams = Entry([], upstreams.source, False)
+    built: list[UpstreamConfig] = []
+    for i, u in enumerate(upstreams.value):
+        if not isinstance(u, dict):
+            problems.append(f"upstreams[{i}]: must be a table")
             continue
-        sections[name] = _build(cls, table, name, problems, env)
-    upstreams = data.get("upstreams", [])
-    if not isinstance(upstreams, list):
-        problems.append("upstreams: must be an array of tables ([[upstreams]])")
-        upstreams = []
-    built = tuple(
-        _build(UpstreamConfig, u if isinstance(u, dict) else {}, f"upstreams[{i}]", problems)
-        for i, u in enumerate(upstreams)
-    )
+        entries = {key: Entry(value, upstreams.source, False) for key, value in u.items()}
+        built.append(_build(UpstreamConfig, entries, f"upstreams[{i}]", problems, sources))
     # Check what did parse too (bad values fell back to defaults), so one run lists everything.
-    config = Config(**sections, upstreams=built)
+    config = Config(**sections, upstreams=tuple(built))
     reported = {p.split(":", 1)[0].removesuffix("_file") for p in problems}
+    # "azure.client_secert: ... did you mean `client_secret`?" already says what is missing.
+    reported |= {f"{p.split(':', 1)[0].rpartition('.')[0]}.{m[1]}".removesuffix("_file")
+                 for p in problems if (m := _HINT.search(p))}
     problems += [p for p in check(config) if p.split(":", 1)[0] not in reported]
     if problems:
         raise ConfigError(problems)
-    return config
+    return Loaded(config, MappingProxyType(sources), tuple(config_warnings(config)))
+
+
+def from_dict(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Build and check a Config from parsed TOML; raise ConfigError listing every problem."""
+    return build(data, environ).config
 
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read a proxy.toml file; ConfigError names every bad key."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file ({exc.strerror})"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
-    return from_dict(data, environ)
+    """Read a proxy.toml file (it must exist); ConfigError names every bad key."""
+    return ConfigSource(str(path)).load(environ)
 
 
 def redacted(config: Config) -> dict[str, Any]:
@@ -220,7 +206,7 @@ def redacted(config: Config) -> dict[str, Any]:
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             return {k: plain(v) for k, v in value.items()}
         return value
 

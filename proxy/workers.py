@@ -25,7 +25,7 @@ from aiohttp import web
 
 from . import logs
 from .config import Config
-from .config_load import load
+from .config_load import ConfigSource
 from .runner import ProxyRunner
 
 log = logging.getLogger("proxy")
@@ -41,11 +41,11 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def serve(config: Config, config_path: str, *, reuse_port: bool = False) -> None:
+def serve(config: Config, source: ConfigSource, *, reuse_port: bool = False) -> None:
     from .app import build_app, check_files
 
     def reload_config() -> Config:
-        fresh = load(config_path, os.environ)
+        fresh = source.load(os.environ)  # the same file and flags, the current env
         check_files(fresh)
         return fresh
 
@@ -92,13 +92,13 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool) -> None
     await runner.cleanup()
 
 
-def _worker(config_path: str) -> None:
-    config = load(config_path, os.environ)
+def _worker(source: ConfigSource) -> None:
+    config = source.load(os.environ)
     logs.setup(config.server.log_format, config.server.log_level)
-    serve(config, config_path, reuse_port=True)
+    serve(config, source, reuse_port=True)
 
 
-def supervise(config: Config, config_path: str) -> int:
+def supervise(config: Config, source: ConfigSource) -> int:
     """Run config.server.workers worker processes until SIGTERM/SIGINT; 0 on a clean stop."""
     metrics_dir = tempfile.mkdtemp(prefix="azp-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -106,7 +106,7 @@ def supervise(config: Config, config_path: str) -> int:
     stopping = False
 
     def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(config_path,), daemon=False)
+        process = context.Process(target=_worker, args=(source,), daemon=False)
         process.start()
         return process
 
@@ -146,4 +146,4 @@ def _mark_dead(process: BaseProcess) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(supervise(load(sys.argv[1]), sys.argv[1]))
+    sys.exit(supervise(ConfigSource(sys.argv[1]).load(), ConfigSource(sys.argv[1])))

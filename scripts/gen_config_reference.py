@@ -4,9 +4,9 @@
     python scripts/gen_config_reference.py --check                    # exit 1 if stale
 
 Types, defaults, environment variable names and `_file` support are read from the
-dataclasses (the same way proxy/config_load.py reads them); the one-line descriptions live in
-DESCRIPTIONS below, keyed "section.key". A field without a description, a description without
-a field, or a field type this script does not know makes it exit 1 and list them: the
+dataclasses (whose types proxy/config_values.py maps to parsers); the one-line descriptions
+live in DESCRIPTIONS below, keyed "section.key". A field without a description, a description
+without a field, or a field type this script does not know makes it exit 1 and list them: the
 reference cannot silently fall behind the code. Keys that proxy/config_check.py refuses as
 "not supported by this release" are found by asking config_check, not by hand.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from proxy.config import SECTIONS, Config, Secret, UpstreamConfig  # noqa: E402
 OUTPUT = ROOT / "docs" / "configuration.md"
 COMMAND = "python scripts/gen_config_reference.py > docs/configuration.md"
 
-# How each field type (as config_load sees it: the annotation string) is written.
+# How each field type is written, keyed by its annotation string (the loader resolves the
+# same annotations to parsers in proxy/config_values.py).
 TYPES = {
     "str": "string",
     "Secret": "string, secret",
@@ -38,7 +40,7 @@ TYPES = {
     "Duration": "duration",
     "tuple[str, ...]": "list of strings",
     "tuple[Secret, ...]": "list of strings, secret",
-    "dict[str, str]": "table: string → string",
+    "Mapping[str, str]": "table: string → string",
     "AccessPolicyConfig | None": "table",
 }
 
@@ -68,13 +70,15 @@ SECTION_INTROS = {
         "One `[[upstreams]]` table per route; at least one is required. A request goes to the "
         "route with a matching `host` (exact names first, then `*.` wildcards, then routes "
         "without `host`) and the longest matching `path` prefix; no match is a 404. "
-        "These tables are read from the file only: no environment variables."
+        "From the environment, `PROXY_UPSTREAMS` holds the whole array (JSON "
+        "`[{\"url\": \"http://127.0.0.1:8080\"}]` or TOML `[{ url = \"...\" }]`); the "
+        "`--upstream [PATH=]URL` flag (repeatable) replaces both."
     ),
     "upstreams.access": (
         "Optional, per route: when a `[[upstreams]]` entry has an `[upstreams.access]` table, "
         "it **replaces** the global `[access]` policy for that route (it is not merged). An "
         "empty table therefore lets in any signed-in user of an allowed tenant. Same keys and "
-        "rules as `[access]`; file only."
+        "rules as `[access]`; in `PROXY_UPSTREAMS` an `\"access\"` object."
     ),
 }
 
@@ -121,8 +125,8 @@ DESCRIPTIONS = {
     ),
     # [azure]
     "azure.client_id": (
-        "**Required.** The app registration's Application (client) ID; ID tokens must carry "
-        "it as `aud`."
+        "**Required.** The app registration's Application (client) ID, a GUID (not the app's "
+        "name); ID tokens must carry it as `aud`."
     ),
     "azure.client_secret": (
         "The client secret's **Value** (not its Secret ID). Required unless "
@@ -275,8 +279,11 @@ DESCRIPTIONS = {
         "passes only with exactly one `@`."
     ),
     "access.groups": (
-        "Entra group object IDs (case-insensitive); membership of any one is enough. Users "
-        "past the token's group limit have their groups read from Graph at sign-in."
+        "Entra group **object IDs** (GUIDs, case-insensitive); membership of any one is "
+        "enough. Users past the token's group limit have their groups read from Graph at "
+        "sign-in (always object IDs). A name here (`\"Admins\"`) gets a `config warning`: it "
+        "matches only if the app registration's groups claim emits `sAMAccountName` "
+        "(on-premises-synced groups) or `cloud_displayname` (groups assigned to the app)."
     ),
     "access.roles": "App role values (case-sensitive), as in the token's `roles` claim.",
     "access.tenants": (
@@ -508,7 +515,7 @@ def _toml(value: Any) -> str:
         return str(value)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return "{ " + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + " }"
     raise ValueError(f"cannot render {value!r}")
 
@@ -518,7 +525,7 @@ def default_text(key: Key) -> str:
         return "none: `[access]` applies"
     if key.kind == "Duration":
         return f"`{_duration(float(key.default))}`"
-    if isinstance(key.default, dict) and key.default:
+    if isinstance(key.default, Mapping) and key.default:
         return "see below"
     return f"`{_toml(key.default)}`"
 
@@ -533,9 +540,10 @@ VALUE_FORMATS = [
      "`true`, `false`, `1`, `0`, `yes`, `no`, `on`, `off` (any case)"),
     ("integer", "`4`", "`4`"),
     ("duration",
-     '`"90s"`, `"15m"`, `"8h"`, `"7d"`, `"1h30m"`, `"1.5h"`, `"500ms"`, `"0"`, or a bare '
-     "number of seconds (`10`)",
-     'the same strings; a bare number needs a unit (`"10s"`), except `0`'),
+     '`"90s"`, `"15m"`, `"8h"`, `"7d"`, `"1h30m"`, `"1.5h"`, `"500ms"`, `"0"` or `0`; a '
+     'bare number needs a unit (`max_age = 8` is refused: `"8h"` or `"8s"`?), as in Go '
+     "and oauth2-proxy",
+     "the same strings"),
     ("list of strings", '`["a", "b"]`',
      '`a,b` (comma-separated, blanks dropped) or a JSON array `["a","b"]`'),
     ("table", '`{ "X-Name" = "claim" }`', 'a JSON object `{"X-Name": "claim"}`'),
@@ -556,10 +564,28 @@ so it cannot drift from the code; the constraints quoted are the ones
 `azure-auth-proxy check-config` enforces (`proxy/config_check.py`). The commented example
 `proxy.toml` in the repository shows a whole file.
 
-The proxy reads `-c FILE`, else `$PROXY_CONFIG`, else `./proxy.toml`.
-`azure-auth-proxy check-config [-c FILE]` validates it and prints the effective configuration
-with secrets masked; every problem is one line naming its key, and the exit code is 1. Unknown
-sections and keys are errors, so a typo cannot silently weaken a setting.
+## Where settings come from
+
+Four layers; a higher one wins, key by key:
+
+1. **command-line flags** of `run` and `check-config`: `--listen`, `--public-url`,
+   `--client-id`, `--tenant-id`, `--cloud-instance`, `--log-format`, `--upstream [PATH=]URL`
+   (repeatable; replaces every `[[upstreams]]`);
+2. **environment variables** (below), `PROXY_UPSTREAMS` included;
+3. **the file**: `-c FILE`, else `$PROXY_CONFIG`, else `./proxy.toml`. A file named with `-c`
+   or `$PROXY_CONFIG` must exist; the default `./proxy.toml` may be absent, and the proxy then
+   runs from the environment and flags alone (containers, Helm values);
+4. **defaults** (the tables below).
+
+`azure-auth-proxy check-config [-c FILE] [flags]` validates the result and prints the
+effective configuration as JSON with secrets masked, plus `"sources"`: for every key where its
+value came from (`"default"`, `"file proxy.toml"`, `"env PROXY_SERVER_LISTEN"`,
+`"flag --listen"`). Every problem is one `config error: key: problem` line on stderr and the
+exit code is 1. Unknown sections and keys are errors, with the nearest real key as a hint
+("did you mean `client_secret`?"), so a typo cannot silently weaken a setting. Values that may
+be intended but usually break sign-in (a group name in `groups`) are `config warning: key:
+problem` lines on stderr, exit 0. A SIGHUP reload reads the same file and flags again with the
+current environment.
 
 ## Value types
 
@@ -570,12 +596,12 @@ sections and keys are errors, so a typo cannot silently weaken a setting.
 
 ## Environment variables
 
-Every key of the sections below (not `[[upstreams]]`) can be set as
-`PROXY_<SECTION>_<KEY>`, upper case: `PROXY_AZURE_CLIENT_SECRET`, `PROXY_SESSION_STORE`,
-`PROXY_ACCESS_GROUPS`. A variable replaces the key from the file (and the key's `_file` twin),
-even when it is empty. A variable under a section's prefix that names no key
-(`PROXY_SESSION_SECERT`) is an error; variables with other prefixes, such as `PROXY_CONFIG`,
-are ignored.
+Every key of the sections below can be set as `PROXY_<SECTION>_<KEY>`, upper case:
+`PROXY_AZURE_CLIENT_SECRET`, `PROXY_SESSION_STORE`, `PROXY_ACCESS_GROUPS`; `PROXY_UPSTREAMS`
+holds the whole `[[upstreams]]` array. A variable replaces the key from the file (and the
+key's `_file` twin), even when it is empty. A variable under a section's prefix that names no
+key (`PROXY_SESSION_SECERT`) is an error (with a "did you mean" hint); variables with other
+prefixes, such as `PROXY_CONFIG`, are ignored.
 
 ## Secrets from files
 
@@ -614,7 +640,7 @@ def render() -> str:
             parts.append(
                 f"| `{key.name}` | {TYPES[key.kind]} | {_cell(default_text(key))} | {env} "
                 f"| {file_ok} | {_cell(description)} |")
-            if isinstance(key.default, dict) and key.default:
+            if isinstance(key.default, Mapping) and key.default:
                 below.append(key)
         for key in below:
             body = "\n".join(f"{_toml(k)} = {_toml(v)}" for k, v in key.default.items())

@@ -25,7 +25,8 @@ ENDPOINTS = ["https://login.microsoftonline.com/contoso.example/oauth2/v2.0/auth
 
 def client(endpoint: str, **azure: str) -> EntraClient:
     config = from_dict({"server": {"public_url": "https://proxy.example"},
-                        "azure": {"client_id": "c1d2", "client_secret": "s",
+                        "azure": {"client_id": "00000000-0000-4000-8000-0000000000c1",
+                                  "client_secret": "s",
                                   "tenant_id": "contoso.example", **azure},
                         "session": {"secret": "x" * 40},
                         "upstreams": [{"url": "http://127.0.0.1:1"}]}, {})

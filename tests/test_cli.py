@@ -387,3 +387,104 @@ def test_mock_entra_refuses_non_loopback(tmp_path: Path, host: str) -> None:
     assert "loopback" in result.stderr
     assert "mock Entra ID on" not in result.stdout
     assert len(stderr_lines(result)) == 1, result.stderr
+
+
+# --- layers: flags > env > file > defaults, and where each value came from --------------------
+
+
+def test_check_config_shows_where_each_value_came_from(tmp_path: Path) -> None:
+    path = write(tmp_path / "proxy.toml", good_toml(listen="127.0.0.1:4000"))
+    result = cli("check-config", "-c", str(path), "--listen", "127.0.0.1:6000",
+                 "--log-format", "json", cwd=tmp_path,
+                 env={"PROXY_SERVER_LISTEN": "127.0.0.1:5000",
+                      "PROXY_SESSION_COOKIE_NAME": "env_cookie"})
+    data = effective(result)
+    assert data["server"]["listen"] == "127.0.0.1:6000"
+    assert data["server"]["log_format"] == "json"
+    assert data["session"]["cookie_name"] == "env_cookie"
+    sources = data["sources"]
+    assert sources["server.listen"] == "flag --listen"
+    assert sources["server.log_format"] == "flag --log-format"
+    assert sources["session.cookie_name"] == "env PROXY_SESSION_COOKIE_NAME"
+    assert sources["azure.client_id"] == f"file {path}"
+    assert sources["server.workers"] == "default"
+    assert sources["upstreams"] == f"file {path}"
+
+
+def test_no_file_env_and_flags_are_enough(tmp_path: Path) -> None:
+    env = {"PROXY_AZURE_CLIENT_SECRET": CLIENT_SECRET, "PROXY_SESSION_SECRET": SESSION_SECRET}
+    result = cli("check-config", "--public-url", "https://tools.example.com",
+                 "--client-id", CLIENT_ID, "--tenant-id", GUID,
+                 "--cloud-instance", "https://login.microsoftonline.us/",
+                 "--upstream", "http://127.0.0.1:9001",
+                 "--upstream", "/api=http://127.0.0.1:9002", cwd=tmp_path, env=env)
+    data = effective(result)
+    assert [(u["path"], u["url"]) for u in data["upstreams"]] == [
+        ("/", "http://127.0.0.1:9001"), ("/api", "http://127.0.0.1:9002")]
+    assert data["azure"]["cloud_instance"] == "https://login.microsoftonline.us/"
+    assert data["sources"]["azure.tenant_id"] == "flag --tenant-id"
+    assert data["sources"]["session.secret"] == "env PROXY_SESSION_SECRET"
+    assert CLIENT_SECRET not in result.stdout + result.stderr
+
+
+def test_proxy_upstreams_env_without_a_file(tmp_path: Path) -> None:
+    env = {"PROXY_SERVER_PUBLIC_URL": "https://tools.example.com",
+           "PROXY_AZURE_CLIENT_ID": CLIENT_ID, "PROXY_AZURE_TENANT_ID": GUID,
+           "PROXY_AZURE_CLIENT_SECRET": CLIENT_SECRET, "PROXY_SESSION_SECRET": SESSION_SECRET,
+           "PROXY_UPSTREAMS": '[{ url = "http://127.0.0.1:9003", path = "/app" }]'}
+    data = effective(cli("check-config", cwd=tmp_path, env=env))
+    assert data["upstreams"][0]["url"] == "http://127.0.0.1:9003"
+    assert data["sources"]["upstreams"] == "env PROXY_UPSTREAMS"
+
+
+def test_an_explicit_missing_file_fails_even_with_complete_flags(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    result = cli("check-config", "-c", str(missing), "--client-id", CLIENT_ID, cwd=tmp_path)
+    assert result.returncode == 1
+    assert stderr_lines(result) == [
+        f"config error: {missing}: cannot read config file (No such file or directory)"]
+
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_version_on_the_subcommands(tmp_path: Path, command: str) -> None:
+    result = cli(command, "--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("azure-auth-proxy ")
+
+
+# --- what check-config catches that used to pass and break sign-in ---------------------------
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ('cookie_name = "azp_session"', "max_age = 8",
+     'session.max_age: 8 has no unit; write "8s" for seconds'),
+    (f'client_id = "{CLIENT_ID}"', 'client_id = "my-proxy-app"',
+     "azure.client_id: 'my-proxy-app' must be the Application (client) ID, a GUID"),
+    ('public_url = "https://tools.example.com"', 'public_url = "https://tools example.com"',
+     "server.public_url: 'https://tools example.com' must not contain spaces"),
+    ('public_url = "https://tools.example.com"', 'public_url = "https://[::1"',
+     "server.public_url: 'https://[::1' is not a URL"),
+    ("client_secret =", "client_secert =",
+     "azure.client_secert: unknown key; did you mean `client_secret`?"),
+], ids=["unitless-duration", "client-id", "space", "ipv6", "near-miss"])
+def test_check_config_catches_silent_breakage(tmp_path: Path, old: str, new: str,
+                                              expected: str) -> None:
+    text = good_toml()
+    assert old in text
+    path = write(tmp_path / "p.toml", text.replace(old, new, 1))
+    result = cli("check-config", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    no_traceback(result)
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and lines[0].startswith(f"config error: {expected}"), lines
+
+
+def test_a_group_name_is_a_warning_and_exit_0(tmp_path: Path) -> None:
+    text = with_lines(good_toml(), "[access]", f'groups = ["Admins", "{GUID}"]')
+    result = cli("check-config", "-c", str(write(tmp_path / "p.toml", text)), cwd=tmp_path)
+    data = effective(result)
+    assert data["access"]["groups"] == ["Admins", GUID]
+    lines = stderr_lines(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("config warning: access.groups: 'Admins' is not a group object "
+                               "ID (GUID)"), lines

@@ -561,11 +561,11 @@ def test_server_side_stores_are_accepted(tmp_path: Path) -> None:
 
 def test_env_string_overrides_the_file(tmp_path: Path) -> None:
     config = load_text(tmp_path, render(), {
-        "PROXY_AZURE_CLIENT_ID": "env-client-id",
+        "PROXY_AZURE_CLIENT_ID": OTHER_GUID,
         "PROXY_SERVER_PUBLIC_URL": "https://env.example.com",
         "PROXY_SESSION_COOKIE_NAME": "env_cookie",
     })
-    assert config.azure.client_id == "env-client-id"
+    assert config.azure.client_id == OTHER_GUID
     assert config.server.public_url == "https://env.example.com"
     assert config.session.cookie_name == "env_cookie"
     assert config.redirect_uri == "https://env.example.com/callback/azuread"
@@ -813,7 +813,7 @@ def test_short_key_among_secrets_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "seconds"), [
     ("90s", 90.0), ("15m", 900.0), ("8h", 28800.0), ("7d", 604800.0), ("1h30m", 5400.0),
     ("1d12h", 129600.0), ("0", 0.0), ("0s", 0.0), ("500ms", 0.5), ("1.5h", 5400.0),
-    (90, 90.0), (0, 0.0), (2.5, 2.5),
+    (0, 0.0), (0.0, 0.0),
 ])
 def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -821,7 +821,7 @@ def test_parse_duration(text: object, seconds: float) -> None:
 
 @pytest.mark.parametrize("value", [
     "-5s", "-1", "ten minutes", "", "15x", "h", "s15", "5s-", "1h 30m extra", -1, -0.5,
-    True, False, None, [], float("nan"), float("inf"),
+    True, False, None, [], float("nan"), float("inf"), 90, 2.5, 8, "8",
 ], ids=repr)
 def test_parse_duration_rejects_garbage(value: object) -> None:
     with pytest.raises(ValueError):
@@ -835,7 +835,7 @@ def test_nan_duration_in_toml_is_named(tmp_path: Path) -> None:
 
 def test_durations_in_toml(tmp_path: Path) -> None:
     text = render({"session": {"max_age": '"1h30m"', "refresh": '"90s"'},
-                   "azure": {"timeout": "15"}},
+                   "azure": {"timeout": '"15s"'}},
                   upstreams=[{"url": '"http://127.0.0.1:8080"', "timeout": '"15m"'}])
     config = load_text(tmp_path, text)
     assert config.session.max_age == 5400.0

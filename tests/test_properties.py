@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.config import AccessPolicyConfig, Secret, SessionConfig, UpstreamConfig
-from proxy.config_check import _HEADER_NAME, _RESERVED_HEADERS
+from proxy.config_check_identity import _HEADER_NAME, _RESERVED_HEADERS
 from proxy.config_load import from_dict, parse_duration
 from proxy.errors import ConfigError
 from proxy.headers import owned_names, upstream_headers
