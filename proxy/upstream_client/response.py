@@ -11,7 +11,6 @@ import httptools
 from multidict import CIMultiDict
 
 from .errors import BrokenAnswer, StaleConnection, UpstreamClientError, expire
-from .wire import answer_framing
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -80,7 +79,22 @@ class UpstreamResponse:
             return
         self.status = status
         self.reason = self._names.decode("latin-1")
-        length, self.chunked = answer_framing(self._raw, self.headers)
+        # How the body ends (RFC 9112 §6.3), decided here rather than by a function in
+        # wire.py: that call cost 0.2% of a forwarded request's instructions (callgrind).
+        headers = self.headers
+        length = None
+        coded = False
+        for name, value in self._raw:
+            text = value.decode("utf-8", "surrogateescape")
+            headers.add(name.decode("latin-1"), text)
+            lowered = name.lower()
+            if lowered == b"content-length":
+                length = int(text)  # llhttp already refused a bad or repeated one
+            elif lowered == b"transfer-encoding":
+                coded = True  # chunked only if it is the last coding;
+                self.chunked = text.rpartition(",")[2].strip().lower() == "chunked"
+        if coded:  # any other coding: the body ends when the connection closes
+            length = None
         self._raw = []
         self.content_length = length
         self._keep_alive = bool(self._parser.should_keep_alive())

@@ -1,5 +1,6 @@
-"""HTTP/1.1 framing, pure functions of bytes and headers: the request head, the chunks of a
-streamed request body, and how an answer's head says its body ends (RFC 9112 §6)."""
+"""HTTP/1.1 request framing, pure functions of bytes and headers: the request head and the
+chunks of a streamed request body. (How an answer's body ends is decided where llhttp
+hands over its head, in response.py.)"""
 
 from __future__ import annotations
 
@@ -45,23 +46,3 @@ def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body; `data` must not be empty (that is the last chunk)."""
     return b"%x\r\n%b\r\n" % (len(data), data)
 
-
-def answer_framing(raw: list[tuple[bytes, bytes]],
-                   headers: CIMultiDict[str]) -> tuple[int | None, bool]:
-    """Add an answer's raw header fields to `headers`; return its Content-Length (None when
-    the body is not delimited by one) and whether it is chunked. llhttp has already refused
-    a bad or repeated Content-Length and one combined with Transfer-Encoding."""
-    length = None
-    chunked = coded = False
-    for name, value in raw:
-        text = value.decode("utf-8", "surrogateescape")
-        headers.add(name.decode("latin-1"), text)
-        lowered = name.lower()
-        if lowered == b"content-length":
-            length = int(text)
-        elif lowered == b"transfer-encoding":
-            coded = True  # RFC 9112 §6.3: chunked only if it is the last coding;
-            chunked = text.rpartition(",")[2].strip().lower() == "chunked"
-    if coded:  # any other coding: the body ends when the connection closes
-        length = None
-    return length, chunked
