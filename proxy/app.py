@@ -129,7 +129,9 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         upstream_http = new_client()
-        upstream_pool = UpstreamPool()
+        # Idle upstream connections: kept 30 s (aiohttp's keep-alive before), at most 256
+        # per origin; an answer buffers 256 KiB of body before reading from it pauses.
+        upstream_pool = UpstreamPool(keepalive=30.0, max_idle=256, high_water=256 * 1024)
         app[STATE] = StateCell(build_state(config, idp_http=idp_http,
                                            upstream_http=upstream_http,
                                            upstream_pool=upstream_pool, credential=credential,

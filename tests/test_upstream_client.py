@@ -1,4 +1,4 @@
-"""The upstream hop's HTTP/1.1 client (proxy/upstream_client.py) against raw loopback servers.
+"""The upstream hop's HTTP/1.1 client (proxy/upstream_client/) against raw loopback servers.
 
 Every upstream here is an ``asyncio.start_server`` on 127.0.0.1 that reads the request bytes
 and writes exactly the answer bytes a test chooses, so framing, keep-alive and faults are the
@@ -17,13 +17,12 @@ import struct
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict
 
-from proxy import upstream_client
 from proxy.upstream_client import (
-    HIGH_WATER,
     BrokenAnswer,
     ConnectFailed,
     Origin,
@@ -172,13 +171,28 @@ class Upstream:
 Serve = Callable[[Handler], Awaitable[Upstream]]
 
 
+MakePool = Callable[..., UpstreamPool]
+
+
 @pytest.fixture
-async def pool() -> AsyncIterator[UpstreamPool]:
-    pool = UpstreamPool()
-    yield pool
-    await pool.close()
+async def make_pool() -> AsyncIterator[MakePool]:
+    """UpstreamPool(**limits), each closed after the test."""
+    pools: list[UpstreamPool] = []
+
+    def make(**limits: Any) -> UpstreamPool:
+        pools.append(UpstreamPool(**limits))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        await pool.close()
     for _ in range(3):
         await asyncio.sleep(0)
+
+
+@pytest.fixture
+def pool(make_pool: MakePool) -> UpstreamPool:
+    return make_pool()
 
 
 @pytest.fixture
@@ -707,10 +721,9 @@ async def test_concurrent_requests_use_separate_connections_then_both_pool(
     assert [len(peer.requests) for peer in upstream.peers] == [2, 2]
 
 
-async def test_idle_connection_past_keepalive_is_not_reused(pool: UpstreamPool, serve: Serve,
-                                                            monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
-    monkeypatch.setattr(upstream_client, "KEEPALIVE", 0.05)
+async def test_idle_connection_past_keepalive_is_not_reused(make_pool: MakePool,
+                                                            serve: Serve) -> None:
+    pool = make_pool(keepalive=0.05)
     upstream = await serve(answering(OK))
     await fetch(pool, upstream)
     await asyncio.sleep(0.1)
@@ -719,10 +732,9 @@ async def test_idle_connection_past_keepalive_is_not_reused(pool: UpstreamPool, 
     assert await closed(upstream.peers[0])
 
 
-async def test_idle_connections_beyond_max_idle_are_closed(pool: UpstreamPool, serve: Serve,
-                                                           monkeypatch: pytest.MonkeyPatch
-                                                           ) -> None:
-    monkeypatch.setattr(upstream_client, "MAX_IDLE", 1)
+async def test_idle_connections_beyond_max_idle_are_closed(make_pool: MakePool,
+                                                           serve: Serve) -> None:
+    pool = make_pool(max_idle=1)
     upstream = await serve(held_until(2))
     await asyncio.gather(fetch(pool, upstream), fetch(pool, upstream))
     assert upstream.accepted == 2
@@ -736,10 +748,17 @@ async def test_idle_connections_beyond_max_idle_are_closed(pool: UpstreamPool, s
 
 
 
+@pytest.mark.parametrize("limit", ["keepalive", "max_idle", "high_water"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_pool_limits_must_be_positive(limit: str, value: int) -> None:
+    with pytest.raises(ValueError, match=f"^UpstreamPool: {limit} must be > 0"):
+        UpstreamPool(**{limit: value})
+
+
 async def test_idle_connections_close_on_their_own_when_traffic_stops(
-        pool: UpstreamPool, serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_pool: MakePool, serve: Serve) -> None:
     # No further request to this origin: the sweeper, not the next take, closes them.
-    monkeypatch.setattr(upstream_client, "KEEPALIVE", 0.05)
+    pool = make_pool(keepalive=0.05)
     upstream = await serve(held_until(2))
     await asyncio.gather(fetch(pool, upstream), fetch(pool, upstream))
     for peer in upstream.peers:
@@ -1039,7 +1058,7 @@ async def test_large_download_read_slowly_stays_bounded(pool: UpstreamPool, serv
             await asyncio.sleep(0)  # a slow consumer: the socket gets a turn between reads
     assert received == len(payload)
     assert digest.hexdigest() == hashlib.sha256(payload).hexdigest()
-    assert HIGH_WATER <= peak <= HIGH_WATER + MiB
+    assert pool.high_water <= peak <= pool.high_water + MiB
     _, body = await fetch(pool, upstream)  # read whole: pooled, and reading again
     assert body == b"ok" and upstream.accepted == 1
 

@@ -1,0 +1,48 @@
+"""HTTP/1.1 request framing, pure functions of bytes and headers: the request head and the
+chunks of a streamed request body. (How an answer's body ends is decided where llhttp
+hands over its head, in response.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+
+from multidict import CIMultiDict
+
+from .errors import BrokenAnswer
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def request_head(method: str, target: str, headers: CIMultiDict[str],
+                 body: bytes | AsyncIterable[bytes] | None) -> bytes:
+    """The request line and header fields, with the framing header `body` needs: a
+    Content-Length for bytes, chunked for a stream without one (see `chunked_upload`)."""
+    lines = [f"{method} {target} HTTP/1.1", *map(": ".join, headers.items())]
+    if isinstance(body, bytes):
+        if "content-length" not in headers:
+            lines.append(f"Content-Length: {len(body)}")
+    elif body is not None and chunked_upload(headers):
+        lines.append("Transfer-Encoding: chunked")
+    # No CR or LF in any line: a value or name carrying one would inject a header or split
+    # the request (the request line and names are checked the same way). `in` is a memchr
+    # scan; counting them in the joined head cost five times more (str.count is bytewise).
+    fields = "".join(lines)
+    if "\n" in fields or "\r" in fields:
+        raise BrokenAnswer("refusing to send a header containing CR or LF")
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from the wire
+        raise BrokenAnswer("refusing to send a header that is not encodable") from None
+
+
+def chunked_upload(headers: CIMultiDict[str]) -> bool:
+    """Whether a streamed body goes out chunked: when the caller gave no Content-Length
+    (with one, the body is sent raw and the upstream counts it)."""
+    return "content-length" not in headers
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body; `data` must not be empty (that is the last chunk)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
