@@ -1,10 +1,12 @@
 #!/bin/sh
 # Build the container image with podman and check it keeps the Dockerfile's promises:
-#   - the OCI labels are set, org.opencontainers.image.version = proxy.__version__;
+#   - the OCI labels are set, org.opencontainers.image.version = proxy.__version__, and a
+#     VERSION that differs from the package's fails the build;
 #   - it starts with a read-only root filesystem (no tmpfs on /tmp either, as in
 #     deploy/kubernetes/deployment.yaml apart from its /tmp emptyDir) and a config mounted
 #     read-only;
-#   - the server runs as uid/gid 10001 and GET /ping answers 200 "OK".
+#   - the server runs as uid/gid 10001, GET /ping answers 200 "OK", and the image's
+#     HEALTHCHECK passes.
 # Called by `make image-smoke` and the CI (.ci/run). Needs root (rootful podman, debootstrap);
 # installs podman, runc and debootstrap from Debian when missing.
 #
@@ -59,10 +61,10 @@ if [ -z "${PYTHON_IMAGE:-}" ] && ! podman image exists "$BASE"; then
   rm -f "$root"/usr/lib/python3*/EXTERNALLY-MANAGED
   if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-    chroot "$root" update-ca-certificates >/dev/null
+    chroot "$root" update-ca-certificates >/dev/null 2>&1
   fi
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | podman import --change 'CMD ["python3"]' - "$BASE" >/dev/null
+  tar -C "$root" -c . | podman import --quiet --change 'CMD ["python3"]' - "$BASE" >/dev/null
   rm -rf "$root"
 fi
 
@@ -78,14 +80,27 @@ for key in source licenses description; do
   [ -n "$(label "$key")" ] || die "label org.opencontainers.image.$key is missing"
 done
 say "labels: version=$(label version) licenses=$(label licenses) source=$(label source)"
+# Fail closed: a VERSION that is not the package's must not produce an image (the builder
+# stage comes from the layer cache, so this costs seconds).
+if podman build --isolation chroot --format docker \
+     --build-arg "PYTHON_IMAGE=$BASE" --build-arg "VERSION=0.0.0.dev0" \
+     -t localhost/azure-auth-proxy:smoke-mismatch . >"$work/mismatch.log" 2>&1; then
+  podman rmi -f localhost/azure-auth-proxy:smoke-mismatch >/dev/null 2>&1 || true
+  die "VERSION=0.0.0.dev0 (not the package's $VERSION) built an image anyway"
+fi
+grep -q "azure_auth_proxy-0.0.0.dev0-py3-none-any.whl" "$work/mismatch.log" \
+  || { tail -n 20 "$work/mismatch.log" >&2; die "VERSION=0.0.0.dev0 failed for another reason"; }
+say "VERSION=0.0.0.dev0: the build fails, as it must"
 
-# --- run: read-only root, the image's own user, a loopback-only config ---------------------
+# --- run: read-only root, the image's own user, published on loopback only ----------------
+# Inside its own network namespace the proxy listens on 0.0.0.0:4180, as deployed (EXPOSE,
+# HEALTHCHECK); the host reaches it only at 127.0.0.1:$port.
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # Secrets here are throwaway values for this run; cloud_instance points at a closed loopback
 # port: /ping needs no identity provider, and nothing may reach a real cloud endpoint.
 cat >"$work/proxy.toml" <<EOF
 [server]
-listen = "127.0.0.1:$port"
+listen = "0.0.0.0:4180"
 public_url = "http://127.0.0.1:$port"
 
 [azure]
@@ -104,11 +119,13 @@ EOF
 chmod 0755 "$work"
 chmod 0644 "$work/proxy.toml"  # readable by uid 10001
 
-podman --runtime "$RUNTIME" run -d --name "$name" --network host \
-  --read-only --read-only-tmpfs=false \
+# --health-interval disable: no timer for the HEALTHCHECK (podman wants systemd for it, and
+# still complains on stderr where there is none); it is run once by hand below.
+podman --runtime "$RUNTIME" run -d --name "$name" -p "127.0.0.1:$port:4180" \
+  --health-interval disable --read-only --read-only-tmpfs=false \
   --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
-  -v "$work/proxy.toml:/etc/azure-auth-proxy/proxy.toml:ro" "$IMAGE" >/dev/null \
-  || die "podman run"
+  -v "$work/proxy.toml:/etc/azure-auth-proxy/proxy.toml:ro" "$IMAGE" \
+  >/dev/null 2>"$work/run.err" || { cat "$work/run.err" >&2; die "podman run"; }
 
 if ! "$PY" - "$port" <<'PY'; then
 import sys, time, urllib.request
@@ -147,6 +164,10 @@ for path in /probe /tmp/probe /etc/azure-auth-proxy/probe; do
   fi
 done
 say "read-only root filesystem: /, /tmp and /etc/azure-auth-proxy refuse writes"
+
+# The Dockerfile's HEALTHCHECK (Python's urllib on /ping) passes inside the image.
+podman healthcheck run "$name" >/dev/null || die "the image's HEALTHCHECK fails"
+say "HEALTHCHECK: healthy"
 
 podman logs "$name" 2>&1 | grep -q "azure-auth-proxy $VERSION listening" \
   || die "no 'azure-auth-proxy $VERSION listening' line in the logs"
