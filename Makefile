@@ -61,3 +61,25 @@ bench-smoke: $(STAMP)
 .PHONY: soak
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak.soak $(SOAK_ARGS)
+
+# Release artefacts. The version has one source, proxy/__init__.py (__version__): setuptools
+# reads it for the sdist/wheel, `make image` passes it to the Dockerfile's VERSION label.
+# `make dist`: dist/*.tar.gz + dist/*.whl, checked by `twine check --strict`.
+# `make image`: the container image with docker (or podman), tagged azure-auth-proxy:VERSION;
+# IMAGE_ARGS adds build options. `make image-smoke`: builds it with podman on a locally made
+# Debian base and checks it starts as uid 10001 with a read-only root and answers /ping
+# (scripts/image-smoke.sh says why a local base).
+.PHONY: dist image image-smoke
+VERSION = $(shell $(PYTHON) -c 'import proxy; print(proxy.__version__)')
+CONTAINER ?= $(shell command -v docker || command -v podman)
+
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+image:
+	$(CONTAINER) build --build-arg VERSION=$(VERSION) -t azure-auth-proxy:$(VERSION) $(IMAGE_ARGS) .
+
+image-smoke:
+	sh scripts/image-smoke.sh
