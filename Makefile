@@ -53,7 +53,7 @@ bench-smoke: $(STAMP)
 
 # Soak (not part of `make test`): steady mixed load on loopback against a proxy process for
 # 300 s; fails on any 5xx or when its RSS/fds grow. `make soak SOAK_ARGS="--duration 30"`,
-# `SOAK_ARGS="--store redis"`; all options: `$(BIN)/python -m tests.soak.soak --help`.
+# `SOAK_ARGS="--store redis"`; all options: `$(BIN)/python -m bench.soak --help` (bench/README.md).
 .PHONY: soak
 soak: $(STAMP)
-	$(BIN)/python -m tests.soak.soak $(SOAK_ARGS)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
