@@ -82,6 +82,11 @@ class Stack:
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 StackFactory = Callable[..., Awaitable[Stack]]
+Browsers = Callable[[], aiohttp.ClientSession]
+
+
+def port_of(stack: Stack) -> int:
+    return int(stack.url.rsplit(":", 1)[1])
 
 
 @pytest.fixture
@@ -127,6 +132,21 @@ async def stack(make_stack: StackFactory) -> Stack:
     return await make_stack()
 
 
+@pytest.fixture
+async def browsers() -> AsyncIterator[Browsers]:
+    """A maker of fresh cookie jars (one per simulated browser), all closed after the test."""
+    opened: list[aiohttp.ClientSession] = []
+
+    def new() -> aiohttp.ClientSession:
+        browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        opened.append(browser)
+        return browser
+
+    yield new
+    for browser in opened:
+        await browser.close()
+
+
 def upstream_app() -> web.Application:
     return echo_upstream.create_app()
 
@@ -141,9 +161,4 @@ def redis_url() -> str:
 
 
 # Real Redis topologies started from the redis-server binary (tests/redis_servers.py).
-from tests.redis_servers import (  # noqa: E402,F401
-    persistent_redis,
-    redis_cluster,
-    redis_sentinel,
-    redis_server,
-)
+from tests.redis_servers import start_redis  # noqa: E402,F401
