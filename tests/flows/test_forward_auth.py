@@ -19,7 +19,7 @@ from tests.support.fronts import nginx
 TRUSTED = "127.0.0.2"  # nginx talks to the proxy from here; the test client uses 127.0.0.1
 
 
-async def auth(stack: Stack, client: aiohttp.ClientSession | None = None,
+async def auth(stack: Stack, client: aiohttp.ClientSession | None = None, /,
                **headers: str) -> aiohttp.ClientResponse:
     async with (client or stack.client).get(stack.url + "/oauth2/auth",
                                             headers=headers) as resp:
