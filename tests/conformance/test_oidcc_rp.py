@@ -28,6 +28,7 @@ from tests.support.idtoken_faults import (
     Fault,
     access_token_as_id_token,
     claims,
+    from_tenant,
     header,
     hours,
     issuer,
@@ -90,9 +91,7 @@ REFUSED = [
     Module("rp-id_token-access-token-offered", access_token_as_id_token, 401,
            "audience (aud)"),
     Module("rp-id_token-tid-missing", claims(tid=DELETE), 401, "tid claim is missing"),
-    Module("rp-id_token-tid-other-tenant",
-           claims(tid=OTHER_TENANT_ID, iss=lambda s: f"{s.idp}/{OTHER_TENANT_ID}/v2.0"), 401,
-           "issuer (iss)"),
+    Module("rp-id_token-tid-other-tenant", from_tenant(OTHER_TENANT_ID), 401, "issuer (iss)"),
 ]
 ACCEPTED = [
     Module("oidcc-client-test", None),

@@ -38,9 +38,14 @@ def access_token_as_id_token(stack: Stack) -> None:
     stack.mock.faults.access_token_as_id_token = True
 
 
-def issuer(stack: Stack) -> str:
-    """The issuer the proxy expects from the stack's mock Entra ID (the default tenant)."""
-    return f"{stack.idp}/{DEFAULT_TENANT_ID}/v2.0"
+def issuer(stack: Stack, tenant: str = DEFAULT_TENANT_ID) -> str:
+    """The stack's mock Entra ID's issuer for `tenant` (default: the one the proxy expects)."""
+    return f"{stack.idp}/{tenant}/v2.0"
+
+
+def from_tenant(tenant: str) -> Fault:
+    """A token of another tenant, consistent in itself: `tid` and `iss` both name it."""
+    return claims(tid=tenant, iss=lambda stack: issuer(stack, tenant))
 
 
 def hours(n: float) -> Callable[[Stack], int]:
