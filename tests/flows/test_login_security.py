@@ -90,8 +90,6 @@ async def proxy(new_proxy: ProxyFactory) -> Stack:
     return await new_proxy()
 
 
-
-
 # --- one hop at a time ---------------------------------------------------------------------
 
 @dataclass
