@@ -7,6 +7,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,7 +25,14 @@ from proxy.mock_entra import (
     MockEntra,
     create_app,
 )
-from tests import echo_upstream
+from tests import echo_upstream, redis_servers
+from tests.redis_servers import (
+    PERSISTENT,
+    RedisCluster,
+    RedisSentinelSet,
+    RedisServer,
+    StartRedis,
+)
 
 ALICE = "alice@contoso.example"
 SECRET = secrets.token_urlsafe(32)
@@ -160,5 +168,32 @@ def redis_url() -> str:
     return url
 
 
-# Real Redis topologies started from the redis-server binary (tests/redis_servers.py).
-from tests.redis_servers import start_redis  # noqa: E402,F401
+# Real Redis topologies started from the redis-server binary: tests/redis_servers.py has the
+# one start/stop fixture, start_redis (made visible to every test here); the plain shapes most
+# tests want are made with it.
+start_redis = redis_servers.start_redis
+
+
+@pytest.fixture
+def redis_server(start_redis: StartRedis, tmp_path: Path) -> RedisServer:
+    """A standalone server (no auth, no persistence) for this test."""
+    return start_redis(RedisServer(tmp_path / "redis"))
+
+
+@pytest.fixture
+def persistent_redis(start_redis: StartRedis, tmp_path: Path) -> RedisServer:
+    """A standalone server that keeps what it acknowledged across stop/start (AOF, fsync
+    always), for this test."""
+    return start_redis(RedisServer(tmp_path / "redis", extra_config=PERSISTENT))
+
+
+@pytest.fixture
+def redis_cluster(start_redis: StartRedis, tmp_path: Path) -> RedisCluster:
+    """A 3-master cluster (no replicas) for this test."""
+    return start_redis(RedisCluster(tmp_path / "redis-cluster"))
+
+
+@pytest.fixture
+def redis_sentinel(start_redis: StartRedis, tmp_path: Path) -> RedisSentinelSet:
+    """A master + replica + 3 sentinels for this test."""
+    return start_redis(RedisSentinelSet(tmp_path / "redis-sentinel"))

@@ -27,25 +27,9 @@ from tests.redis_servers import (
     RedisSentinelSet,
     RedisServer,
     RedisStartError,
-    StartRedis,
     _started,
     require_redis_binaries,
 )
-
-
-@pytest.fixture
-def redis_server(start_redis: StartRedis, tmp_path: Path) -> RedisServer:
-    return start_redis(RedisServer(tmp_path / "redis"))
-
-
-@pytest.fixture
-def redis_cluster(start_redis: StartRedis, tmp_path: Path) -> RedisCluster:
-    return start_redis(RedisCluster(tmp_path / "redis-cluster"))
-
-
-@pytest.fixture
-def redis_sentinel(start_redis: StartRedis, tmp_path: Path) -> RedisSentinelSet:
-    return start_redis(RedisSentinelSet(tmp_path / "redis-sentinel"))
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent

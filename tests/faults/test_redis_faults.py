@@ -9,17 +9,15 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from yarl import URL
 
 from tests.conftest import ALICE, HTML, StackFactory
 from tests.faults.conftest import ProcessFactory
 from tests.faults.support import fd_census, fd_targets
-from tests.redis_servers import PERSISTENT, RedisServer, StartRedis, frozen
+from tests.redis_servers import RedisServer, frozen
 
 BOB = "bob@contoso.example"
 FAIL_CLOSED_WITHIN = 10.0  # seconds; see test_hanging_redis_fails_closed_within_...
@@ -27,12 +25,6 @@ FAIL_CLOSED_WITHIN = 10.0  # seconds; see test_hanging_redis_fails_closed_within
 
 def redis_config(url: str) -> dict[str, Any]:
     return {"session": {"store": "redis", "redis_url": url}}
-
-
-@pytest.fixture
-def persistent_redis(start_redis: StartRedis, tmp_path: Path) -> RedisServer:
-    """A standalone server that keeps what it acknowledged across stop/start."""
-    return start_redis(RedisServer(tmp_path / "redis", extra_config=PERSISTENT))
 
 
 
