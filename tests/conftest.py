@@ -7,6 +7,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,14 @@ from proxy.mock_entra import (
     create_app,
 )
 from proxy.runner import ProxyRunner
-from tests import echo_upstream
+from tests import echo_upstream, redis_servers
+from tests.redis_servers import (
+    PERSISTENT,
+    RedisCluster,
+    RedisSentinelSet,
+    RedisServer,
+    StartRedis,
+)
 
 ALICE = "alice@contoso.example"
 SECRET = secrets.token_urlsafe(32)
@@ -91,6 +99,11 @@ class Stack:
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 StackFactory = Callable[..., Awaitable[Stack]]
+Browsers = Callable[[], aiohttp.ClientSession]
+
+
+def port_of(stack: Stack) -> int:
+    return int(stack.url.rsplit(":", 1)[1])
 
 
 @pytest.fixture
@@ -136,6 +149,21 @@ async def stack(make_stack: StackFactory) -> Stack:
     return await make_stack()
 
 
+@pytest.fixture
+async def browsers() -> AsyncIterator[Browsers]:
+    """A maker of fresh cookie jars (one per simulated browser), all closed after the test."""
+    opened: list[aiohttp.ClientSession] = []
+
+    def new() -> aiohttp.ClientSession:
+        browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        opened.append(browser)
+        return browser
+
+    yield new
+    for browser in opened:
+        await browser.close()
+
+
 def upstream_app() -> web.Application:
     return echo_upstream.create_app()
 
@@ -149,10 +177,32 @@ def redis_url() -> str:
     return url
 
 
-# Real Redis topologies started from the redis-server binary (tests/redis_servers.py).
-from tests.redis_servers import (  # noqa: E402,F401
-    persistent_redis,
-    redis_cluster,
-    redis_sentinel,
-    redis_server,
-)
+# Real Redis topologies started from the redis-server binary: tests/redis_servers.py has the
+# one start/stop fixture, start_redis (made visible to every test here); the plain shapes most
+# tests want are made with it.
+start_redis = redis_servers.start_redis
+
+
+@pytest.fixture
+def redis_server(start_redis: StartRedis, tmp_path: Path) -> RedisServer:
+    """A standalone server (no auth, no persistence) for this test."""
+    return start_redis(RedisServer(tmp_path / "redis"))
+
+
+@pytest.fixture
+def persistent_redis(start_redis: StartRedis, tmp_path: Path) -> RedisServer:
+    """A standalone server that keeps what it acknowledged across stop/start (AOF, fsync
+    always), for this test."""
+    return start_redis(RedisServer(tmp_path / "redis", extra_config=PERSISTENT))
+
+
+@pytest.fixture
+def redis_cluster(start_redis: StartRedis, tmp_path: Path) -> RedisCluster:
+    """A 3-master cluster (no replicas) for this test."""
+    return start_redis(RedisCluster(tmp_path / "redis-cluster"))
+
+
+@pytest.fixture
+def redis_sentinel(start_redis: StartRedis, tmp_path: Path) -> RedisSentinelSet:
+    """A master + replica + 3 sentinels for this test."""
+    return start_redis(RedisSentinelSet(tmp_path / "redis-sentinel"))

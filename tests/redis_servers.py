@@ -1,13 +1,14 @@
 """Real Redis topologies for tests, started from the ``redis-server`` binary.
 
-Three shapes, each a plain class with blocking ``start()``/``stop()`` plus a function-scoped
-pytest fixture that starts it in the test's ``tmp_path`` and always stops it afterwards:
+Three shapes, each a plain class with blocking ``start()``/``stop()``, and one
+function-scoped pytest fixture, ``start_redis``, that starts any of them for a test and
+always stops it afterwards:
 
-* :class:`RedisServer` / ``redis_server``: one process (optionally password or ACL user).
-* :class:`RedisCluster` / ``redis_cluster``: 3 masters (optionally + 3 replicas), slots
-  assigned by ``redis-cli --cluster create``.
-* :class:`RedisSentinelSet` / ``redis_sentinel``: master + replica + 3 sentinels (quorum 2),
-  with :meth:`RedisSentinelSet.failover` to kill the master and wait for the promotion.
+* :class:`RedisServer`: one process (optionally password or ACL user; ``PERSISTENT``).
+* :class:`RedisCluster`: 3 masters (optionally + 3 replicas), slots assigned by
+  ``redis-cli --cluster create``.
+* :class:`RedisSentinelSet`: master + replica + 3 sentinels (quorum 2), with
+  :meth:`RedisSentinelSet.failover` to kill the master and wait for the promotion.
 
 Everything binds 127.0.0.1 on ports picked below the kernel's ephemeral range (so outgoing
 client connections can never steal a port between ``stop()`` and ``start()``), with the
@@ -16,9 +17,10 @@ turns it back on; each process logs to ``<workdir>/redis.log`` and start-up fail
 its tail. The methods block (they poll with short sleeps); from a coroutine that must keep
 its event loop serving meanwhile, call them via ``asyncio.to_thread``.
 
-Use the fixtures from a test module (or a conftest) by importing them::
+tests/conftest.py makes ``start_redis`` visible to every test::
 
-    from tests.redis_servers import RedisServer, redis_server  # noqa: F401
+    async def test_x(start_redis: StartRedis, tmp_path: Path) -> None:
+        server = start_redis(RedisServer(tmp_path / "redis", extra_config=PERSISTENT))
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 import pytest
@@ -49,10 +52,10 @@ __all__ = [
     "RedisStartError",
     "RespError",
     "allocate_port",
-    "redis_cluster",
-    "redis_sentinel",
-    "redis_server",
+    "PERSISTENT",
+    "StartRedis",
     "require_redis_binaries",
+    "start_redis",
 ]
 
 HOST = "127.0.0.1"
@@ -440,6 +443,7 @@ class RedisServer:
         if proc is not None:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGCONT)  # a frozen (SIGSTOP) server must stop too
                     proc.send_signal(sig)
                 try:
                     proc.wait(timeout=STOP_TIMEOUT)
@@ -704,50 +708,28 @@ def frozen(server: RedisServer) -> Iterator[None]:
         process.send_signal(signal.SIGCONT)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A started standalone server (no auth, no persistence), stopped after the test."""
-    server = RedisServer(tmp_path / "redis")
-    _started(server.start, server.stop)
-    try:
-        yield server
-    finally:
-        server.stop()
+PERSISTENT = ("appendonly yes", "appendfsync always")  # keeps what it acknowledged
+Topology = TypeVar("Topology", bound="RedisServer | RedisCluster | RedisSentinelSet")
+
+
+class StartRedis(Protocol):
+    def __call__(self, topology: Topology, /) -> Topology: ...
 
 
 @pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A started standalone server that keeps what it acknowledged across stop/start (AOF,
-    fsync always), resumed if a test froze it with SIGSTOP, stopped after the test."""
-    server = RedisServer(tmp_path / "redis", extra_config=("appendonly yes",
-                                                           "appendfsync always"))
-    _started(server.start, server.stop)
+def start_redis() -> Iterator[StartRedis]:
+    """The one Redis fixture: ``start_redis(RedisServer(tmp_path / "redis"))`` (or a
+    :class:`RedisCluster`, a :class:`RedisSentinelSet`) starts that topology for the test and
+    returns it; every topology started is stopped after the test, however it ends."""
+    started: list[RedisServer | RedisCluster | RedisSentinelSet] = []
+
+    def start(topology: Topology) -> Topology:
+        started.append(topology)
+        _started(topology.start, topology.stop)
+        return topology
+
     try:
-        yield server
+        yield start
     finally:
-        if server.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                server.process.send_signal(signal.SIGCONT)
-        server.stop()
-
-
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    """A started 3-master cluster (no replicas), stopped after the test."""
-    cluster = RedisCluster(tmp_path / "redis-cluster")
-    _started(cluster.start, cluster.stop)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def redis_sentinel(tmp_path: Path) -> Iterator[RedisSentinelSet]:
-    """A started master + replica + 3 sentinels, stopped after the test."""
-    sentinel_set = RedisSentinelSet(tmp_path / "redis-sentinel")
-    _started(sentinel_set.start, sentinel_set.stop)
-    try:
-        yield sentinel_set
-    finally:
-        sentinel_set.stop()
+        for topology in reversed(started):
+            topology.stop()

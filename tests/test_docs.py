@@ -16,7 +16,7 @@ EXAMPLE = ROOT / "proxy.toml"
 def test_every_key_is_in_the_example_config() -> None:
     text = EXAMPLE.read_text()
     missing = []
-    for section, cls in [*SECTIONS.items(), ("upstreams", UpstreamConfig)]:
+    for section, cls in {**SECTIONS, "upstreams": UpstreamConfig}.items():
         for f in dataclasses.fields(cls):
             if f.name == "access" and section == "upstreams":
                 continue

@@ -34,7 +34,14 @@ from proxy.session.server_store import ID_SALT, ServerSideStore
 from proxy.session.signing import SESSION_SALT, serializer
 from proxy.session.store import Session, Tokens
 from tests.conftest import base_config, deep_merge
-from tests.redis_servers import RedisCluster, RedisServer, frozen, parse_info
+from tests.redis_servers import (
+    PERSISTENT,
+    RedisCluster,
+    RedisServer,
+    StartRedis,
+    frozen,
+    parse_info,
+)
 
 COOKIE = "azp_session"
 NOWHERE = "http://127.0.0.1:9"  # IdP and upstream: never contacted, the stores need neither
@@ -220,15 +227,9 @@ async def shared_redis(redis_url: str) -> AsyncIterator[tuple[str, list[str]]]:
 
 
 @pytest.fixture
-def persistent_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+def persistent_cluster(start_redis: StartRedis, tmp_path: Path) -> RedisCluster:
     """A throwaway 3-master Cluster that keeps its data across stop/start (AOF)."""
-    cluster = RedisCluster(tmp_path / "cluster", extra_config=("appendonly yes",
-                                                               "appendfsync always"))
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    return start_redis(RedisCluster(tmp_path / "cluster", extra_config=PERSISTENT))
 
 
 # --------------------------------------------------------------------------- batching

@@ -21,7 +21,6 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError
 
-from tests import redis_servers
 from tests.redis_servers import (
     RedisCluster,
     RedisNotInstalledError,
@@ -31,11 +30,6 @@ from tests.redis_servers import (
     _started,
     require_redis_binaries,
 )
-
-# The fixtures, made visible to this module (a conftest could simply import them).
-redis_server = redis_servers.redis_server
-redis_cluster = redis_servers.redis_cluster
-redis_sentinel = redis_servers.redis_sentinel
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,9 +192,11 @@ def test_fixture_teardown_kills_servers_when_the_test_fails(tmp_path: Path) -> N
     (tmp_path / "test_inner.py").write_text(textwrap.dedent("""
         from pathlib import Path
 
-        from tests.redis_servers import redis_cluster, redis_server  # noqa: F401
+        from tests.redis_servers import RedisCluster, RedisServer, start_redis  # noqa: F401
 
-        def test_fails(redis_server, redis_cluster):
+        def test_fails(start_redis, tmp_path):
+            redis_server = start_redis(RedisServer(tmp_path / "redis"))
+            redis_cluster = start_redis(RedisCluster(tmp_path / "redis-cluster"))
             pids = [redis_server.process.pid] + [n.process.pid for n in redis_cluster.nodes]
             Path("pids.txt").write_text(" ".join(map(str, pids)))
             raise AssertionError("boom")

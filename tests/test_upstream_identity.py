@@ -31,7 +31,7 @@ def headers_for(builder: IdentityHeaders, session: Session,
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Wall-clock time for the header cache and the signer, set by the test (clock[0])."""
     now = [1_800_000_000.0]
-    monkeypatch.setattr(upstream_identity.time, "time", lambda: now[0])
+    monkeypatch.setattr("proxy.upstream_identity.time.time", lambda: now[0])
     monkeypatch.setattr("proxy.assertion.time.time", lambda: now[0])
     return now
 

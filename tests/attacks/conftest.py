@@ -22,7 +22,6 @@ from tests.conftest import ALICE, Stack, StackFactory, deep_merge
 
 PUBLIC = ["^/healthz$", "^/public/"]
 ShieldFactory = Callable[..., Awaitable[Stack]]
-Browsers = Callable[[], aiohttp.ClientSession]
 
 
 @pytest.fixture(autouse=True)
@@ -54,20 +53,6 @@ async def shield(make_stack: StackFactory, upstream: Upstream) -> ShieldFactory:
     return factory
 
 
-@pytest.fixture
-async def browsers() -> AsyncIterator[Browsers]:
-    opened: list[aiohttp.ClientSession] = []
-
-    def new() -> aiohttp.ClientSession:
-        browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        opened.append(browser)
-        return browser
-
-    yield new
-    for browser in opened:
-        await browser.close()
-
-
 async def sign_in(stack: Stack, user: str = ALICE,
                   client: aiohttp.ClientSession | None = None) -> aiohttp.ClientSession:
     """Sign `user` in without touching the upstream; the browser now holds a session."""
@@ -83,10 +68,6 @@ def store_config(store: str, redis_url: str) -> dict[str, Any]:
     if store == "redis":
         return {"session": {"store": "redis", "redis_url": redis_url}}
     return {"session": {"store": store}}
-
-
-def port_of(stack: Stack) -> int:
-    return int(stack.url.rsplit(":", 1)[1])
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -16,9 +16,9 @@ from itsdangerous import TimestampSigner
 from yarl import URL
 
 from proxy.session.signing import LOGIN_SALT, serializer
-from tests.attacks.conftest import Browsers, ShieldFactory, port_of, store_config
+from tests.attacks.conftest import ShieldFactory, store_config
 from tests.attacks.harness import Upstream, raw_exchange, tally, tracebacks
-from tests.conftest import SECRET, Stack
+from tests.conftest import SECRET, Browsers, Stack, port_of
 from tests.flows.test_login_security import (
     LOGIN_PREFIX,
     Hop,

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from proxy.session.budget import COOKIE_BUDGET, MAX_TARGET, SESSION_MAX, cookie_bytes
-from tests.attacks.conftest import Browsers, ShieldFactory, port_of
+from tests.attacks.conftest import ShieldFactory
 from tests.attacks.harness import Upstream, raw_exchange, tally
-from tests.conftest import HTML
+from tests.conftest import HTML, Browsers, port_of
 from tests.flows.test_login_security import fetch
 
 DAVE = "dave@contoso.example"  # 250 groups, read from Graph (overage)

@@ -3,19 +3,17 @@ never lets an ambiguous original URI open a public rule (SPEC §5, forward-auth)
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.attacks.conftest import Browsers, ShieldFactory, port_of, sign_in
+from tests.attacks.conftest import ShieldFactory, sign_in
 from tests.attacks.harness import Upstream, tally
 from tests.caddy_front import caddy
-from tests.conftest import Stack, free_port
+from tests.conftest import Browsers, Stack, free_port, port_of
+from tests.support.fronts import nginx
 
 BOB = "bob@contoso.example"
 FAMILY = "forward-auth-spoofing"
@@ -128,22 +126,11 @@ async def test_trusted_proxy_route_policy_follows_path_parameters(
     assert resp.status in (400, 403), resp.status
 
 
-INGRESS_NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
+# What ingress-nginx's auth-url annotation generates: the original URL goes in
+# X-Original-URL; every other header of the client's request is passed through.
+INGRESS_NGINX_SERVER = """
     location = /_external-auth {{
       internal;
-      # What ingress-nginx's auth-url annotation generates: the original URL goes in
-      # X-Original-URL; every other header of the client's request is passed through.
       proxy_pass http://127.0.0.1:{proxy_port}/oauth2/auth;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
@@ -156,42 +143,22 @@ http {{
       auth_request /_external-auth;
       proxy_pass {upstream};
     }}
-  }}
-}}
 """
 
 
 async def test_behind_ingress_nginx_a_client_x_forwarded_uri_opens_nothing(
         shield: ShieldFactory, upstream: Upstream, tmp_path: Path) -> None:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(binary).exists(), "nginx missing: `make test` installs it"
     stack = await shield({"server": {"trusted_proxies": ["127.0.0.1/32"]}}, routes=ROUTES)
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(INGRESS_NGINX_CONF.format(
-        tmp=tmp_path, port=port, proxy_port=stack.url.rsplit(":", 1)[1], upstream=upstream.url))
-    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as client:
-            for _ in range(100):
-                try:
-                    async with client.get(url + "/healthz") as resp:
-                        assert resp.status == 200  # the control: public through nginx
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert proc.poll() is None, (tmp_path / "error.log").read_text()
-                    await asyncio.sleep(0.05)
-            async with client.get(url + "/admin/x") as resp:
-                assert resp.status == 401  # the control: nginx asks the proxy
-            upstream.seen.clear()
-            async with client.get(url + "/admin/x",
-                                  headers={"X-Forwarded-Uri": "/healthz"}) as resp:
-                status = resp.status
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    server = INGRESS_NGINX_SERVER.format(proxy_port=port_of(stack), upstream=upstream.url)
+    async with nginx(tmp_path, server) as url, aiohttp.ClientSession() as client:
+        async with client.get(url + "/healthz") as resp:
+            assert resp.status == 200  # the control: public through nginx
+        async with client.get(url + "/admin/x") as resp:
+            assert resp.status == 401  # the control: nginx asks the proxy
+        upstream.seen.clear()
+        async with client.get(url + "/admin/x",
+                              headers={"X-Forwarded-Uri": "/healthz"}) as resp:
+            status = resp.status
     tally(FAMILY, refused=status == 401, crashed=status >= 500)
     assert status == 401, (status, upstream.paths())
     assert upstream.seen == []

@@ -7,14 +7,16 @@ from __future__ import annotations
 import io
 import logging
 import re
+import sys
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from proxy.logs import TextFormatter
-from tests.attacks.conftest import Browsers, ShieldFactory, port_of
+from tests.attacks.conftest import ShieldFactory
 from tests.attacks.harness import Upstream, raw_exchange, tally
+from tests.conftest import Browsers, port_of
 from tests.flows.test_login_security import fetch, start_login
 
 FAKE = "2026-01-01 00:00:00,000 INFO proxy.auth login completed user=ceo@contoso.example"
@@ -89,9 +91,7 @@ def test_tracebacks_are_indented_and_escaped() -> None:
         raise ValueError("bad input\n" + FAKE)
     except ValueError:
         record = logging.LogRecord("proxy", logging.ERROR, __file__, 1, "unhandled %s",
-                                   ("x\ny",), exc_info=True)
-        import sys
-        record.exc_info = sys.exc_info()
+                                   ("x\ny",), exc_info=sys.exc_info())
     text = formatter.format(record)
     assert forged(text) == []
     assert text.splitlines()[0].endswith("unhandled x\\x0ay")

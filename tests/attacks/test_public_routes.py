@@ -12,9 +12,9 @@ import logging
 import aiohttp
 import pytest
 
-from tests.attacks.conftest import Browsers, ShieldFactory, port_of, sign_in
+from tests.attacks.conftest import ShieldFactory, sign_in
 from tests.attacks.harness import Upstream, raw_exchange, tally, tracebacks
-from tests.conftest import ALICE, Stack
+from tests.conftest import ALICE, Browsers, Stack, port_of
 
 BOB = "bob@contoso.example"  # signed in, but without the Admin role
 GATED = [{"path": "/", "public": ["^/healthz$", "^/public/"]},

@@ -9,9 +9,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 from yarl import URL
 
-from tests.attacks.conftest import Browsers, ShieldFactory
+from tests.attacks.conftest import ShieldFactory
 from tests.attacks.harness import Upstream, tally
-from tests.conftest import ALICE, Stack
+from tests.conftest import ALICE, Browsers, Stack
 from tests.flows.test_login_security import at_idp, fetch
 
 FAMILY = "rd-traversal"

@@ -33,6 +33,7 @@ from tests import echo_upstream
 from tests.attacks.harness import raw_exchange
 from tests.conftest import ALICE, HTML, base_config, deep_merge, free_port
 from tests.flows.test_streaming import wait_ready
+from tests.support.proxy_toml import to_toml
 
 BOB = "bob@contoso.example"
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,7 +227,7 @@ async def test_no_secret_in_the_stderr_of_the_proxy_process(world: World,
                                                             tmp_path: Path) -> None:
     port = free_port()
     config = proxy_config(world, port)
-    (tmp_path / "proxy.toml").write_text(_toml(config))
+    (tmp_path / "proxy.toml").write_text(to_toml(config))
     stderr = tmp_path / "stderr.log"
     with stderr.open("w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "proxy", "run", "-c",
@@ -268,16 +269,3 @@ async def test_an_oversized_cookie_header_does_not_log_the_session_cookie(
         await server.close()
     assert exchange.statuses in ([400], [431])
     assert leaks(formatted(caplog.records), seen) == []
-
-
-def _toml(config: dict[str, Any]) -> str:
-    lines: list[str] = []
-    for section, table in config.items():
-        if section == "upstreams":
-            for upstream in table:
-                lines.append("[[upstreams]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in upstream.items()]
-            continue
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"

@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 
 from proxy.session.signing import LOGIN_SALT, SESSION_SALT, serializer
-from tests.attacks.conftest import Browsers, ShieldFactory, port_of, sign_in, store_config
+from tests.attacks.conftest import ShieldFactory, sign_in, store_config
 from tests.attacks.harness import Upstream, raw_exchange, tally, tracebacks
-from tests.conftest import ALICE, SECRET, Stack
+from tests.conftest import ALICE, SECRET, Browsers, Stack, port_of
 
 BOB = "bob@contoso.example"
 STORES = ["cookie", "memory", "redis"]

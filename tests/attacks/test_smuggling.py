@@ -12,9 +12,9 @@ import logging
 import aiohttp
 import pytest
 
-from tests.attacks.conftest import ShieldFactory, port_of
+from tests.attacks.conftest import ShieldFactory
 from tests.attacks.harness import Upstream, raw_exchange, tally, tracebacks
-from tests.conftest import Stack
+from tests.conftest import Stack, port_of
 
 H = "Host: 127.0.0.1\r\n"
 SECRET_REQUEST = f"GET /secret HTTP/1.1\r\n{H}\r\n"

@@ -10,8 +10,6 @@ further call to the IdP after the token response (no userinfo, no Graph).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,48 +24,25 @@ from tests.attacks.harness import Upstream
 from tests.conformance.conftest import RESULTS, IdpLog
 from tests.conftest import ALICE, Stack
 from tests.flows.test_login_security import Hop, at_idp, fetch, sign_in, start_login
+from tests.support.idtoken_faults import (
+    Fault,
+    access_token_as_id_token,
+    claims,
+    from_tenant,
+    header,
+    hours,
+    issuer,
+    sign,
+)
 
 CAROL = "carol@fabrikam.example"  # OTHER_TENANT_ID
-Fault = Callable[[Stack], None]
 
 
 # --- faults, as the OIDF suite's OP applies them ----------------------------------------------
 
-def claims(**overrides: Any) -> Fault:
-    """Override ID token claims; a callable value is computed from the stack."""
-    def apply(stack: Stack) -> None:
-        stack.mock.faults.id_token_claims = {
-            k: v(stack) if callable(v) else v for k, v in overrides.items()}
-    return apply
-
-
-def sign(mode: str) -> Fault:
-    def apply(stack: Stack) -> None:
-        stack.mock.faults.sign = mode
-    return apply
-
-
-def header(**overrides: Any) -> Fault:
-    def apply(stack: Stack) -> None:
-        stack.mock.faults.id_token_header = overrides
-    return apply
-
-
-def issuer(stack: Stack) -> str:
-    return f"{stack.idp}/{DEFAULT_TENANT_ID}/v2.0"
-
-
-def hours(n: float) -> Callable[[Stack], int]:
-    return lambda _stack: int(time.time() + n * 3600)
-
-
 def kid_absent_single(stack: Stack) -> None:
     stack.mock.faults.jwks_without_kid = True
     stack.mock.faults.id_token_header = {"kid": DELETE}
-
-
-def access_token_as_id_token(stack: Stack) -> None:
-    stack.mock.faults.access_token_as_id_token = True
 
 
 @dataclass(frozen=True)
@@ -116,9 +91,7 @@ REFUSED = [
     Module("rp-id_token-access-token-offered", access_token_as_id_token, 401,
            "audience (aud)"),
     Module("rp-id_token-tid-missing", claims(tid=DELETE), 401, "tid claim is missing"),
-    Module("rp-id_token-tid-other-tenant",
-           claims(tid=OTHER_TENANT_ID, iss=lambda s: f"{s.idp}/{OTHER_TENANT_ID}/v2.0"), 401,
-           "issuer (iss)"),
+    Module("rp-id_token-tid-other-tenant", from_tenant(OTHER_TENANT_ID), 401, "issuer (iss)"),
 ]
 ACCEPTED = [
     Module("oidcc-client-test", None),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -29,8 +28,8 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID
-from tests.conftest import SECRET, deep_merge, free_port
+from tests.conftest import free_port
+from tests.support.proxy_toml import write_proxy_toml
 
 HOST = "127.0.0.1"
 PARTIAL = b"p" * 32 * 1024  # what a broken upstream sends before it breaks off
@@ -121,47 +120,6 @@ async def settle(probe: Callable[[], int], baseline: int, tolerance: int,
 # --------------------------------------------------------------------------- the proxy process
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}"
-                                for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def to_toml(config: Mapping[str, Any]) -> str:
-    """Sections of scalars/lists/inline tables, plus ``upstreams`` as [[upstreams]]."""
-    lines: list[str] = []
-    for section, body in config.items():
-        if section == "upstreams":
-            continue
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in body.items()]
-    for upstream in config.get("upstreams", ()):
-        lines.append("[[upstreams]]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in upstream.items()]
-    return "\n".join(lines) + "\n"
-
-
-def proxy_config(port: int, idp: str, upstream: str,
-                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "server": {"listen": f"{HOST}:{port}", "public_url": f"http://{HOST}:{port}"},
-        "azure": {"client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET,
-                  "tenant_id": DEFAULT_TENANT_ID, "cloud_instance": idp + "/"},
-        "session": {"secret": SECRET, "secure": False},
-        "upstreams": [{"path": "/", "url": upstream}],
-    }
-    return deep_merge(base, dict(extra or {}))
-
-
 class ProxyProcess:
     """``python -m proxy run -c <tmp>/proxy.toml``; stderr goes to ``<tmp>/proxy.log``."""
 
@@ -171,7 +129,7 @@ class ProxyProcess:
         self.url = f"http://{HOST}:{self.port}"
         self.config = workdir / "proxy.toml"
         self.log = workdir / "proxy.log"
-        self.config.write_text(to_toml(proxy_config(self.port, idp, upstream, extra)))
+        write_proxy_toml(self.config, self.port, idp, upstream, extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -6,9 +6,6 @@ real upstream, with the proxy answering its auth_request subrequests.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +13,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ALICE, HTML, Stack, StackFactory, free_port
+from tests.conftest import ALICE, HTML, Stack, StackFactory, free_port, port_of
+from tests.support.fronts import nginx
 
 TRUSTED = "127.0.0.2"  # nginx talks to the proxy from here; the test client uses 127.0.0.1
 
 
-async def auth(stack: Stack, client: aiohttp.ClientSession | None = None,
+async def auth(stack: Stack, client: aiohttp.ClientSession | None = None, /,
                **headers: str) -> aiohttp.ClientResponse:
     async with (client or stack.client).get(stack.url + "/oauth2/auth",
                                             headers=headers) as resp:
@@ -78,18 +76,8 @@ async def test_bearer_tokens_count_for_forward_auth_too(make_stack: StackFactory
     assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
 
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
+# The locations of nginx's auth_request set-up (docs/deployment's nginx example, for tests).
+NGINX_SERVER = """
     proxy_bind {trusted};
     location /oauth2/ {{
       proxy_pass http://127.0.0.1:{proxy_port};
@@ -122,42 +110,22 @@ http {{
     location @signin {{
       return 302 /oauth2/start?rd=$request_uri;
     }}
-  }}
-}}
 """
 
 
 @pytest.fixture
 async def nginx_front(tmp_path: Path, make_stack: StackFactory,
                       upstream_url: str) -> AsyncIterator[dict[str, Any]]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(binary).exists(), "nginx missing: `make test` installs it (apt-get install nginx)"
+    # The proxy's public URL is nginx's: reserve nginx's port first, then start both.
     port = free_port()
     stack = await make_stack({
         "server": {"public_url": f"http://127.0.0.1:{port}", "trusted_proxies": [TRUSTED]},
         "upstreams": [{"path": "/", "url": upstream_url, "public": ["^/healthz$"]},
                       {"path": "/admin", "url": upstream_url, "access": {"roles": ["Nope"]}}]})
-    proxy_port = int(stack.url.rsplit(":", 1)[1])
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, proxy_port=proxy_port,
-                                      upstream=upstream_url, trusted=TRUSTED))
-    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as probe:
-            for _ in range(100):
-                try:
-                    async with probe.get(url + "/healthz") as resp:
-                        await resp.read()
-                        break
-                except aiohttp.ClientError:
-                    assert proc.poll() is None, (tmp_path / "error.log").read_text()
-                    await asyncio.sleep(0.05)
+    server = NGINX_SERVER.format(proxy_port=port_of(stack), upstream=upstream_url,
+                                 trusted=TRUSTED)
+    async with nginx(tmp_path, server, port=port) as url:
         yield {"url": url, "stack": stack}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def test_real_nginx_auth_request_in_front_of_an_upstream(

@@ -9,56 +9,41 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, MockEntra
-from tests.conftest import ALICE, HTML, SECRET, free_port
+from proxy.mock_entra import MockEntra
+from tests.conftest import ALICE, HTML, free_port
 from tests.flows.test_streaming import wait_ready
+from tests.support.proxy_toml import write_proxy_toml
 
-CONFIG = """
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-drain_timeout = "10s"
-[azure]
-client_id = "{client_id}"
-client_secret = "{secret}"
-tenant_id = "{tenant}"
-cloud_instance = "{idp}/"
-[session]
-secret = "{session_secret}"
-secure = false
-[identity]
-headers = {{ "X-Who" = "preferred_username" }}
-[ui]
-title = "{title}"
-[[upstreams]]
-path = "/"
-url = "{upstream}"
-"""
+
+def settings(header: str, title: str) -> dict[str, Any]:
+    """What the SIGHUP test changes: the identity header's name and the pages' title."""
+    return {"server": {"drain_timeout": "10s"},
+            "identity": {"headers": {header: "preferred_username"}}, "ui": {"title": title}}
 
 
 class ProxyProcess:
     def __init__(self, tmp_path: Path, idp: str, upstream: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.idp, self.upstream = idp, upstream
         self.config = tmp_path / "proxy.toml"
         self.log = tmp_path / "proxy.log"
-        self.values = {"port": self.port, "client_id": DEFAULT_CLIENT_ID,
-                       "secret": DEFAULT_CLIENT_SECRET, "tenant": DEFAULT_TENANT_ID,
-                       "idp": idp, "session_secret": SECRET, "title": "First",
-                       "upstream": upstream}
-        self.write()
+        self.write(settings("X-Who", "First"))
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "proxy", "run", "-c", str(self.config)],
                 stdout=subprocess.DEVNULL, stderr=log)
 
-    def write(self, text: str | None = None, **values: str) -> None:
-        self.values.update(values)
-        self.config.write_text(text if text is not None else CONFIG.format(**self.values))
+    def write(self, extra: dict[str, Any] | None = None, text: str | None = None) -> None:
+        if text is not None:
+            self.config.write_text(text)
+        else:
+            write_proxy_toml(self.config, self.port, self.idp, self.upstream, extra)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -84,8 +69,7 @@ async def test_sighup_reloads_without_dropping_sessions(proxy_process: ProxyProc
         async with browser.get(proxy_process.url + "/a", headers=HTML) as resp:
             headers = (await resp.json())["headers"]
             assert headers["X-Who"] == [ALICE]
-        proxy_process.write(CONFIG.replace('"X-Who"', '"X-Who-Now"').format(
-            **{**proxy_process.values, "title": "Second"}))
+        proxy_process.write(settings("X-Who-Now", "Second"))
         proxy_process.signal(signal.SIGHUP)
         for _ in range(50):
             async with browser.get(proxy_process.url + "/b") as resp:
@@ -95,7 +79,7 @@ async def test_sighup_reloads_without_dropping_sessions(proxy_process: ProxyProc
             await asyncio.sleep(0.1)
         assert headers["X-Who-Now"] == [ALICE]  # same session, new config
         assert "X-Who" not in headers
-        proxy_process.write("[server]\nlisten = 'broken")  # not even TOML
+        proxy_process.write(text="[server]\nlisten = 'broken")  # not even TOML
         proxy_process.signal(signal.SIGHUP)
         await asyncio.sleep(0.5)
         async with browser.get(proxy_process.url + "/c") as resp:

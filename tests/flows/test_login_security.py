@@ -28,8 +28,17 @@ from yarl import URL
 
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, DELETE, OTHER_TENANT_ID
 from proxy.session.signing import LOGIN_SALT
-from tests.conftest import ALICE, HTML, Stack, StackFactory, deep_merge, free_port
+from tests.conftest import ALICE, HTML, Browsers, Stack, StackFactory, deep_merge, free_port
 from tests.data import open_redirects
+from tests.support.idtoken_faults import (
+    Fault,
+    access_token_as_id_token,
+    claims,
+    header,
+    hours,
+    issuer,
+    sign,
+)
 
 CAROL = "carol@fabrikam.example"
 SESSION = re.compile(r"^azp_session(_\d+)?$")
@@ -79,23 +88,6 @@ async def new_proxy(make_stack: StackFactory, recorder: Recorder) -> ProxyFactor
 @pytest.fixture
 async def proxy(new_proxy: ProxyFactory) -> Stack:
     return await new_proxy()
-
-
-Browsers = Callable[[], aiohttp.ClientSession]
-
-
-@pytest.fixture
-async def browsers() -> AsyncIterator[Browsers]:
-    opened: list[aiohttp.ClientSession] = []
-
-    def new() -> aiohttp.ClientSession:
-        browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        opened.append(browser)
-        return browser
-
-    yield new
-    for browser in opened:
-        await browser.close()
 
 
 # --- one hop at a time ---------------------------------------------------------------------
@@ -348,41 +340,6 @@ async def test_two_tabs_finish_in_reverse_order(proxy: Stack, recorder: Recorder
 
 # --- 2. ID token faults (OIDF RP tests, ENTRA.md §8) ----------------------------------------
 
-Fault = Callable[[Stack], None]
-
-
-def claims(**overrides: Callable[[Stack], Any] | Any) -> Fault:
-    """Override ID token claims; a callable value is computed from the stack at run time."""
-    def apply(stack: Stack) -> None:
-        stack.mock.faults.id_token_claims = {
-            k: v(stack) if callable(v) else v for k, v in overrides.items()}
-    return apply
-
-
-def sign(mode: str) -> Fault:
-    def apply(stack: Stack) -> None:
-        stack.mock.faults.sign = mode
-    return apply
-
-
-def header(**overrides: Any) -> Fault:
-    def apply(stack: Stack) -> None:
-        stack.mock.faults.id_token_header = overrides
-    return apply
-
-
-def access_token_as_id_token(stack: Stack) -> None:
-    stack.mock.faults.access_token_as_id_token = True
-
-
-def real_issuer(stack: Stack) -> str:
-    return f"{stack.idp}/{DEFAULT_TENANT_ID}/v2.0"
-
-
-def hours_from_now(hours: float) -> Callable[[Stack], int]:
-    return lambda _stack: int(time.time() + hours * 3600)
-
-
 def foreign_key_without_kid(stack: Stack) -> None:
     stack.mock.faults.jwks_without_kid = True
     stack.mock.faults.id_token_header = {"kid": DELETE}
@@ -400,17 +357,17 @@ ID_TOKEN_FAULTS = [
     pytest.param(claims(aud=["https://other.example/", "another"]), "audience (aud)",
                  id="aud-list-without-client"),
     pytest.param(claims(azp="another-app"), "authorized party (azp)", id="azp-other"),
-    pytest.param(claims(iss=lambda s: real_issuer(s) + "1"), "issuer (iss)", id="iss-invalid"),
+    pytest.param(claims(iss=lambda s: issuer(s) + "1"), "issuer (iss)", id="iss-invalid"),
     pytest.param(claims(iss="https://example.org/"), "issuer (iss)", id="iss-legacy-invalid"),
     pytest.param(claims(iss=DELETE), "iss claim is missing", id="iss-missing"),
-    pytest.param(claims(exp=hours_from_now(-1)), "expired", id="exp-past"),
-    pytest.param(claims(exp=hours_from_now(-0.25), iat=hours_from_now(-1.25),
-                        nbf=hours_from_now(-1.25)), "expired", id="exp-beyond-leeway"),
+    pytest.param(claims(exp=hours(-1)), "expired", id="exp-past"),
+    pytest.param(claims(exp=hours(-0.25), iat=hours(-1.25),
+                        nbf=hours(-1.25)), "expired", id="exp-beyond-leeway"),
     pytest.param(claims(exp=DELETE), "exp claim is missing", id="exp-missing"),
-    pytest.param(claims(iat=hours_from_now(24), exp=hours_from_now(25)), "not valid yet",
+    pytest.param(claims(iat=hours(24), exp=hours(25)), "not valid yet",
                  id="iat-future"),
     pytest.param(claims(iat=DELETE), "iat claim is missing", id="iat-missing"),
-    pytest.param(claims(nbf=hours_from_now(1)), "not valid yet", id="nbf-future"),
+    pytest.param(claims(nbf=hours(1)), "not valid yet", id="nbf-future"),
     pytest.param(claims(sub=DELETE), "sub claim is missing", id="sub-missing"),
     pytest.param(claims(sub=""), "sub claim is missing", id="sub-empty"),
     pytest.param(claims(tid=DELETE), "tid claim is missing", id="tid-missing"),

@@ -113,7 +113,7 @@ def forge(secret: str, payload: dict[str, Any], age: float = 0.0) -> str:
             return int(time.time() - age)
 
     s = serializer([secret], SESSION_SALT)
-    s.signer = OldSigner  # type: ignore[assignment]
+    s.signer = OldSigner
     return s.dumps(payload)
 
 

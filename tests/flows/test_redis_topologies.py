@@ -10,9 +10,16 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import ALICE, SECRET, Stack, StackFactory, free_port
+from tests.conftest import ALICE, StackFactory, free_port
 from tests.flows.test_streaming import wait_ready
-from tests.redis_servers import RedisCluster, RedisSentinelSet, RedisServer
+from tests.redis_servers import (
+    PERSISTENT,
+    RedisCluster,
+    RedisSentinelSet,
+    RedisServer,
+    StartRedis,
+)
+from tests.support.proxy_toml import write_proxy_toml
 
 
 def redis_config(url: str, **extra: Any) -> dict[str, Any]:
@@ -25,36 +32,15 @@ async def status(client: aiohttp.ClientSession, url: str) -> int:
         return resp.status
 
 
-def toml_for(stack: Stack, port: int, redis_url: str) -> str:
-    azure = stack.config.azure
-    return f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "{stack.url}"
-[azure]
-client_id = "{azure.client_id}"
-client_secret = "{azure.client_secret.reveal()}"
-tenant_id = "{azure.tenant_id}"
-cloud_instance = "{azure.cloud_instance}"
-[session]
-secret = "{SECRET}"
-secure = false
-store = "redis"
-redis_url = "{redis_url}"
-[[upstreams]]
-path = "/"
-url = "{stack.upstream}"
-"""
-
-
 async def test_two_proxy_processes_share_sessions_and_survive_restarts(
-        make_stack: StackFactory, redis_server: RedisServer, tmp_path: Path) -> None:
+        make_stack: StackFactory, start_redis: StartRedis, tmp_path: Path) -> None:
+    redis_server = start_redis(RedisServer(tmp_path / "redis"))
     stack = await make_stack(redis_config(redis_server.url))
     await stack.login()
     cookie = next(c.value for c in stack.client.cookie_jar if c.key == "azp_session")
     port = free_port()
-    config = tmp_path / "proxy.toml"
-    config.write_text(toml_for(stack, port, redis_server.url))
+    config = write_proxy_toml(tmp_path / "proxy.toml", port, stack.idp, stack.upstream, {
+        "server": {"public_url": stack.url}, **redis_config(redis_server.url)})
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "run", "-c", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     other = f"http://127.0.0.1:{port}"
@@ -77,15 +63,10 @@ async def test_two_proxy_processes_share_sessions_and_survive_restarts(
 
 
 async def test_redis_down_fails_closed_and_recovers_without_relogin(
-        make_stack: StackFactory, tmp_path: Path) -> None:
+        make_stack: StackFactory, start_redis: StartRedis, tmp_path: Path) -> None:
     # Persistence on: "no session is lost that Redis kept" across its restart.
-    redis_server = RedisServer(tmp_path / "aof", extra_config=("appendonly yes",
-                                                               "appendfsync always"))
-    redis_server.start()
-    try:
-        await _outage_and_recovery(make_stack, redis_server)
-    finally:
-        redis_server.stop()
+    redis_server = start_redis(RedisServer(tmp_path / "aof", extra_config=PERSISTENT))
+    await _outage_and_recovery(make_stack, redis_server)
 
 
 async def _outage_and_recovery(make_stack: StackFactory, redis_server: RedisServer) -> None:
@@ -106,21 +87,20 @@ async def _outage_and_recovery(make_stack: StackFactory, redis_server: RedisServ
     assert await status(stack.client, stack.url + "/ready") == 200
 
 
-async def test_acl_user_over_redis_url(make_stack: StackFactory, tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "acl", acl_user=("proxy", "p@ss/word"))
-    server.start()
-    try:
-        stack = await make_stack(redis_config(server.authed_url))
-        assert (await stack.login()).status == 200
-        assert await status(stack.client, stack.url + "/x") == 200
-        wrong = await make_stack(redis_config(server.url))  # no credentials
-        async with wrong.client.get(wrong.url + "/ready") as resp:
-            assert resp.status == 503
-    finally:
-        server.stop()
+async def test_acl_user_over_redis_url(make_stack: StackFactory, start_redis: StartRedis,
+                                       tmp_path: Path) -> None:
+    server = start_redis(RedisServer(tmp_path / "acl", acl_user=("proxy", "p@ss/word")))
+    stack = await make_stack(redis_config(server.authed_url))
+    assert (await stack.login()).status == 200
+    assert await status(stack.client, stack.url + "/x") == 200
+    wrong = await make_stack(redis_config(server.url))  # no credentials
+    async with wrong.client.get(wrong.url + "/ready") as resp:
+        assert resp.status == 503
 
 
-async def test_redis_cluster(make_stack: StackFactory, redis_cluster: RedisCluster) -> None:
+async def test_redis_cluster(make_stack: StackFactory, start_redis: StartRedis,
+                             tmp_path: Path) -> None:
+    redis_cluster = start_redis(RedisCluster(tmp_path / "redis-cluster"))
     stack = await make_stack(redis_config(redis_cluster.url, redis_cluster=True))
     browsers = [stack.new_browser() for _ in range(10)]
     try:
@@ -137,7 +117,9 @@ async def test_redis_cluster(make_stack: StackFactory, redis_cluster: RedisClust
 
 
 async def test_sentinel_failover_loses_no_session(make_stack: StackFactory,
-                                                  redis_sentinel: RedisSentinelSet) -> None:
+                                                  start_redis: StartRedis,
+                                                  tmp_path: Path) -> None:
+    redis_sentinel = start_redis(RedisSentinelSet(tmp_path / "redis-sentinel"))
     sentinels = [f"{host}:{port}" for host, port in redis_sentinel.sentinels]
     stack = await make_stack(redis_config("redis://127.0.0.1:6379/0",
                                           redis_sentinel_master=redis_sentinel.master_name,

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, MockEntra
-from tests.conftest import ALICE, HTML, SECRET, free_port
+from proxy.mock_entra import MockEntra
+from tests.conftest import ALICE, HTML, free_port
+from tests.support.proxy_toml import write_proxy_toml
 
 SIZE = 50 * 1024 * 1024
 PIECE = os.urandom(256 * 1024)
@@ -48,23 +49,7 @@ async def test_50mb_upload_and_download_stream_with_flat_memory(
         tmp_path: Path, mock_server: tuple[MockEntra, str], upstream_url: str) -> None:
     mock, idp = mock_server
     port = free_port()
-    config = tmp_path / "proxy.toml"
-    config.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-[azure]
-client_id = "{DEFAULT_CLIENT_ID}"
-client_secret = "{DEFAULT_CLIENT_SECRET}"
-tenant_id = "{DEFAULT_TENANT_ID}"
-cloud_instance = "{idp}/"
-[session]
-secret = "{SECRET}"
-secure = false
-[[upstreams]]
-path = "/"
-url = "{upstream_url}"
-""")
+    config = write_proxy_toml(tmp_path / "proxy.toml", port, idp, upstream_url)
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "run", "-c", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

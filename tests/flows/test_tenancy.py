@@ -11,6 +11,7 @@ from proxy.mock_entra import CONSUMERS_TENANT_ID, DEFAULT_TENANT_ID, OTHER_TENAN
 from proxy.oidc.discovery import Metadata
 from proxy.oidc.graph import graph_base
 from tests.conftest import StackFactory
+from tests.support.idtoken_faults import from_tenant
 
 ALICE, CAROL, ERIN = "alice@contoso.example", "carol@fabrikam.example", "erin@outlook.example"
 
@@ -23,8 +24,7 @@ async def test_verified_domain_tenant(make_stack: StackFactory) -> None:
     stack = await make_stack(azure(tenant_id="contoso.example"))
     assert (await stack.login(ALICE)).status == 200
     foreign = await make_stack(azure(tenant_id="contoso.example"))
-    foreign.mock.faults.id_token_claims = {
-        "tid": OTHER_TENANT_ID, "iss": f"{foreign.idp}/{OTHER_TENANT_ID}/v2.0"}
+    from_tenant(OTHER_TENANT_ID)(foreign)
     assert (await foreign.login(ALICE)).status == 401
 
 
@@ -50,8 +50,7 @@ async def test_consumers(make_stack: StackFactory) -> None:
     stack = await make_stack(azure(tenant_id="consumers"))
     assert (await stack.login(ERIN)).status == 200
     work = await make_stack(azure(tenant_id="consumers"))
-    work.mock.faults.id_token_claims = {
-        "tid": DEFAULT_TENANT_ID, "iss": f"{work.idp}/{DEFAULT_TENANT_ID}/v2.0"}
+    from_tenant(DEFAULT_TENANT_ID)(work)
     assert (await work.login(ERIN)).status == 401
 
 

@@ -14,9 +14,10 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, MockEntra
-from tests.conftest import ALICE, HTML, SECRET, free_port
+from proxy.mock_entra import MockEntra
+from tests.conftest import ALICE, HTML, free_port
 from tests.flows.test_streaming import wait_ready
+from tests.support.proxy_toml import write_proxy_toml
 
 
 def children(pid: int) -> list[int]:
@@ -41,29 +42,10 @@ async def test_two_workers_share_the_port_sessions_metrics_and_signals(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     port, metrics_port = free_port(), free_port()
-    config = tmp_path / "proxy.toml"
-    config.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-workers = 2
-metrics_listen = "127.0.0.1:{metrics_port}"
-[azure]
-client_id = "{DEFAULT_CLIENT_ID}"
-client_secret = "{DEFAULT_CLIENT_SECRET}"
-tenant_id = "{DEFAULT_TENANT_ID}"
-cloud_instance = "{idp}/"
-[session]
-secret = "{SECRET}"
-secure = false
-store = "redis"
-redis_url = "{redis_url}"
-[identity]
-assertion_key_file = "{key}"
-[[upstreams]]
-path = "/"
-url = "{upstream_url}"
-""")
+    config = write_proxy_toml(tmp_path / "proxy.toml", port, idp, upstream_url, {
+        "server": {"workers": 2, "metrics_listen": f"127.0.0.1:{metrics_port}"},
+        "session": {"store": "redis", "redis_url": redis_url},
+        "identity": {"assertion_key_file": key}})
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "run", "-c", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

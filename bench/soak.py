@@ -2,7 +2,7 @@
 
     make soak                                    # 300 s at 200 operations/s, cookie store
     make soak SOAK_ARGS="--duration 30"
-    .venv/bin/python -m tests.soak.soak --store redis --rate 200 --users 20
+    .venv/bin/python -m bench.soak --store redis --rate 200 --users 20
 
 Everything runs on 127.0.0.1. The proxy runs as its own process (``python -m proxy run``);
 the mock Entra ID and the reflecting upstream (tests/echo_upstream.py) run together in a
@@ -29,7 +29,7 @@ when anything failed or growth passed ``--max-rss-growth-mb`` (30) or ``--max-fd
 (20); 2 when the stack could not be started. Everything started here is stopped on exit,
 also on Ctrl-C or SIGTERM.
 
-Not part of ``make test`` (pytest only collects test_*.py files).
+Not part of ``make test``: a tool of bench/, like the benchmarks (bench/README.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,9 +59,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-HOST = "127.0.0.1"
-ROOT = Path(__file__).resolve().parents[2]
-HTML = {"Accept": "text/html,application/xhtml+xml"}
+from bench.common import HOST, HTML, ROOT, free_port
+
 USERS = ("alice@contoso.example", "bob@contoso.example", "dave@contoso.example")
 UPLOAD = os.urandom(1024 * 1024)
 UPLOAD_SHA256 = hashlib.sha256(UPLOAD).hexdigest()
@@ -77,13 +75,6 @@ MIX = {"get": 58, "userinfo": 8, "post": 10, "download": 6, "upload": 4, "websoc
 
 class SoakError(Exception):
     """The stack could not be started."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------- /proc probes
@@ -150,18 +141,13 @@ def _die_with_parent() -> None:
 
 
 def proxy_toml(port: int, idp: str, upstream: str, store: str, redis_url: str) -> str:
-    from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID
+    from tests.support.proxy_toml import proxy_config, to_toml  # the suite's one writer
 
-    session = f'secret = "{secrets.token_urlsafe(32)}"\nsecure = false\nstore = "{store}"\n'
+    session: dict[str, Any] = {"secret": secrets.token_urlsafe(32), "store": store}
     if store == "redis":
-        session += f"redis_url = {json.dumps(redis_url)}\n"
-    return (f'[server]\nlisten = "{HOST}:{port}"\npublic_url = "http://{HOST}:{port}"\n'
-            f'drain_timeout = "10s"\n'
-            f'[azure]\nclient_id = "{DEFAULT_CLIENT_ID}"\n'
-            f'client_secret = "{DEFAULT_CLIENT_SECRET}"\ntenant_id = "{DEFAULT_TENANT_ID}"\n'
-            f'cloud_instance = "{idp}/"\n'
-            f"[session]\n{session}"
-            f'[[upstreams]]\npath = "/"\nurl = "{upstream}"\n')
+        session["redis_url"] = redis_url
+    return to_toml(proxy_config(port, idp, upstream, {
+        "server": {"drain_timeout": "10s"}, "session": session}))
 
 
 class Stack:
@@ -591,7 +577,7 @@ async def print_progress(results: Results, samples: list[Sample], started: float
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tests.soak.soak", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=300, help="seconds of load (300)")
     p.add_argument("--rate", type=float, default=200, help="operations per second (200)")
