@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ..config import SessionConfig
 from ..identity import Identity
-from .cookies import CookieSpec
+from .cookies import CookieSpec, session_cookie_names
 from .signing import SESSION_SALT, VerifiedCookies, serializer
 from .store import Session
 
 CHUNK_SIZE = 4000  # browsers cap one cookie at 4096 bytes including its name and attributes
 MAX_CHUNKS = 8  # read at most this many: "name_99999999" must cost nothing
-
-
-def chunk_names(cookies: Mapping[str, str], name: str) -> list[str]:
-    pattern = re.compile(rf"^{re.escape(name)}_\d$")
-    return [n for n in cookies if pattern.match(n)]
-
-
-def session_cookie_names(cookies: Mapping[str, str], name: str) -> list[str]:
-    """The session cookie and its chunks present in a request (what sign-out deletes)."""
-    return [n for n in cookies if n == name] + chunk_names(cookies, name)
 
 
 def _identity(payload: object) -> Identity | None:
