@@ -32,6 +32,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	sh scripts/lint-deploy.sh
 
 clean:
