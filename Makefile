@@ -39,6 +39,7 @@ test: $(STAMP) $(BIN)/helm
 lint: $(STAMP) $(BIN)/helm
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	sh scripts/lint-deploy.sh
 
 clean:

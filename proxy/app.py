@@ -9,10 +9,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler
 
 from . import easy_auth, easy_auth_endpoints, endpoints, forward_auth, gateway, login, logs
 from .assertion import AssertionKeyError, AssertionSigner
 from .authorize import Policy
+from .background import Tasks
 from .config import Config
 from .errors import ConfigError
 from .headers import owned_names
@@ -35,6 +37,7 @@ log = logging.getLogger("proxy")
 MAX_FIELD_SIZE = 40 * 1024
 RETIRE_AFTER = 60.0  # seconds a replaced session store stays open for in-flight requests
 ConfigLoader = Callable[[], Config]
+TASKS = web.AppKey("tasks", Tasks)  # every background task and timer the app started
 
 
 def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
@@ -102,8 +105,7 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
         log.warning("config reload: server.listen changes take effect after a restart")
     cell.current = new
     if cell.current.sessions is not old.sessions:
-        asyncio.get_running_loop().call_later(
-            RETIRE_AFTER, lambda: asyncio.ensure_future(old.sessions.close()))
+        app[TASKS].later(RETIRE_AFTER, old.sessions.close)
     log.info("config reloaded")
     return True
 
@@ -144,12 +146,14 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
                     asynccontextmanager(serve_metrics)(app[METRICS],
                                                        config.server.metrics_listen))
             yield
+        await app[TASKS].close()  # before the clients a pending reload or retirement uses
         await app[STATE].current.sessions.close()
         await upstream_pool.close()
         await upstream_http.close()
         await idp_http.close()
 
     app[METRICS] = Metrics()
+    app[TASKS] = Tasks()
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
     _add_routes(app)
@@ -161,7 +165,7 @@ def _on_sighup(app: web.Application, loader: ConfigLoader) -> None:
 
     try:
         asyncio.get_running_loop().add_signal_handler(
-            signal.SIGHUP, lambda: asyncio.ensure_future(reload(app, loader)))
+            signal.SIGHUP, lambda: app[TASKS].spawn(reload(app, loader)))
     except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
         log.warning("SIGHUP reload is not available in this process")
 
@@ -169,6 +173,16 @@ def _on_sighup(app: web.Application, loader: ConfigLoader) -> None:
 async def close_websockets(app: web.Application) -> None:
     for ws in list(app[STATE].websockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"proxy shutting down")
+
+
+def _easy_auth(handler: Handler) -> Handler:
+    """/.auth/* are the proxy's only while identity.easy_auth is on (read per request: a
+    reload may switch it); otherwise those paths belong to the upstream."""
+    async def route(request: web.Request) -> web.StreamResponse:
+        if not get_state(request).config.identity.easy_auth:
+            return await gateway.handle(request)
+        return await handler(request)
+    return route
 
 
 async def _callback(request: web.Request) -> web.StreamResponse:
@@ -190,8 +204,8 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/signed_out", login.signed_out)
     app.router.add_get("/oauth2/frontchannel_logout", login.frontchannel_logout)
     app.router.add_get("/oauth2/jwks", endpoints.jwks)
-    app.router.add_get(easy_auth.ME_PATH, easy_auth_endpoints.me)
-    app.router.add_get(easy_auth.LOGIN_PATH, easy_auth_endpoints.login)
-    app.router.add_get(easy_auth.LOGOUT_PATH, easy_auth_endpoints.logout)
-    app.router.add_get(easy_auth.LOGOUT_DONE_PATH, easy_auth_endpoints.logout)
+    app.router.add_get(easy_auth.ME_PATH, _easy_auth(easy_auth_endpoints.me))
+    app.router.add_get(easy_auth.LOGIN_PATH, _easy_auth(easy_auth_endpoints.login))
+    app.router.add_get(easy_auth.LOGOUT_PATH, _easy_auth(easy_auth_endpoints.logout))
+    app.router.add_get(easy_auth.LOGOUT_DONE_PATH, _easy_auth(easy_auth_endpoints.logout))
     app.router.add_route("*", "/{tail:.*}", gateway.handle)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import uuid
 import warnings
 
 from yarl import URL
@@ -12,29 +11,10 @@ from yarl import URL
 from .config import TENANT_ALIASES, AccessPolicyConfig, Config, SessionConfig, UpstreamConfig
 from .config_check_identity import check_identity, check_ui
 from .config_check_redis import check_redis
+from .validators import DOMAIN as _DOMAIN
+from .validators import is_guid, is_loopback_host
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I)
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def is_guid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return len(value) == 36
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_problem(value: str, *, allow_path: bool) -> str | None:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .errors import ProxyError, Unauthenticated
+from .admission import USERINFO, admit
+from .errors import ProxyError
 from .pages import NO_STORE
-from .state import USER, get_state, session_cookies
+from .state import get_state
 
 
 async def userinfo(request: web.Request) -> web.Response:
-    session = await get_state(request).sessions.load(session_cookies(request))
-    if session is None:
-        raise Unauthenticated("No valid session.")
+    session = await admit(request, get_state(request), None, USERINFO)
     identity = session.identity
-    request[USER] = identity.user
     body = identity.public_dict()
     body["user"] = identity.user
     return web.json_response(body, headers=NO_STORE)

@@ -5,6 +5,7 @@
   + BadRequest (400)              malformed request, bad login state, refused redirect target
   + NotFound (404)                no route matches
   + Unauthenticated (401)         no valid session (API clients get this instead of a redirect)
+    - SignInRequired (401)        no session at all: admission.admit's answer
   + LoginRejected (401)           the ID token failed validation: `reason` says which check
   + AccessDenied (403)            signed in, but the policy or tenant rules say no
   + IdPError                      the identity provider answered with an error
@@ -55,6 +56,11 @@ class Unauthenticated(ProxyError):
     status = 401
     title = "Sign-in required"
     challenge = 'Bearer realm="azure-auth-proxy"'
+
+
+class SignInRequired(Unauthenticated):
+    """No session at all (rather than a bad one): a browser navigating is sent to sign in;
+    every other client gets the same 401 (and error code) as any Unauthenticated."""
 
 
 class LoginRejected(ProxyError):

@@ -7,21 +7,17 @@ ignored, so a spoofed `X-Forwarded-Uri: /healthz` opens nothing.
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import AccessDenied, Unauthenticated
-from .gateway import add_identity, authenticate
+from .admission import admit
+from .errors import Unauthenticated
 from .headers import peer_trusted
 from .identity import Identity
 from .pages import NO_STORE
 from .routes import Route, normalize_path
-from .state import REQUEST_ID, ROUTE, USER, State, get_state
-
-log = logging.getLogger("proxy.auth")
+from .state import ROUTE, State, get_state
 
 
 def original_request(request: web.Request, state: State) -> tuple[str, str]:
@@ -64,18 +60,9 @@ async def check(request: web.Request) -> web.Response:
         request[ROUTE] = route
         if route.is_public(raw_path):
             return web.Response(status=202, headers=NO_STORE)
-    policy = route.policy if route else state.policy
-    session = await authenticate(request, state, route)
-    if session is None:
-        raise Unauthenticated("Sign in first: this request carries no valid session.")
-    identity = session.identity
-    request[USER] = identity.user
-    decision = policy.decide(identity)
-    if not decision.allowed:
-        log.warning("access denied request_id=%s user=%s route=%s reason=%s",
-                    request[REQUEST_ID], identity.user, route.name if route else "-",
-                    decision.reason)
-        raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
-    headers: CIMultiDict[str] = CIMultiDict({**auth_request_headers(identity), **NO_STORE})
-    add_identity(headers, session, route, state)  # the same headers a forwarded request gets
+    session = await admit(request, state, route)
+    headers: CIMultiDict[str] = CIMultiDict({**auth_request_headers(session.identity),
+                                             **NO_STORE})
+    # The same identity headers a forwarded request gets.
+    state.upstream_identity.add(headers, session, route.audience if route else None)
     return web.Response(status=202, headers=headers)

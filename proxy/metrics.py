@@ -58,6 +58,16 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    # oidc/contracts.IdPMetrics: how the Entra client counts without importing this module.
+    def jwks_fetched(self, result: str) -> None:
+        self.jwks_refreshes.labels(result).inc()
+
+    def token_refreshed(self, result: str) -> None:
+        self.refreshes.labels(result).inc()
+
+    def graph_called(self, result: str) -> None:
+        self.graph_calls.labels(result).inc()
+
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()

@@ -13,7 +13,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .config import UiConfig
-from .errors import AccessDenied, ProxyError, Unauthenticated
+from .errors import AccessDenied, ProxyError, SignInRequired, Unauthenticated
+from .request_kind import wants_html
 from .state import REQUEST_ID, STATE
 
 _STYLE = (
@@ -27,19 +28,6 @@ _STYLE = (
 )
 NO_STORE = {"Cache-Control": "no-store"}
 Links = tuple[tuple[str, str], ...]
-
-
-def wants_html(request: web.BaseRequest) -> bool:
-    return "text/html" in request.headers.get("Accept", "")
-
-
-def is_navigation(request: web.BaseRequest) -> bool:
-    """A browser loading a page (redirect it to sign in) as opposed to XHR/fetch/API calls."""
-    if request.method not in ("GET", "HEAD") or not wants_html(request):
-        return False
-    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
-        return False
-    return request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
 
 
 def _ui(request: web.BaseRequest) -> UiConfig:
@@ -105,5 +93,6 @@ def error_response(request: web.BaseRequest, error: ProxyError) -> web.Response:
 
 
 def _code(error: ProxyError) -> str:
-    name = type(error).__name__
+    # "No session" is the documented "unauthenticated" to clients, whatever admission calls it.
+    name = "Unauthenticated" if isinstance(error, SignInRequired) else type(error).__name__
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")

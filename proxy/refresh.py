@@ -13,22 +13,9 @@ from typing import Any
 from .errors import IdPError, LoginRejected, TokenRejected
 from .identity import ClaimRules, Identity
 from .oidc.client import EntraClient
-from .session.store import Session, SessionStore, Tokens
+from .session.store import Session, SessionStore, tokens_from
 
 log = logging.getLogger("proxy.auth")
-
-
-def tokens_from(response: dict[str, Any], previous: Tokens | None = None) -> Tokens:
-    """Tokens from a token response; Entra may omit a new refresh or ID token."""
-    expires_in = response.get("expires_in")
-    lifetime = float(expires_in) if isinstance(expires_in, int | float | str) else 3600.0
-    return Tokens(
-        access_token=str(response.get("access_token") or ""),
-        refresh_token=str(response.get("refresh_token") or (previous.refresh_token
-                                                             if previous else "")),
-        id_token=str(response.get("id_token") or (previous.id_token if previous else "")),
-        expires_at=time.time() + lifetime,
-    )
 
 
 def needs_refresh(session: Session, window: float, now: float | None = None) -> bool:

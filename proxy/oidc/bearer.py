@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import jwt
 
 from ..config import AzureConfig
-from ..config_check import is_guid
 from ..errors import Unauthenticated
+from ..validators import is_guid
 from .discovery import TEMPLATE, Metadata
 from .jwks import KeySet, SigningKey
 from .tokens import LEEWAY, tenant_allowed

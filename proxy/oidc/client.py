@@ -25,9 +25,8 @@ from ..errors import (
     ProxyError,
     TokenRejected,
 )
-from ..metrics import Metrics
-from ..session.login_state import LoginState
 from .bearer import BearerRejected, validate_access_token
+from .contracts import IdPMetrics, NoMetrics, PkceLogin
 from .credentials import CertificateCredential, CredentialError, client_auth_fields
 from .discovery import Metadata, discovery_url, parse_metadata
 from .graph import graph_base, has_overage, member_groups
@@ -54,8 +53,8 @@ def load_credential(azure: AzureConfig) -> CertificateCredential | None:
 class EntraClient:
     def __init__(self, config: Config, http: aiohttp.ClientSession,
                  credential: CertificateCredential | None = None,
-                 metrics: Metrics | None = None) -> None:
-        self.metrics = metrics or Metrics()
+                 metrics: IdPMetrics | None = None) -> None:
+        self.metrics: IdPMetrics = metrics or NoMetrics()
         self.config = config
         self.azure = config.azure
         self.credential = credential
@@ -121,7 +120,7 @@ class EntraClient:
             try:
                 keyset = KeySet.parse(await self._get_json(metadata.jwks_uri, "key set (JWKS)"))
             except (IdPUnavailable, IdPTimeout):
-                self.metrics.jwks_refreshes.labels("unavailable").inc()
+                self.metrics.jwks_fetched("unavailable")
                 if cached is None or refresh:
                     # A token names a key we lack and Entra cannot tell us about it: that is
                     # "try again later" (503), not "your token is bad", and the failed
@@ -130,13 +129,13 @@ class EntraClient:
                     raise
                 return cached[1]  # keep verifying with the keys we have
             except IdPFailure:
-                self.metrics.jwks_refreshes.labels("failed").inc()
+                self.metrics.jwks_fetched("failed")
                 raise
-            self.metrics.jwks_refreshes.labels("ok").inc()
+            self.metrics.jwks_fetched("ok")
             self._keys = (time.monotonic(), keyset)
             return keyset
 
-    async def authorize_url(self, login: LoginState, prompt: str | None = None) -> str:
+    async def authorize_url(self, login: PkceLogin, prompt: str | None = None) -> str:
         metadata = await self.metadata()
         params = {"state": login.state, "response_mode": "query", "nonce": login.nonce,
                   "code_challenge": create_s256_code_challenge(login.verifier),
@@ -162,7 +161,7 @@ class EntraClient:
         self._authorize_prefix = (endpoint, base)
         return base
 
-    async def redeem(self, code: str, login: LoginState) -> dict[str, Any]:
+    async def redeem(self, code: str, login: PkceLogin) -> dict[str, Any]:
         """Exchange the authorization code; returns the token response."""
         body = await self._token_request({
             "grant_type": "authorization_code", "code": code,
@@ -178,12 +177,12 @@ class EntraClient:
             body = await self._token_request(
                 {"grant_type": "refresh_token", "refresh_token": refresh_token})
         except TokenRejected:
-            self.metrics.refreshes.labels("rejected").inc()
+            self.metrics.token_refreshed("rejected")
             raise
         except ProxyError:
-            self.metrics.refreshes.labels("failed").inc()
+            self.metrics.token_refreshed("failed")
             raise
-        self.metrics.refreshes.labels("ok").inc()
+        self.metrics.token_refreshed("ok")
         return body
 
     async def _token_request(self, grant: dict[str, str]) -> dict[str, Any]:
@@ -225,9 +224,9 @@ class EntraClient:
         try:
             groups = await member_groups(self.http, base, access_token, self.timeout)
         except ProxyError:
-            self.metrics.graph_calls.labels("failed").inc()
+            self.metrics.graph_called("failed")
             raise
-        self.metrics.graph_calls.labels("ok").inc()
+        self.metrics.graph_called("ok")
         return groups
 
     async def validate_bearer(self, token: str) -> dict[str, Any]:

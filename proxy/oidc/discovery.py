@@ -9,8 +9,8 @@ from typing import Any
 from yarl import URL
 
 from ..config import CONSUMERS_TENANT_ID, AzureConfig
-from ..config_check import is_guid
 from ..errors import IdPFailure
+from ..validators import is_guid
 
 TEMPLATE = "{tenantid}"
 _GUID_ISSUER = re.compile(r"^(?P<base>.+)/(?P<tid>[0-9a-fA-F-]{36})/v2\.0$")

@@ -12,8 +12,8 @@ from typing import Any
 import jwt
 
 from ..config import AzureConfig
-from ..config_check import is_guid
 from ..errors import LoginRejected
+from ..validators import is_guid
 from .discovery import TEMPLATE, Metadata
 from .jwks import KeySet
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -10,21 +9,9 @@ from ..config import SessionConfig
 from ..errors import SessionTooLarge
 from ..identity import Identity
 from .budget import CHUNK_SIZE, MAX_CHUNKS, SESSION_MAX
-from .cookies import CookieSpec
+from .cookies import CookieSpec, session_cookie_names
 from .signing import SESSION_SALT, VerifiedCookies, serializer
 from .store import Session
-
-
-def chunk_names(cookies: Mapping[str, str], name: str) -> list[str]:
-    """Every chunk-like cookie the request carries, whatever its number (sign-out deletes
-    them all; reading stops at MAX_CHUNKS)."""
-    pattern = re.compile(rf"^{re.escape(name)}_\d{{1,9}}$")
-    return [n for n in cookies if pattern.match(n)]
-
-
-def session_cookie_names(cookies: Mapping[str, str], name: str) -> list[str]:
-    """The session cookie and its chunks present in a request (what sign-out deletes)."""
-    return [n for n in cookies if n == name] + chunk_names(cookies, name)
 
 
 def _identity(payload: object) -> Identity | None:

@@ -15,8 +15,7 @@ from ..config import SessionConfig
 from ..hot_cache import HotCache
 from ..identity import Identity
 from .backend import Backend
-from .cookie_store import chunk_names, session_cookie_names
-from .cookies import CookieSpec
+from .cookies import CookieSpec, chunk_names, session_cookie_names
 from .crypto import RecordCipher, RecordUnreadable
 from .signing import VERIFIED_CACHE_TTL, VerifiedCookies, serializer
 from .store import Session, Tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
@@ -27,6 +28,19 @@ class Tokens:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tokens:
         return cls(str(data["at"]), str(data["rt"]), str(data["it"]), float(data["exp"]))
+
+
+def tokens_from(response: dict[str, Any], previous: Tokens | None = None) -> Tokens:
+    """Tokens from a token response; Entra may omit a new refresh or ID token."""
+    expires_in = response.get("expires_in")
+    lifetime = float(expires_in) if isinstance(expires_in, int | float | str) else 3600.0
+    return Tokens(
+        access_token=str(response.get("access_token") or ""),
+        refresh_token=str(response.get("refresh_token") or (previous.refresh_token
+                                                             if previous else "")),
+        id_token=str(response.get("id_token") or (previous.id_token if previous else "")),
+        expires_at=time.time() + lifetime,
+    )
 
 
 @dataclass(frozen=True, slots=True)

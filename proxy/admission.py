@@ -1,0 +1,93 @@
+"""Who is this, and may they? The one answer for every endpoint that needs a user.
+
+`admit(request, state, route, gate)` authenticates (API bearer token, else the session
+cookie, refreshing a server-side session's tokens), records the user for the access log,
+applies the route's access policy (the global one without a route), logs a refusal and
+raises: SignInRequired when there is no session at all (the gateway sends a browser to
+sign in instead), AccessDenied when the policy says no. Anything later checks per request
+(tenant, step-up, revocation) belongs here, so every endpoint gets it at once.
+
+The endpoints differ only in what counts, fixed per endpoint by a `Gate` constant (no
+per-request allocation): the gateway and /oauth2/auth admit with everything; /.auth/me
+reports a session without a policy check (as App Service does); /oauth2/userinfo reports
+the cookie's session as stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .errors import AccessDenied, SignInRequired
+from .headers import own_cookies
+from .oidc.bearer import bearer_token, identity_claims
+from .oidc.graph import has_overage
+from .refresh import ensure_fresh
+from .routes import Route
+from .session.store import Session
+from .state import COOKIES, REQUEST_ID, USER, State, session_cookies
+
+log = logging.getLogger("proxy.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    bearer: bool = True  # an API client's Entra access token counts ([api] accept_bearer)
+    refresh: bool = True  # a server-side session's tokens are refreshed before use
+    authorize: bool = True  # the route's (or global) access policy must allow the user
+    missing: str = "Sign in first: this request carries no valid session."
+
+
+APP = Gate()  # the gateway and forward auth (/oauth2/auth)
+EASY_AUTH_ME = Gate(bearer=False, authorize=False, missing="No valid session.")
+USERINFO = Gate(bearer=False, refresh=False, authorize=False, missing="No valid session.")
+
+
+async def admit(request: web.Request, state: State, route: Route | None,
+                gate: Gate = APP) -> Session:
+    """The request's session, admitted to `route`; raises SignInRequired or AccessDenied."""
+    session = None
+    if gate.bearer and state.config.api.accept_bearer:
+        session = await bearer_session(request, state, route)
+    if session is None:
+        sessions = state.sessions
+        session = await sessions.load(own_cookies(request.headers, sessions.name))
+        if session is not None and gate.refresh and sessions.server_side:
+            session = await _fresh(request, state, session)
+        if session is None:
+            raise SignInRequired(gate.missing)
+    identity = session.identity
+    request[USER] = identity.user
+    if gate.authorize:
+        decision = (route.policy if route else state.policy).decide(identity)
+        if not decision.allowed:
+            log.warning("access denied request_id=%s user=%s route=%s reason=%s",
+                        request[REQUEST_ID], identity.user, route.name if route else "-",
+                        decision.reason)
+            raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
+    return session
+
+
+async def _fresh(request: web.Request, state: State, session: Session) -> Session | None:
+    """The session with fresh tokens; None when the refresh ended it (cookies deleted)."""
+    fresh = await ensure_fresh(session, state.sessions, state.entra,
+                               state.config.session.refresh, state.claim_rules)
+    if fresh is None:
+        request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
+    return fresh
+
+
+async def bearer_session(request: web.Request, state: State,
+                         route: Route | None) -> Session | None:
+    """An API client's Entra access token ([api] accept_bearer), as a cookie-less session."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        return None
+    claims = await state.entra.validate_bearer(token)
+    if has_overage(claims) and (route.policy if route else state.policy).groups:
+        # The API's token cannot call Graph: group membership is unknown, so no group rule
+        # can pass (never treat an overage user as groupless).
+        raise AccessDenied("This token carries too many groups to check the group rule.")
+    return Session(state.claim_rules.identity(identity_claims(claims)))

@@ -1,0 +1,51 @@
+"""A config reload's background work belongs to the app: the replaced session store is
+retired (still serving in-flight requests) and closed when the app shuts down, never left
+open or run against closed clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from proxy.app import TASKS, build_app, reload
+from proxy.config_load import from_dict
+from proxy.errors import StoreUnavailable
+from proxy.mock_entra import MockEntra
+from proxy.state import STATE
+from tests.conftest import Stack, base_config, deep_merge, free_port
+
+
+async def test_a_retired_store_is_closed_at_shutdown(mock_server: tuple[MockEntra, str],
+                                                     upstream_url: str,
+                                                     redis_url: str) -> None:
+    mock, idp = mock_server
+    port = free_port()
+    raw: dict[str, Any] = deep_merge(base_config(port, idp, upstream_url),
+                                     {"session": {"store": "redis", "redis_url": redis_url}})
+    # Another [session]: the reload builds a new store and retires the old one.
+    changed = deep_merge(raw, {"session": {"max_age": "4h"}})
+    config = from_dict(raw)
+    app = build_app(config)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        stack = Stack(mock, config, url, idp, upstream_url, client)
+        assert (await stack.login()).status == 200
+        cookies = {c.key: c.value for c in client.cookie_jar.filter_cookies(URL(url)).values()}
+    old = app[STATE].current.sessions
+    assert await old.load(cookies) is not None
+    try:
+        assert await reload(app, lambda: from_dict(changed))
+        assert app[STATE].current.sessions is not old
+        assert len(app[TASKS]) == 1  # the retirement, held by the app
+        assert await old.load(cookies) is not None  # in-flight requests still read it
+    finally:
+        await server.close()
+    assert len(app[TASKS]) == 0
+    with pytest.raises(StoreUnavailable):
+        await old.load(cookies)  # closed at shutdown, not 60 s later or never
