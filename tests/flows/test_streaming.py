@@ -33,8 +33,10 @@ async def body() -> AsyncIterator[bytes]:
 
 
 async def wait_ready(url: str) -> None:
+    """Up to 30 s: a process that spawns workers imports the app in each, which takes
+    seconds on a loaded 2-core machine."""
     async with aiohttp.ClientSession() as client:
-        for _ in range(100):
+        for _ in range(300):
             try:
                 async with client.get(url + "/ping") as resp:
                     if resp.status == 200:
