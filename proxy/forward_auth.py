@@ -13,12 +13,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import AccessDenied, Unauthenticated
+from .errors import AccessDenied, BadRequest, Unauthenticated
 from .gateway import add_identity, authenticate
 from .headers import peer_trusted
 from .identity import Identity
 from .pages import NO_STORE
-from .routes import Route, normalize_path
+from .request_target import resolve
+from .routes import Route
 from .state import REQUEST_ID, ROUTE, USER, State, get_state
 
 log = logging.getLogger("proxy.auth")
@@ -59,7 +60,12 @@ def auth_request_headers(identity: Identity) -> dict[str, str]:
 async def check(request: web.Request) -> web.Response:
     state = get_state(request)
     host, raw_path = original_request(request, state)
-    route: Route | None = state.routes.match(host, normalize_path(raw_path))
+    route: Route | None = None
+    refused: BadRequest | None = None  # a path or host the gateway would refuse with 400
+    try:
+        route = resolve(state.routes, [host], raw_path, state.config.server.origin.scheme).route
+    except BadRequest as exc:
+        refused = exc
     if route is not None:
         request[ROUTE] = route
         if route.is_public(raw_path):
@@ -68,6 +74,8 @@ async def check(request: web.Request) -> web.Response:
     session = await authenticate(request, state, route)
     if session is None:
         raise Unauthenticated("Sign in first: this request carries no valid session.")
+    if refused is not None:  # 403, not 400, which nginx's auth_request turns into a 500
+        raise AccessDenied(refused.public)
     identity = session.identity
     request[USER] = identity.user
     decision = policy.decide(identity)

@@ -16,9 +16,19 @@ from .oidc.bearer import bearer_token, identity_claims
 from .oidc.graph import has_overage
 from .pages import is_navigation, sign_in_page
 from .refresh import ensure_fresh
-from .routes import Route, normalize_path
+from .request_target import resolve
+from .routes import Route
 from .session.store import Session
-from .state import COOKIES, REQUEST_ID, ROUTE, USER, State, get_state, session_cookies
+from .state import (
+    AUTHORITY,
+    COOKIES,
+    REQUEST_ID,
+    ROUTE,
+    USER,
+    State,
+    get_state,
+    session_cookies,
+)
 from .upstream import forward
 
 log = logging.getLogger("proxy.auth")
@@ -77,7 +87,10 @@ async def send_to_sign_in(request: web.Request, state: State) -> web.StreamRespo
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
-    route = state.routes.match(request.host, normalize_path(request.raw_path))
+    target = resolve(state.routes, request.headers.getall("Host", []), request.raw_path,
+                     state.config.server.origin.scheme)  # a 400 when readings differ
+    request[AUTHORITY] = target.authority
+    route = target.route
     if route is None:
         raise NotFound("No application is configured at this address.")
     request[ROUTE] = route
@@ -108,7 +121,8 @@ def outgoing_headers(request: web.Request, state: State) -> CIMultiDict[str]:
     return upstream_headers(
         request.headers, owned=state.owned_headers, cookie_prefix=state.sessions.name,
         peer=peer, peer_is_trusted=peer_trusted(peer, state.trusted),
-        scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID])
+        scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID],
+        forwarded_host=request.get(AUTHORITY))
 
 
 def add_identity(headers: CIMultiDict[str], session: Session, route: Route | None,
