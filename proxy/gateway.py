@@ -16,19 +16,10 @@ from .oidc.bearer import bearer_token, identity_claims
 from .oidc.graph import has_overage
 from .pages import is_navigation, sign_in_page
 from .refresh import ensure_fresh
-from .request_target import resolve
+from .request_target import forwarded_host, route_request
 from .routes import Route
 from .session.store import Session
-from .state import (
-    AUTHORITY,
-    COOKIES,
-    REQUEST_ID,
-    ROUTE,
-    USER,
-    State,
-    get_state,
-    session_cookies,
-)
+from .state import COOKIES, REQUEST_ID, ROUTE, USER, State, get_state, session_cookies
 from .upstream import forward
 
 log = logging.getLogger("proxy.auth")
@@ -87,10 +78,7 @@ async def send_to_sign_in(request: web.Request, state: State) -> web.StreamRespo
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
-    target = resolve(state.routes, request.headers.getall("Host", []), request.raw_path,
-                     state.config.server.origin.scheme)  # a 400 when readings differ
-    request[AUTHORITY] = target.authority
-    route = target.route
+    route = route_request(request, state.routes, state.config.server.origin.scheme)
     if route is None:
         raise NotFound("No application is configured at this address.")
     request[ROUTE] = route
@@ -122,7 +110,7 @@ def outgoing_headers(request: web.Request, state: State) -> CIMultiDict[str]:
         request.headers, owned=state.owned_headers, cookie_prefix=state.sessions.name,
         peer=peer, peer_is_trusted=peer_trusted(peer, state.trusted),
         scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID],
-        forwarded_host=request.get(AUTHORITY))
+        forwarded_host=forwarded_host(request))
 
 
 def add_identity(headers: CIMultiDict[str], session: Session, route: Route | None,

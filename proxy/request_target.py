@@ -20,8 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from aiohttp import web
+
 from .errors import BadRequest
 from .routes import Route, RouteTable, normalize_path
+from .state import AUTHORITY
 
 # A path none of whose readings can differ: printable ASCII without %, \ or ;, no segment
 # ending in "." (".", "..", "admin."), no empty segment. The common case: no further work.
@@ -52,6 +55,19 @@ def resolve(routes: RouteTable, hosts: list[str], raw_path: str, scheme: str) ->
     value = hosts[0].strip() if hosts else ""  # an empty Host names no host, like none
     host, authority = normal_host(value, scheme) if value else ("", "")
     return Target(route_for(routes, host, raw_path), host, authority)
+
+
+def route_request(request: web.Request, routes: RouteTable, scheme: str) -> Route | None:
+    """`resolve` for a request the proxy forwards; its normalized Host is kept for
+    `forwarded_host` (X-Forwarded-Host, and Host under preserve_host)."""
+    target = resolve(routes, request.headers.getall("Host", []), request.raw_path, scheme)
+    request[AUTHORITY] = target.authority
+    return target.route
+
+
+def forwarded_host(request: web.Request) -> str | None:
+    """The normalized Host of a request `route_request` admitted (None before that)."""
+    return request.get(AUTHORITY)
 
 
 def normal_host(value: str, scheme: str) -> tuple[str, str]:
