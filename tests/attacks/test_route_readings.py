@@ -276,3 +276,26 @@ async def test_a_real_nginx_upstream_never_serves_its_admin_area_to_bob(
     # reading.
     status, body = await send(stack, "/ADMIN/secret", alice)
     assert (status, body) == (200, b"admin /ADMIN/secret")
+
+
+async def test_forward_auth_reads_the_original_request_the_same_way(
+        shield: ShieldFactory, upstream: Upstream, browsers: Browsers) -> None:
+    stack = await shield({"server": {"trusted_proxies": ["127.0.0.1/32"]}}, routes=ROUTES)
+    bob = await sign_in(stack, BOB, browsers())
+
+    async def check(name: str, value: str) -> int:
+        async with bob.get(stack.url + "/oauth2/auth", headers={name: value}) as resp:
+            return resp.status
+
+    assert await check("X-Forwarded-Uri", "/app/x") == 202  # the controls
+    assert await check("X-Forwarded-Uri", "/admin/x") == 403
+    assert await check("X-Forwarded-Host", "other.local") == 202
+    assert await check("X-Forwarded-Host", "admin.local") == 403
+    # 403 (not 400): nginx's auth_request turns anything but 2xx/401/403 into a 500.
+    answers = {("uri", uri): await check("X-Forwarded-Uri", uri) for uri in CASE + DOTS}
+    answers |= {("host", host): await check("X-Forwarded-Host", host.format(port=80))
+                for host in HOSTS if "\t" not in host and host.isascii()}
+    for (kind, _), status in answers.items():
+        tally(f"forward-auth-{kind}-readings", refused=status == 403, crashed=status >= 500)
+    assert {key: status for key, status in answers.items() if status != 403} == {}
+    assert upstream.seen == []
