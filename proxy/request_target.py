@@ -12,6 +12,7 @@ itself is forwarded unchanged: an upstream that needs `%2F` or `;params` still g
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import posixpath
 import re
@@ -73,6 +74,16 @@ def forwarded_host(request: web.Request) -> str | None:
 def normal_host(value: str, scheme: str) -> tuple[str, str]:
     """(host name, authority) of a Host value; a malformed one (a bad port, brackets around
     a name, `%`, `@`, a second colon, an empty label) is refused, never guessed at."""
+    parsed = _parse_host(value, scheme)
+    if isinstance(parsed, str):
+        raise AmbiguousRequest(parsed)
+    return parsed
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_host(value: str, scheme: str) -> tuple[str, str] | str:
+    """normal_host's answer, or why not. Host values repeat on every request, so this runs
+    once per spelling; the bound keeps junk values from growing it."""
     lowered = value.strip().lower()
     match = _NAME.fullmatch(lowered) if lowered.isascii() else None
     if match is not None:
@@ -84,14 +95,14 @@ def normal_host(value: str, scheme: str) -> tuple[str, str]:
         except ValueError:
             name = ""
         if not name:
-            raise AmbiguousRequest("The Host header is malformed.")
+            return "The Host header is malformed."
     assert match is not None
     port = match[2]
     if not port:  # none, or "host:" (an empty port is the default one)
         return name, name
     number = int(port)
     if not 0 < number < 65536:
-        raise AmbiguousRequest("The Host header's port is out of range.")
+        return "The Host header's port is out of range."
     if number == _DEFAULT_PORT.get(scheme):
         return name, name
     return name, f"{name}:{number}"
