@@ -35,6 +35,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME = re.compile(r"([a-z0-9_-]+(?:\.[a-z0-9_-]+)*)\.?(?::([0-9]*))?")
 _IPV6 = re.compile(r"\[([0-9a-f:.]+)\](?::([0-9]*))?")
 _DEFAULT_PORT = {"http": 80, "https": 443}
+_LONGEST_HOST = 260  # a 253-character name, a trailing dot and ":65535"
 
 
 class AmbiguousRequest(BadRequest):
@@ -74,6 +75,8 @@ def forwarded_host(request: web.Request) -> str | None:
 def normal_host(value: str, scheme: str) -> tuple[str, str]:
     """(host name, authority) of a Host value; a malformed one (a bad port, brackets around
     a name, `%`, `@`, a second colon, an empty label) is refused, never guessed at."""
+    if len(value) > _LONGEST_HOST:  # never a valid host, and never kept in the memo
+        raise AmbiguousRequest("The Host header is malformed.")
     parsed = _parse_host(value, scheme)
     if isinstance(parsed, str):
         raise AmbiguousRequest(parsed)

@@ -52,7 +52,7 @@ HOSTS = ["ADMIN.LOCAL", "Admin.Local", "admin.local.", "ADMIN.LOCAL.", "admin.lo
          "[admin.local]:{port}", "admin.local%2e", "admin.local@127.0.0.1",
          "127.0.0.1@admin.local", "admin.local:x", "admin.local:99999", "admin.local:-1",
          "admin.local..", ".admin.local", "admin..local", "admin.local:+80", "admin.local\t",
-         "admin.locaļ", "admin.local:80 ", "[::1%25lo]"]
+         "admin.locaļ", "admin.local:80 ", "[::1%25lo]", "a" * 300 + ".admin.local"]
 # Paths that look unusual but have one reading: forwarded, raw, to the route they are on.
 PLAIN = ["/y", "/app/./x", "/app/../y", "/files/a%20b.txt", "/docs/v1.0./", "/x%2fy",
          "/.well-known/x", "/app;jsessionid=1/x", "/administrator", "/admin-x/y"]
@@ -94,12 +94,15 @@ async def test_other_spellings_of_a_gated_path_do_not_reach_its_upstream(
     bob = await session_of(stack, browsers, BOB)
     assert (await send(stack, "/admin/secret", bob))[0] == 403  # the controls
     assert (await send(stack, "/app/x", bob))[0] == 200
+    assert upstream.identified_since(0)  # the control: a forwarded request carries Bob
     upstream.seen.clear()
     let_in = {}
     for family, targets in (("path-case", CASE), ("path-readings", DOTS)):
         for target in targets:
+            before = len(upstream.seen)
             status, _ = await send(stack, target, bob)
-            tally(family, refused=status in (400, 403, 404), crashed=status >= 500 or status == 0)
+            tally(family, refused=status in (400, 403, 404), crashed=status >= 500 or status == 0,
+                  reached=upstream.identified_since(before))
             if status not in (400, 403, 404):
                 let_in[target] = status
     assert let_in == {}
@@ -163,9 +166,10 @@ async def test_host_variants_do_not_fall_through_to_the_open_route(
     upstream.seen.clear()
     let_in = {}
     for host in HOSTS:
+        before = len(upstream.seen)
         status, _ = await send(stack, "/x", bob, host=host.format(port=port))
         tally("host-variants", refused=status in (400, 403, 404),
-              crashed=status >= 500 or status == 0)
+              crashed=status >= 500 or status == 0, reached=upstream.identified_since(before))
         if status not in (400, 403, 404):
             let_in[host] = status
     assert let_in == {}
@@ -268,7 +272,8 @@ async def test_a_real_nginx_upstream_never_serves_its_admin_area_to_bob(
     served = {}
     for target in CASE + DOTS:
         status, body = await send(stack, target, bob)
-        tally("real-upstream", refused=not body.startswith(b"admin"), crashed=status >= 500)
+        tally("real-upstream", refused=not body.startswith(b"admin"), crashed=status >= 500,
+              reached=body.startswith(b"admin"))
         if body.startswith(b"admin"):
             served[target] = body
     assert served == {}
