@@ -12,6 +12,7 @@ SCENARIOS = {
     "get": "Authenticated GET (proxied to the upstream)",
     "redirect": "Unauthenticated GET (redirect to sign-in)",
     "auth": "Forward-auth check (no upstream)",
+    "routes": "Public GET by route-table size (proxied to the upstream)",
 }
 APACHE = "apache"
 NGINX = "nginx"

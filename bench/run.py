@@ -55,8 +55,9 @@ from .servers import (
     redis_answers,
 )
 
-GROUPS = ("nginx", "apache", "proxy-cookie", "proxy-redis", "workers2", "stream", "ws",
-          "session")
+GROUPS = ("nginx", "apache", "proxy-cookie", "proxy-redis", "workers2", "routes", "stream",
+          "ws", "session")
+ROUTE_COUNTS = (1, 100, 1000)
 MIB = 1 << 20
 
 
@@ -184,6 +185,8 @@ async def bench_load(run: Run, stack: Stack) -> None:
             if workers == 2 and not wanted(run, "workers2"):
                 continue
             await bench_proxy(run, stack, upstream, store, workers)
+    if wanted(run, "routes"):
+        await bench_routes(run, stack, upstream)
 
 
 async def bench_nginx(run: Run, stack: Stack, upstream: str) -> None:
@@ -281,6 +284,40 @@ async def bench_proxy(run: Run, stack: Stack, upstream: str, store: str, workers
                           Expect(202, header="X-Auth-Request-User"), handle.proc)
     finally:
         stack.stop(handle.proc)
+
+
+async def bench_routes(run: Run, stack: Stack, upstream: str) -> None:
+    """The same public GET with 1, 100 and 1,000 routes in the table (issue 16 item 10): the
+    route index must make a central gateway's size free."""
+    rates: dict[int, float] = {}
+    for count in ROUTE_COUNTS:
+        label = f"azure-auth-proxy, {count:,} route{'s' if count > 1 else ''}"
+        contender = f"proxy-routes-{count}"
+        try:
+            handle = await stack.start_proxy(contender, upstream=upstream, routes=count)
+        except BenchError as exc:
+            run.report.failures.append(f"{label}: {exc}")
+            run.skip(contender, label, f"failed: {exc}", ("routes",))
+            continue
+        try:
+            await run.measure("routes", contender, label, handle.url + "/public/bench", {},
+                              Expect(200, body="hello"), handle.proc)
+        finally:
+            stack.stop(handle.proc)
+        result = run.report.ref("routes", contender)
+        if result is not None:
+            rates[count] = result.rps
+    run.report.notes.append(
+        "Route-table rows: the cookie store, 1 worker, a public path (`^/public/`) of the "
+        "host-less `/` route, behind 0, 99 or 999 other public routes (half `host = "
+        "\"appN.gateway.test\"`, half `path = \"/appN\"`).")
+    if 1 in rates:
+        for count in ROUTE_COUNTS[1:]:
+            if count in rates:
+                ratio = rates[count] / rates[1]
+                run.report.extras.append(Extra(
+                    f"public GET: {count:,} routes vs 1 route", f"{ratio:.2f}× req/s", "",
+                    "≥ 0.95× (within 5%)", ratio >= 0.95))
 
 
 async def bench_stream(run: Run, stack: Stack, upstream: str) -> None:

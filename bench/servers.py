@@ -173,8 +173,10 @@ def assertion_key(path: Path) -> None:
 
 
 def proxy_config(*, port: int, mock: str, upstream: str, secret: str, store: str,
-                 redis_url: str, workers: int, key_file: Path) -> str:
+                 redis_url: str, workers: int, key_file: Path, routes: int = 1) -> str:
     redis_line = f'redis_url = "{redis_url}"\n' if store == "redis" else ""
+    public = 'public = ["^/public/"]\n' if routes > 1 or store == "routes" else ""
+    store = "cookie" if store == "routes" else store
     return f"""
 [server]
 listen = "{HOST}:{port}"
@@ -195,7 +197,17 @@ assertion_key_file = "{key_file}"
 [[upstreams]]
 path = "/"
 url = "{upstream}"
-"""
+{public}""" + extra_routes(routes - 1, upstream)
+
+
+def extra_routes(count: int, upstream: str) -> str:
+    """A central gateway's table: half host routes, half path routes (each public), in
+    front of the measured host-less `/` route (which a table scan reached last)."""
+    tables = []
+    for i in range(count):
+        where = f'host = "app{i}.gateway.test"' if i % 2 else f'path = "/app{i}"'
+        tables.append(f'[[upstreams]]\n{where}\nurl = "{upstream}"\npublic = ["^/"]\n')
+    return "".join(tables)
 
 
 @dataclass
@@ -288,13 +300,16 @@ class Stack:
         return proc, url, cookie
 
     async def start_proxy(self, name: str, *, upstream: str, store: str = "cookie",
-                          workers: int = 1, redis_url: str = "") -> ProxyHandle:
-        """azure-auth-proxy as its own process, signed in as USER through the mock's page."""
+                          workers: int = 1, redis_url: str = "",
+                          routes: int = 0) -> ProxyHandle:
+        """azure-auth-proxy as its own process, signed in as USER through the mock's page.
+        `routes`: a table of that many routes, `/public/` open on the measured one."""
         port = free_port()
         conf = self.dir / f"{name}.toml"
         conf.write_text(proxy_config(port=port, mock=self.mock, upstream=upstream,
-                                     secret=self.secret, store=store, redis_url=redis_url,
-                                     workers=workers, key_file=self.key_file))
+                                     secret=self.secret, store="routes" if routes else store,
+                                     redis_url=redis_url, workers=workers,
+                                     key_file=self.key_file, routes=max(routes, 1)))
         proc = self.procs.start(name, [python(), "-m", "proxy", "run", "-c", str(conf)],
                                 env=proxy_env())
         url = f"http://{HOST}:{port}"

@@ -180,6 +180,7 @@ class UpstreamConfig:
     public: tuple[str, ...] = ()
     preserve_host: bool = False
     strip_prefix: bool = False
+    case_sensitive: bool = False  # path prefix compared case-sensitively (default: any case)
     timeout: Duration = 60.0
     access: AccessPolicyConfig | None = None
 

@@ -264,7 +264,8 @@ def check(config: Config) -> list[str]:
     for index, upstream in enumerate(config.upstreams):
         where = f"upstreams[{index}]"
         out += check_upstream(upstream, where)
-        key = (upstream.host.lower(), upstream.path)
+        path = upstream.path.rstrip("/") or "/"  # /app and /app/ are one prefix
+        key = (upstream.host.lower(), path if upstream.case_sensitive else path.lower())
         if key in seen:
             out.append(f"{where}.path: {upstream.path!r} is already routed for this host")
         seen.add(key)

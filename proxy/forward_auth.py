@@ -12,11 +12,12 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .admission import admit
-from .errors import Unauthenticated
+from .errors import AccessDenied, BadRequest, Unauthenticated
 from .headers import peer_trusted
 from .identity import Identity
 from .pages import NO_STORE
-from .routes import Route, normalize_path
+from .request_target import resolve
+from .routes import Route
 from .state import ROUTE, State, get_state
 
 
@@ -55,12 +56,19 @@ def auth_request_headers(identity: Identity) -> dict[str, str]:
 async def check(request: web.Request) -> web.Response:
     state = get_state(request)
     host, raw_path = original_request(request, state)
-    route: Route | None = state.routes.match(host, normalize_path(raw_path))
+    route: Route | None = None
+    refused: BadRequest | None = None  # a path or host the gateway would refuse with 400
+    try:
+        route = resolve(state.routes, [host], raw_path, state.config.server.origin.scheme).route
+    except BadRequest as exc:
+        refused = exc
     if route is not None:
         request[ROUTE] = route
         if route.is_public(raw_path):
             return web.Response(status=202, headers=NO_STORE)
     session = await admit(request, state, route)
+    if refused is not None:  # 403, not 400, which nginx's auth_request turns into a 500
+        raise AccessDenied(refused.public)
     headers: CIMultiDict[str] = CIMultiDict({**auth_request_headers(session.identity),
                                              **NO_STORE})
     # The same identity headers a forwarded request gets.

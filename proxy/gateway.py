@@ -12,7 +12,7 @@ from .errors import NotFound, SignInRequired
 from .headers import peer_trusted, upstream_headers
 from .pages import sign_in_page
 from .request_kind import is_navigation
-from .routes import normalize_path
+from .request_target import forwarded_host, route_request
 from .signin import begin_login, redirect
 from .state import REQUEST_ID, ROUTE, State, get_state
 from .upstream import forward
@@ -34,7 +34,7 @@ async def send_to_sign_in(request: web.Request, state: State) -> web.StreamRespo
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
-    route = state.routes.match(request.host, normalize_path(request.raw_path))
+    route = route_request(request, state.routes, state.config.server.origin.scheme)
     if route is None:
         raise NotFound("No application is configured at this address.")
     request[ROUTE] = route
@@ -61,5 +61,6 @@ def outgoing_headers(request: web.Request, state: State) -> CIMultiDict[str]:
     return upstream_headers(
         request.headers, owned=state.owned_headers, cookie_prefix=state.sessions.name,
         peer=peer, peer_is_trusted=peer_trusted(peer, state.trusted),
-        scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID])
+        scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID],
+        forwarded_host=forwarded_host(request))
 

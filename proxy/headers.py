@@ -134,8 +134,10 @@ def upstream_headers(
     peer_is_trusted: bool,
     scheme: str,
     request_id: str,
+    forwarded_host: str | None = None,
 ) -> CIMultiDict[str]:
-    """The request headers to send upstream, before identity headers are added."""
+    """The request headers to send upstream, before identity headers are added.
+    `forwarded_host`: the normalized Host (request_target.py), sent instead of the raw one."""
     connection = _all(incoming, "connection")
     listed = ({canonical(t.strip()) for v in connection for t in v.split(",")}
               if connection else ())
@@ -162,6 +164,8 @@ def upstream_headers(
     out["X-Forwarded-For"] = f"{before}, {peer}" if before and peer else (peer or before)
     if "x-forwarded-proto" not in out:
         out["X-Forwarded-Proto"] = scheme
+    if forwarded_host is not None:
+        host = forwarded_host or None
     if "x-forwarded-host" not in out and host is not None:
         out["X-Forwarded-Host"] = host
     out["X-Request-Id"] = request_id

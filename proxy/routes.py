@@ -64,6 +64,7 @@ class Route:
     public: tuple[re.Pattern[str], ...]
     preserve_host: bool
     strip_prefix: bool
+    case_sensitive: bool  # false: /ADMIN is /admin, as ASP.NET, IIS and Express read it
     timeout: float
     policy: Policy
     audience: str  # the upstream's origin: the `aud` of identity assertions sent to it
@@ -74,7 +75,8 @@ class Route:
     under: str  # the path without a trailing slash ("" for "/"): what matches_path tests
 
     def matches_path(self, path: str) -> bool:
-        under = self.under
+        under, path = (self.under, path) if self.case_sensitive else \
+            (self.under.lower(), path.lower())
         return not under or path == under or path.startswith(under + "/")
 
     def matches_host(self, host: str) -> bool:
@@ -96,7 +98,15 @@ class Route:
         if not self.strip_prefix or self.path == "/":
             return raw_path
         path, sep, query = raw_path.partition("?")
-        rest = normalize_path(path)[len(self.path.rstrip("/")):] or "/"
+        # Cut after as many segments as the prefix has, not as many characters: the path
+        # may spell the prefix in another case (and lower() may change a length).
+        normalized = normalize_path(path)
+        cut = -1
+        for _ in range(self.under.count("/") + 1):
+            cut = normalized.find("/", cut + 1)
+            if cut < 0:
+                break
+        rest = normalized[cut:] if cut >= 0 else "/"
         encoded = URL.build(path=rest).raw_path
         return encoded + (sep + query if sep else "")
 
@@ -109,40 +119,94 @@ def _origin(url: URL) -> tuple[str, str, int]:
     return (url.scheme, url.host or "", url.port or (443 if url.scheme == "https" else 80))
 
 
+def _route(i: int, u: UpstreamConfig, default: AccessPolicyConfig) -> Route:
+    url = URL(u.url)
+    return Route(
+        index=i, path=u.path, host=u.host.lower(), upstream=url,
+        public=tuple(re.compile(p) for p in u.public),
+        preserve_host=u.preserve_host, strip_prefix=u.strip_prefix,
+        case_sensitive=u.case_sensitive, timeout=u.timeout,
+        policy=Policy.from_config(u.access if u.access is not None else default),
+        audience=str(url.origin()), base=u.url.rstrip("/"), origin=_origin(url),
+        prefix=url.raw_path.rstrip("/"),
+        name=f"{u.host.lower()}{u.path}" if u.host else u.path,
+        under=u.path.rstrip("/"),
+    )
+
+
+class _Prefixes:
+    """One host's path routes, keyed by prefix: a lookup tries the path's own segment
+    boundaries, longest first, so it costs the same for 1 route or 1,000."""
+
+    __slots__ = ("exact", "folded", "longest")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, Route] = {}  # case_sensitive routes
+        self.folded: dict[str, Route] = {}  # the rest, keyed lower-case
+        self.longest = 0  # no prefix is longer: the lookup starts at most this far in
+
+    def add(self, route: Route) -> None:
+        key = route.under if route.case_sensitive else route.under.lower()
+        table = self.exact if route.case_sensitive else self.folded
+        table.setdefault(key, route)  # the first of duplicate routes wins, as before
+        self.longest = max(self.longest, len(key))
+
+    def find(self, path: str) -> Route | None:
+        found = _longest(self.folded, path.lower(), self.longest) if self.folded else None
+        if self.exact:
+            exact = _longest(self.exact, path, self.longest)
+            if exact is not None and (found is None or len(exact.under) >= len(found.under)):
+                return exact
+        return found
+
+
+def _longest(table: dict[str, Route], path: str, longest: int) -> Route | None:
+    end = len(path)
+    if end > longest:  # a prefix ends at a "/" no further in than the longest key
+        end = path.rfind("/", 0, longest + 1)
+    while end > 0:
+        route = table.get(path[:end])
+        if route is not None:
+            return route
+        end = path.rfind("/", 0, end)
+    return table.get("")  # the "/" route, if any
+
+
 class RouteTable:
-    """Compiled once at startup; `match` is the per-request lookup."""
+    """Compiled once at startup: exact hosts in a dict, wildcard hosts by suffix, then the
+    host-less routes; within each, the longest path prefix. `lookup` is per request."""
 
     def __init__(self, upstreams: tuple[UpstreamConfig, ...], default: AccessPolicyConfig) -> None:
-        self.routes = tuple(
-            Route(
-                index=i,
-                path=u.path,
-                host=u.host.lower(),
-                upstream=URL(u.url),
-                public=tuple(re.compile(p) for p in u.public),
-                preserve_host=u.preserve_host,
-                strip_prefix=u.strip_prefix,
-                timeout=u.timeout,
-                policy=Policy.from_config(u.access if u.access is not None else default),
-                audience=str(URL(u.url).origin()),
-                base=u.url.rstrip("/"),
-                origin=_origin(URL(u.url)),
-                prefix=URL(u.url).raw_path.rstrip("/"),
-                name=f"{u.host.lower()}{u.path}" if u.host else u.path,
-                under=u.path.rstrip("/"),
-            )
-            for i, u in enumerate(upstreams)
-        )
-        # Exact hosts first, then wildcard hosts, then host-less; longest prefix within each.
-        self._ordered = sorted(
-            self.routes,
-            key=lambda r: (0 if r.host and "*" not in r.host else 1 if r.host else 2,
-                           -len(r.path.rstrip("/"))),
-        )
+        self.routes = tuple(_route(i, u, default) for i, u in enumerate(upstreams))
+        self._hosts: dict[str, _Prefixes] = {}
+        self._wildcards: dict[str, _Prefixes] = {}  # ".example.com" for *.example.com
+        self._any = _Prefixes()
+        for route in self.routes:
+            if not route.host:
+                group = self._any
+            elif route.host.startswith("*."):
+                group = self._wildcards.setdefault(route.host[1:], _Prefixes())
+            else:
+                group = self._hosts.setdefault(route.host, _Prefixes())
+            group.add(route)
+
+    def lookup(self, host: str, path: str) -> Route | None:
+        """The route for a normalized host name (lower case, no port) and path. A host whose
+        routes do not cover the path falls through to wildcards, then host-less routes."""
+        if self._hosts:
+            group = self._hosts.get(host)
+            if group is not None and (route := group.find(path)) is not None:
+                return route
+        if self._wildcards:
+            dot = host.find(".", 1)
+            while dot > 0:  # most specific suffix first: .a.example.com, then .example.com
+                group = self._wildcards.get(host[dot:])
+                if group is not None and (route := group.find(path)) is not None:
+                    return route
+                dot = host.find(".", dot + 1)
+        return self._any.find(path)
 
     def match(self, host: str, path: str) -> Route | None:
+        """`lookup` for a raw Host value (any case, maybe a port)."""
         host = host.lower().rsplit(":", 1)[0] if not host.startswith("[") else host.lower()
-        for route in self._ordered:
-            if route.matches_host(host) and route.matches_path(path):
-                return route
-        return None
+        return self.lookup(host, path)

@@ -81,4 +81,7 @@ def session_cookies(request: web.Request) -> dict[str, str]:
 REQUEST_ID = web.RequestKey("request_id", str)
 USER = web.RequestKey("user", str)
 ROUTE = web.RequestKey("route", Route)
+# The request's Host, normalized (request_target.py): what X-Forwarded-Host and a preserved
+# Host carry, never the client's spelling of it.
+AUTHORITY = web.RequestKey("authority", str)
 COOKIES = web.RequestKey("cookies", list[CookieSpec])  # applied to whatever response goes out

@@ -17,7 +17,7 @@ from yarl import URL
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
-from .state import METRICS, STATE
+from .state import AUTHORITY, METRICS, STATE
 from .upstream_client import UpstreamClientError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("proxy.upstream")
@@ -57,8 +57,8 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
                   http: aiohttp.ClientSession, pool: UpstreamPool) -> web.StreamResponse:
     if not route.preserve_host:
         headers["Host"] = route.upstream.raw_authority
-    elif request.host:
-        headers["Host"] = request.host
+    elif authority := request.get(AUTHORITY) or request.host:
+        headers["Host"] = authority  # normalized: the Host the route was chosen on
     if is_websocket(request):
         return await _websocket(request, route, headers, http)
     timeout = route.timeout

@@ -365,11 +365,15 @@ DESCRIPTIONS = {
     ),
     "upstreams.path": (
         "Path prefix served by this route; starts with `/`. `/app` matches `/app` and "
-        "`/app/...`, not `/apple`. Longest prefix wins; a `(host, path)` pair may appear once."
+        "`/app/...`, not `/apple`, in any case unless `case_sensitive`. Longest prefix wins; "
+        "a `(host, path)` pair may appear once. A request whose path another server could "
+        "read as another route (`/app/../admin`, `/admin%2f..`, `/admin./`, `/admin%00/`) "
+        "gets 400; the path goes upstream unchanged."
     ),
     "upstreams.host": (
-        "Only for requests whose `Host` (port ignored) is this name, or for `*.example.com` "
-        "any subdomain at any depth (not `example.com`). Empty: any host."
+        "Only for requests whose `Host` (any case, trailing dot and port ignored) is this "
+        "name, or for `*.example.com` any subdomain at any depth (not `example.com`; the "
+        "most specific wildcard wins). Empty: any host. A malformed `Host` gets 400."
     ),
     "upstreams.public": (
         "Regexes searched in the decoded request path (full path, before `strip_prefix`; no "
@@ -377,12 +381,18 @@ DESCRIPTIONS = {
         "Paths with encoded `/` or `\\`, `.`/`..` segments, `;` or `//` never match."
     ),
     "upstreams.preserve_host": (
-        "`true`: send the client's `Host` upstream; `false`: the upstream URL's `host:port`. "
-        "`X-Forwarded-Host` carries the original either way."
+        "`true`: send the client's `Host` upstream (normalised: lower case, no trailing dot, "
+        "no default port); `false`: the upstream URL's `host:port`. `X-Forwarded-Host` "
+        "carries the normalised original either way."
     ),
     "upstreams.strip_prefix": (
         "`true`: remove `path` before forwarding (`/app/x` → `/x`, path normalised first). "
         "`false`: forward the path unchanged."
+    ),
+    "upstreams.case_sensitive": (
+        "`false` (default): `path` matches in any case (`/ADMIN/x` is under `/admin`), as "
+        "ASP.NET, IIS and Express route. `true` only for an upstream that itself tells "
+        "`/Admin` from `/admin`."
     ),
     "upstreams.timeout": (
         "Connect timeout and the longest silence while waiting for or reading the response "

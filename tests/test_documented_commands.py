@@ -16,7 +16,8 @@ from proxy.__main__ import parser
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "deploy/README.md", ROOT / "bench/README.md",
         *sorted((ROOT / "docs").glob("*.md"))]
-COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S+\s+)*((?:\S*/)?azure-auth-proxy\s.*|make\s+[a-z].*)$")
+COMMAND = re.compile(
+    r"^(?:[A-Z_][A-Z0-9_]*=\S+\s+)*((?:\S*/)?azure-auth-proxy\s.*|make\s+[a-z].*)$")
 
 
 def documented() -> list[tuple[str, str]]:

@@ -43,6 +43,12 @@ class Upstream:
     def paths(self) -> list[str]:
         return [a.path for a in self.seen]
 
+    def identified_since(self, count: int) -> bool:
+        """Whether a request after the first `count` carried a user's identity (the default
+        identity headers or the signed assertion)."""
+        return any(a.values("X-Forwarded-User") or a.values("X-Auth-Assertion")
+                   for a in self.seen[count:])
+
 
 def canonical(name: str) -> str:
     """How CGI/WSGI-style frameworks key a header: case-folded, `_` and `-` the same."""
@@ -184,12 +190,14 @@ TALLY: dict[str, Counter[str]] = {}
 TOUCHED: list[str] = []  # families tallied by the running test
 
 
-def tally(family: str, *, refused: bool, crashed: bool) -> None:
-    """One attack: refused as it must be, or not; `crashed` means a 5xx (or no answer)."""
+def tally(family: str, *, refused: bool, crashed: bool, reached: bool = False) -> None:
+    """One attack: refused as it must be, or not; `crashed` means a 5xx (or no answer);
+    `reached`: the upstream got the request with the user's identity attached."""
     counts = TALLY.setdefault(family, Counter())
     counts["tried"] += 1
     counts["refused"] += refused
     counts["5xx"] += crashed
+    counts["reached"] += reached
     if family not in TOUCHED:
         TOUCHED.append(family)
 
@@ -202,9 +210,10 @@ def tally_tracebacks(count: int) -> None:
 
 def summary_lines() -> list[str]:
     width = max((len(f) for f in TALLY), default=10)
-    lines = [f"{'family':<{width}}  tried  refused  5xx  tracebacks logged"]
+    lines = [f"{'family':<{width}}  tried  refused  5xx  tracebacks logged  "
+             "reached upstream with identity"]
     for family in sorted(TALLY):
         c = TALLY[family]
         lines.append(f"{family:<{width}}  {c['tried']:>5}  {c['refused']:>7}  {c['5xx']:>3}  "
-                     f"{c['traceback']:>17}")
+                     f"{c['traceback']:>17}  {c['reached']:>30}")
     return lines
