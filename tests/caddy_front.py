@@ -8,16 +8,14 @@ listen on 127.0.0.1 only, and state under the test's tmp dir (Caddy writes to HO
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 from yarl import URL
+
+from tests.support.fronts import front_process, require_binary
 
 CADDYFILE = Path(__file__).resolve().parents[1] / "deploy" / "caddy" / "Caddyfile"
 # The recipe's layout (see its header comment): the public site, the proxy and the app.
@@ -48,35 +46,19 @@ def render(port: int, proxy_port: int, app_url: str, data: Path) -> str:
 @asynccontextmanager
 async def caddy(tmp: Path, port: int, proxy_port: int, app_url: str) -> AsyncIterator[str]:
     """Caddy serving the rendered recipe; yields its URL once it answers."""
-    binary = shutil.which("caddy") or "/usr/bin/caddy"
-    assert Path(binary).exists(), "caddy missing: `make test` installs it (apt-get install caddy)"
+    binary = require_binary("caddy")
     config = tmp / "Caddyfile"
     config.write_text(render(port, proxy_port, app_url, tmp / "data"))
+    (tmp / "config").mkdir(exist_ok=True)
+    # Caddy logs to stderr only: its own `log` directive would change the recipe, so the
+    # log file named on failure is the one it is told to write below.
+    text = config.read_text().replace("\tstorage file_system", f"\tlog {{\n\t\toutput file "
+                                      f"{tmp / 'caddy.log'}\n\t}}\n\tstorage file_system", 1)
+    config.write_text(text)
     env = {**os.environ, "HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp / "config"),
            "XDG_DATA_HOME": str(tmp / "data")}
-    log = (tmp / "caddy.log").open("wb")
-    proc = subprocess.Popen([binary, "run", "--config", str(config), "--adapter", "caddyfile"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as probe:
-            for _ in range(200):
-                try:
-                    # /oauth2/jwks goes straight to the proxy: up once Caddy listens.
-                    async with probe.get(url + "/oauth2/jwks") as resp:
-                        await resp.read()
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert proc.poll() is None, (tmp / "caddy.log").read_text()
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("caddy did not answer: " + (tmp / "caddy.log").read_text())
+    # /oauth2/jwks goes straight to the proxy: it answers once Caddy listens.
+    async with front_process([binary, "run", "--config", str(config), "--adapter", "caddyfile"],
+                             url, tmp / "caddy.log", probe="/oauth2/jwks", env=env, cwd=tmp):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()

@@ -8,21 +8,18 @@ upstream shows what arrived, and a real nginx shows what a real server would ser
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import aiohttp
 import pytest
 
 from tests.attacks.conftest import ShieldFactory, sign_in, store_config
 from tests.attacks.harness import Upstream, raw_exchange, tally
-from tests.conftest import ALICE, Browsers, Stack, free_port, port_of
+from tests.conftest import ALICE, Browsers, Stack, port_of
+from tests.support.fronts import nginx
 
 BOB = "bob@contoso.example"
 ADMIN_FIRST = re.compile(r"admin(?![a-z0-9_-])")  # /admin, /admin., /admin;x, not /administrator
@@ -209,50 +206,18 @@ async def test_two_host_headers_are_refused(
 
 # --- what a real server does with the same bytes ---------------------------------------------
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    # An app that, like ASP.NET and IIS, routes /admin in any case (nginx decodes the path
-    # and resolves dot segments before it picks a location).
-    location ~* ^/admin(/|$) {{ return 200 "admin $uri"; }}
-    location / {{ return 200 "open $uri"; }}
-  }}
-}}
+# An app that, like ASP.NET and IIS, routes /admin in any case (nginx decodes the path and
+# resolves dot segments before it picks a location).
+ADMIN_ANY_CASE = """
+    location ~* ^/admin(/|$) { return 200 "admin $uri"; }
+    location / { return 200 "open $uri"; }
 """
 
 
 @pytest.fixture
 async def nginx_upstream(tmp_path: Path) -> AsyncIterator[str]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(binary).exists(), "nginx missing: `make test` installs it"
-    port = free_port()
-    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp_path, port=port))
-    proc = subprocess.Popen([binary, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as client:
-            for _ in range(100):
-                try:
-                    async with client.get(url + "/") as resp:
-                        assert await resp.text() == "open /"
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert proc.poll() is None, (tmp_path / "error.log").read_text()
-                    await asyncio.sleep(0.05)
+    async with nginx(tmp_path, ADMIN_ANY_CASE) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def nginx_serves(url: str, target: str) -> bytes:

@@ -8,7 +8,7 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,11 +28,13 @@ def require_binary(name: str, package: str | None = None) -> str:
 
 
 @asynccontextmanager
-async def front_process(argv: Sequence[str], url: str, log: Path,
-                        probe: str = "/healthz") -> AsyncIterator[subprocess.Popen[bytes]]:
+async def front_process(argv: Sequence[str], url: str, log: Path, probe: str = "/healthz",
+                        env: Mapping[str, str] | None = None,
+                        cwd: Path | None = None) -> AsyncIterator[subprocess.Popen[bytes]]:
     """Run `argv` until the block ends; the block starts once `url + probe` answers at all
     (any status: the test judges it). A front that exits or never answers fails with `log`."""
-    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=None if env is None else dict(env), cwd=cwd)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         async with aiohttp.ClientSession() as client:
