@@ -7,18 +7,24 @@ ignored, so a spoofed `X-Forwarded-Uri: /healthz` opens nothing.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
 from .admission import admit
+from .authorize import Policy
+from .config import AccessPolicyConfig
 from .errors import AccessDenied, BadRequest, Unauthenticated
 from .headers import peer_trusted
 from .identity import Identity
 from .pages import NO_STORE
 from .request_target import resolve
 from .routes import Route
-from .state import ROUTE, State, get_state
+from .state import REQUEST_ID, ROUTE, State, get_state
+
+log = logging.getLogger("proxy.auth")
 
 
 def original_request(request: web.Request, state: State) -> tuple[str, str]:
@@ -43,6 +49,20 @@ def _as_path(uri: str) -> str:
     return URL(uri).raw_path_qs if "://" in uri else "/" + uri
 
 
+def ingress_policy(query: MultiMapping[str]) -> Policy | None:
+    """What an ingress asks for one location, as oauth2-proxy reads it:
+    `/oauth2/auth?allowed_groups=a,b&allowed_emails=x@y` (repeatable, comma-separated).
+    Email rules take only a verified email (authorize.Policy), as the route's do."""
+    def values(name: str) -> tuple[str, ...]:
+        return tuple(v.strip() for item in query.getall(name, []) for v in item.split(",")
+                     if v.strip())
+
+    groups, emails = values("allowed_groups"), values("allowed_emails")
+    if not groups and not emails:
+        return None
+    return Policy.from_config(AccessPolicyConfig(emails=emails, groups=groups))
+
+
 def auth_request_headers(identity: Identity) -> dict[str, str]:
     headers = {
         "X-Auth-Request-User": identity.user,
@@ -62,13 +82,22 @@ async def check(request: web.Request) -> web.Response:
         route = resolve(state.routes, [host], raw_path, state.config.server.origin.scheme).route
     except BadRequest as exc:
         refused = exc
+    asked = ingress_policy(request.query)
     if route is not None:
         request[ROUTE] = route
-        if route.is_public(raw_path):
+        if route.is_public(raw_path) and asked is None:
             return web.Response(status=202, headers=NO_STORE)
     session = await admit(request, state, route)
     if refused is not None:  # 403, not 400, which nginx's auth_request turns into a 500
         raise AccessDenied(refused.public)
+    if asked is not None:  # on top of the route's own policy (admit applied it), never instead
+        decision = asked.decide(session.identity)
+        if not decision.allowed:
+            log.warning("access denied request_id=%s user=%s route=%s reason=%s (asked by "
+                        "the ingress)", request[REQUEST_ID], session.identity.user,
+                        route.name if route else "-", decision.reason)
+            raise AccessDenied(f"You are signed in as {session.identity.user}, but "
+                               f"{decision.reason}.")
     headers: CIMultiDict[str] = CIMultiDict({**auth_request_headers(session.identity),
                                              **NO_STORE})
     # The same identity headers a forwarded request gets.

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from proxy.mock_entra.users import ADMINS_GROUP_ID, ENGINEERING_GROUP_ID
 from tests.conftest import ALICE, HTML, Stack, StackFactory, free_port, port_of
 from tests.support.fronts import nginx
 
@@ -155,3 +156,37 @@ async def test_forward_auth_answer_carries_the_assertion_for_the_route(gated: St
     await gated.login()
     resp = await auth(gated, **{"X-Forwarded-Uri": "/app"})
     assert resp.status == 202 and resp.headers["X-Auth-Assertion"].count(".") == 2
+
+
+async def ask(stack: Stack, query: str, client: aiohttp.ClientSession | None = None,
+              **headers: str) -> int:
+    async with (client or stack.client).get(stack.url + "/oauth2/auth?" + query,
+                                            headers=headers) as resp:
+        return resp.status
+
+
+async def test_the_ingress_may_ask_for_groups_and_emails_per_location(
+        gated: Stack) -> None:
+    """oauth2-proxy's `/oauth2/auth?allowed_groups=...&allowed_emails=...`: checked on top of
+    the route's policy, never instead of it."""
+    await gated.login()  # alice: admins + engineering, role Admin, a verified email
+    assert await ask(gated, f"allowed_groups={ADMINS_GROUP_ID}") == 202
+    assert await ask(gated, f"allowed_groups=nope,{ENGINEERING_GROUP_ID}") == 202
+    assert await ask(gated, "allowed_groups=11111111-1111-4111-8111-111111111111") == 403
+    assert await ask(gated, f"allowed_emails={ALICE}") == 202
+    assert await ask(gated, "allowed_emails=bob@contoso.example") == 403
+    assert await ask(gated, f"allowed_emails={ALICE}&allowed_groups=nope") == 403  # AND
+    gated.mock.users["bob@contoso.example"].groups = [ENGINEERING_GROUP_ID]
+    bob = gated.new_browser()
+    async with bob:
+        await gated.login("bob@contoso.example", client=bob)
+        asked = f"allowed_groups={ENGINEERING_GROUP_ID}"
+        assert await ask(gated, asked, bob, **{"X-Forwarded-Uri": "/x"}) == 202
+        # The ingress cannot open what the route closes: /admin needs the Admin role.
+        assert await ask(gated, asked, bob, **{"X-Forwarded-Uri": "/admin/x"}) == 403
+    # A public path asked for a group needs a signed-in member, not nobody.
+    anonymous = gated.new_browser()
+    async with anonymous:
+        assert await ask(gated, "", anonymous, **{"X-Forwarded-Uri": "/healthz"}) == 202
+        assert await ask(gated, f"allowed_groups={ADMINS_GROUP_ID}", anonymous,
+                         **{"X-Forwarded-Uri": "/healthz"}) == 401
