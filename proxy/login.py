@@ -70,7 +70,8 @@ async def _complete_login(request: web.Request) -> web.Response:
     claims = await state.entra.validate(tokens["id_token"], login.nonce)
     if not tenant_allowed(state.config.azure, claims["tid"]):
         log.warning("login refused request_id=%s reason=tenant-not-allowed", request[REQUEST_ID])
-        raise AccessDenied("Accounts from your organization (tenant) may not use this service.")
+        raise AccessDenied("Accounts from your organization (tenant) may not use this service.",
+                           return_to=login.target)
     claims["groups"] = await state.entra.overage_groups(claims, tokens)
     identity = state.claim_rules.identity(claims)
     if state.claim_rules.email_dropped(claims):

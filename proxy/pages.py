@@ -69,7 +69,12 @@ def sign_in_page(request: web.Request, target: str) -> web.Response:
 
 def _links(request: web.BaseRequest, error: ProxyError) -> Links:
     if isinstance(error, AccessDenied):
-        here = quote(request.raw_path if isinstance(request, web.Request) else "/", safe="")
+        # Where the user was going: never the callback (its spent code would land the next
+        # account on a 400) nor another of the proxy's own endpoints.
+        path = request.raw_path if isinstance(request, web.Request) else "/"
+        back = error.context.get("return_to") or (
+            "/" if path.startswith(("/callback/", "/oauth2/", "/.auth/")) else path)
+        here = quote(back, safe="")
         return (("Sign out", "/oauth2/sign_out"),
                 ("Switch account", f"/oauth2/start?prompt=select_account&rd={here}"))
     if error.status in (400, 401) or error.status >= 500:

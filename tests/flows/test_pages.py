@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from proxy.mock_entra import DEFAULT_TENANT_ID
 from tests.conftest import HTML, StackFactory
 
 
@@ -38,6 +39,24 @@ async def test_denied_page_names_the_user_and_offers_a_way_out(
     async with stack.client.get(stack.url + "/oauth2/start?prompt=consent",
                                 allow_redirects=False) as resp:
         assert "prompt=" not in resp.headers["Location"]  # only the account picker
+
+
+async def test_a_refused_tenants_switch_account_link_returns_where_the_user_was_going(
+        make_stack: StackFactory) -> None:
+    """After a tenant refusal on the callback, "Switch account" must not carry the callback
+    URL (its spent code lands the next account on a 400): it returns to the original page."""
+    stack = await make_stack({"azure": {"tenant_id": "organizations",
+                                        "allowed_tenants": [DEFAULT_TENANT_ID]}})
+    resp = await stack.login("carol@fabrikam.example", path="/reports?q=1")
+    assert resp.status == 403 and resp.url.path.startswith("/callback/")
+    page = await resp.text()
+    assert "/oauth2/start?prompt=select_account&amp;rd=%2Freports%3Fq%3D1" in page
+    assert "callback" not in page.split("Switch account")[0].rsplit("href=", 1)[-1]
+    # ... and following it with another account gets there.
+    stack.mock.auto_user = "alice@contoso.example"
+    async with stack.client.get(stack.url + "/oauth2/start?prompt=select_account&rd="
+                                "%2Freports%3Fq%3D1", headers=HTML) as resp:
+        assert resp.status == 200 and str(resp.url).endswith("/reports?q=1")
 
 
 async def test_errors_are_pages_for_browsers_and_json_for_scripts(
