@@ -21,6 +21,8 @@ _GRAPH_BY_LOGIN_HOST = {
     "login.microsoftonline.us": "https://graph.microsoft.us",
     "login.partner.microsoftonline.cn": "https://microsoftgraph.chinacloudapi.cn",
     "login.chinacloudapi.cn": "https://microsoftgraph.chinacloudapi.cn",
+    "login.windows.net": "https://graph.microsoft.com",
+    "login.usgovcloudapi.net": "https://graph.microsoft.us",
 }
 
 
