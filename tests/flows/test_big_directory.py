@@ -1,0 +1,53 @@
+"""Big directories (issue 18 item 3): Graph's transitiveMemberOf answers in pages of at most
+999 entries (@odata.nextLink) that mix groups with directory roles and administrative units.
+A 1,000-group user's groups all reach the app through a server-side store; the roles and
+units, which are not groups, do not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxy.mock_entra.users import BIG_DIRECTORY_GROUP_COUNT
+from tests.conftest import StackFactory
+from tests.flows.test_server_sessions import STORES, store_config
+
+GINA = "gina@contoso.example"
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_thousand_groups_reach_the_app(make_stack: StackFactory, redis_url: str,
+                                               store: str) -> None:
+    stack = await make_stack(store_config(store, redis_url))
+    gina = stack.mock.users[GINA]
+    assert len(gina.groups) == BIG_DIRECTORY_GROUP_COUNT == 1000
+    resp = await stack.login(GINA)
+    assert resp.status == 200
+    body = json.loads(await resp.text())
+    headers = {k.lower(): v for k, v in body["headers"].items()}
+    groups = headers["x-forwarded-groups"][0].split(",")
+    assert sorted(groups) == sorted(gina.groups)
+    assert not set(groups) & set(gina.directory_roles + gina.admin_units)
+
+
+async def test_graph_pages_mix_object_types(make_stack: StackFactory, redis_url: str) -> None:
+    """What the mock serves: 999 per page at most, roles and units among the groups."""
+    stack = await make_stack(store_config("memory", redis_url))
+    assert (await stack.login(GINA)).status == 200
+    token = stack.mock.issued[-1]["access_token"]
+    url = stack.idp + "/v1.0/me/transitiveMemberOf?$select=id&$top=999"
+    types: list[str] = []
+    pages = 0
+    async with stack.new_browser() as http:
+        while url:
+            async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+                page = await resp.json()
+            pages += 1
+            assert len(page["value"]) <= 999
+            types += [entry["@odata.type"] for entry in page["value"]]
+            url = page.get("@odata.nextLink", "")
+    assert pages == 2
+    assert types.count("#microsoft.graph.group") == 1000
+    assert types.count("#microsoft.graph.directoryRole") == 1
+    assert types.count("#microsoft.graph.administrativeUnit") == 1
