@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
-from typing import Any
 
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 
 class LoopbackNames(AbstractResolver):
@@ -19,7 +18,7 @@ class LoopbackNames(AbstractResolver):
         self.names = frozenset(name.lower() for name in names)
 
     async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         if host.lower() not in self.names:
             raise OSError(f"{host} is not a loopback test name")
         return [{"hostname": host, "host": "127.0.0.1", "port": port,
