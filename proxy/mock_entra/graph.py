@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import time
 import uuid
 from typing import Any, Final
@@ -129,10 +130,14 @@ async def member_of(request: web.Request) -> web.Response:
     between the groups, and are not groups.
     """
     try:
-        _, _, user = _authenticate(request)
+        mock, _, user = _authenticate(request)
         top, skip = _paging(request)
     except GraphError as err:
         return _error_response(err)
+    if request.headers.get("ConsistencyLevel", "").lower() == "eventual":
+        # Advanced queries read a separate index that lags behind directory changes.
+        stale = mock.graph_index_lag.get(user.username)
+        user = dataclasses.replace(user, groups=stale) if stale is not None else user
     entries = _member_objects(user)
     body: dict[str, Any] = {
         "@odata.context": f"{origin(request)}/v1.0/$metadata#directoryObjects",

@@ -79,6 +79,9 @@ class MockEntra:
         self.faults = Faults()
         # Host the mock is reached on -> host its issuers name (tests may add loopback pairs).
         self.host_aliases: dict[str, str] = dict(HOST_ALIASES)
+        # username -> the groups Graph's eventually consistent index still lists (a change
+        # not yet indexed): served to requests with `ConsistencyLevel: eventual` only.
+        self.graph_index_lag: dict[str, list[str]] = {}
         self.auto_user: str | None = None
         # Seconds until issued access tokens expire (tests shorten it to force a refresh).
         self.access_token_lifetime = 3599

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from proxy.mock_entra import MockEntra
 from proxy.mock_entra.users import BIG_DIRECTORY_GROUP_COUNT
 from tests.conftest import StackFactory
 from tests.flows.test_server_sessions import STORES, store_config
@@ -51,3 +52,17 @@ async def test_graph_pages_mix_object_types(make_stack: StackFactory, redis_url:
     assert types.count("#microsoft.graph.group") == 1000
     assert types.count("#microsoft.graph.directoryRole") == 1
     assert types.count("#microsoft.graph.administrativeUnit") == 1
+
+
+async def test_groups_are_not_read_from_the_lagging_index(
+        make_stack: StackFactory, mock_server: tuple[MockEntra, str], redis_url: str,
+        upstream_url: str) -> None:
+    """An admin just added Dave to a group; Graph's eventually consistent index (what
+    `ConsistencyLevel: eventual` reads) does not list it yet. The proxy asks the directory."""
+    dave = mock_server[0].users["dave@contoso.example"]
+    newest = dave.groups[-1]
+    mock_server[0].graph_index_lag[dave.username] = dave.groups[:-1]
+    stack = await make_stack({**store_config("memory", redis_url), "upstreams": [
+        {"path": "/", "url": upstream_url, "public": ["^/healthz$"]},
+        {"path": "/new", "url": upstream_url, "access": {"groups": [newest]}}]})
+    assert (await stack.login(dave.username, path="/new/x")).status == 200
