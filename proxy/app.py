@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from aiohttp import WSCloseCode, web
+from aiohttp.abc import AbstractResolver
 from aiohttp.typedefs import Handler
 
 from . import easy_auth, easy_auth_endpoints, endpoints, forward_auth, gateway, login, logs
@@ -60,7 +61,8 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
         upstream_pool=upstream_pool,
         owned_headers=owned_names(config.identity.headers, config.identity.assertion_header),
         trusted=config.server.trusted_networks,
-        claim_rules=ClaimRules((*config.identity.headers.values(), "login_hint"),
+        # login_hint: sign-out's logout_hint; acct and idp: members_only tells guests apart.
+        claim_rules=ClaimRules((*config.identity.headers.values(), "login_hint", "acct", "idp"),
                                config.identity.trust_unverified_email),
         policy=Policy.from_config(config.access),
         signer=signer,
@@ -117,7 +119,10 @@ def check_files(config: Config) -> None:
         _signer(config, None)
 
 
-def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Application:
+def build_app(config: Config, loader: ConfigLoader | None = None, *,
+              resolver: AbstractResolver | None = None) -> web.Application:
+    """`resolver` resolves the sign-in service's host names (default: the system's); a
+    split-horizon DNS, or a test that serves a national cloud's hosts on loopback."""
     app = web.Application(handler_args={"max_field_size": MAX_FIELD_SIZE,
                                         "max_line_size": 16 * 1024},
                           # Bodies the proxy itself reads (the sign-out form) are tiny;
@@ -129,7 +134,8 @@ def build_app(config: Config, loader: ConfigLoader | None = None) -> web.Applica
     credential = load_credential(config.azure)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                         connector=aiohttp.TCPConnector(resolver=resolver))
         upstream_http = new_client()
         # Idle upstream connections: kept 30 s (aiohttp's keep-alive before), at most 256
         # per origin; an answer buffers 256 KiB of body before reading from it pauses.

@@ -24,6 +24,7 @@ class Policy:
     groups: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
     tenants: frozenset[str] = frozenset()
+    members_only: bool = False
 
     @classmethod
     def from_config(cls, config: AccessPolicyConfig) -> Policy:
@@ -33,9 +34,12 @@ class Policy:
             groups=frozenset(g.lower() for g in config.groups),
             roles=frozenset(config.roles),
             tenants=frozenset(t.lower() for t in config.tenants),
+            members_only=config.members_only,
         )
 
     def decide(self, identity: Identity) -> Decision:
+        if self.members_only and (refusal := guest_refusal(identity)):
+            return refusal
         if not (self.emails or self.domains or self.groups or self.roles or self.tenants):
             return ALLOWED  # no rule: every signed-in user (checked on every request)
         # Only an email Entra vouches for (ClaimRules drops the rest): `preferred_username`
@@ -54,6 +58,20 @@ class Policy:
         if self.tenants and identity.tid.lower() not in self.tenants:
             return Decision(False, "tenant not allowed")
         return ALLOWED
+
+
+def guest_refusal(identity: Identity) -> Decision | None:
+    """None for a member of the token's tenant; a refusal for a B2B guest, or when Entra did
+    not say (no `acct` claim: fail closed). `idp` naming another tenant also marks a guest,
+    whatever `acct` says: Entra writes it only for accounts homed elsewhere."""
+    acct = identity.extra.get("acct")
+    if acct is None:
+        return Decision(False, "no acct claim to tell members from guests (add the acct "
+                               "optional claim)")
+    idp = identity.extra.get("idp", "")
+    if acct != "0" or (idp and identity.tid.lower() not in idp.lower()):
+        return Decision(False, "guest accounts are not allowed (members_only)")
+    return None
 
 
 def _domain(address: str) -> str:

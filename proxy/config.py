@@ -94,6 +94,8 @@ class AzureConfig:
     timeout: Duration = 10.0
     client_certificate_file: str = ""  # PEM certificate: private_key_jwt instead of a secret
     client_private_key_file: str = ""  # PEM private key of that certificate
+    # Claims mapping: Entra signs this app's tokens with its own key, at jwks_uri?appid=...
+    app_signing_keys: bool = False
 
     @property
     def authority(self) -> str:
@@ -140,6 +142,8 @@ class AccessPolicyConfig:
     groups: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     tenants: tuple[str, ...] = ()
+    # Refuse B2B guests: needs Entra's `acct` optional claim (0 = member, 1 = guest).
+    members_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,11 @@ async def _complete_login(request: web.Request) -> web.Response:
     tokens = await state.entra.redeem(code, login)
     claims = await state.entra.validate(tokens["id_token"], login.nonce)
     if not tenant_allowed(state.config.azure, claims["tid"]):
-        log.warning("login refused request_id=%s reason=tenant-not-allowed", request[REQUEST_ID])
+        # A B2B guest signing in on organizations/common gets their home tenant's token:
+        # guests of an allowed tenant need tenant_id = that tenant's GUID (the log says so).
+        log.warning("login refused request_id=%s reason=tenant-not-allowed tid=%s (a guest of "
+                    "an allowed tenant needs [azure] tenant_id = that tenant's GUID)",
+                    request[REQUEST_ID], claims["tid"])
         raise AccessDenied("Accounts from your organization (tenant) may not use this service.",
                            return_to=login.target)
     claims["groups"] = await state.entra.overage_groups(claims, tokens)

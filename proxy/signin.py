@@ -82,9 +82,11 @@ async def _entra_logout_url(request: web.Request, session: Session | None) -> st
               f"{state.config.server.public_url.rstrip('/')}/oauth2/signed_out",
               "client_id": state.config.azure.client_id}
     if session is not None:
+        # logout_hint (the login_hint claim) names the account in a few dozen characters;
+        # the whole ID token is sent only when there is no hint, as it makes the URL long.
         if hint := session.identity.extra.get("login_hint"):
             params["logout_hint"] = hint
-        if session.tokens and session.tokens.id_token:
+        elif session.tokens and session.tokens.id_token:
             params["id_token_hint"] = session.tokens.id_token
     return f"{metadata.end_session_endpoint}?{urlencode(params)}"
 

@@ -142,6 +142,12 @@ DESCRIPTIONS = {
         "as the certificate). A missing, expired or mismatched pair stops startup and "
         "`check-config`."
     ),
+    "azure.app_signing_keys": (
+        "`true` for an app registration that uses claims mapping: Entra signs its tokens with "
+        "an app-specific key published only at the JWKS URI with `?appid=<client_id>`, which "
+        "the proxy then fetches (it also lists the tenant's keys). Without it, every sign-in "
+        "of such an app is refused as signed with an unknown key."
+    ),
     "azure.tenant_id": (
         "Who may sign in: a tenant GUID or verified domain (single tenant), `organizations` "
         "(work/school accounts of any tenant), `common` (work/school and personal accounts) or "
@@ -288,6 +294,11 @@ DESCRIPTIONS = {
     "access.roles": "App role values (case-sensitive), as in the token's `roles` claim.",
     "access.tenants": (
         "Tenant GUIDs (the user's `tid`), on top of `[azure] allowed_tenants`; must be GUIDs."
+    ),
+    "access.members_only": (
+        "`true`: refuse B2B guests (Entra's `acct` optional claim is 1, or `idp` names another "
+        "tenant). Needs the `acct` optional claim on the ID token: without it everyone is "
+        "refused (fail closed). Checked on every request, like every rule here."
     ),
     # [identity]
     "identity.headers": (

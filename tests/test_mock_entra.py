@@ -424,7 +424,8 @@ async def test_sign_in_page_lists_tenant_users_and_post_issues_code(
     assert resp.status == 200 and resp.content_type == "text/html"
     page = await resp.text()
     assert ALICE in page and "bob@contoso.example" in page and DAVE in page
-    assert "carol@fabrikam.example" not in page and "erin@outlook.example" not in page
+    # Carol of fabrikam is listed: she is a B2B guest of contoso. Erin is not.
+    assert "carol@fabrikam.example" in page and "erin@outlook.example" not in page
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
 
     form = params | {"user": "bob@contoso.example"}
@@ -457,9 +458,10 @@ async def test_sign_in_page_users_follow_the_tenant_segment(
 
 
 async def test_user_of_another_tenant_cannot_sign_in_on_a_guid_tenant(client: Client) -> None:
-    form = authorize_params("c" * 43) | {"user": "carol@fabrikam.example"}
+    # Alice is neither a member nor a guest of fabrikam.
+    form = authorize_params("c" * 43) | {"user": ALICE}
     resp = await client.post(
-        f"/{DEFAULT_TENANT_ID}/oauth2/v2.0/authorize", data=form, allow_redirects=False
+        f"/{OTHER_TENANT_ID}/oauth2/v2.0/authorize", data=form, allow_redirects=False
     )
     assert resp.status == 400 and "Location" not in resp.headers
     assert "AADSTS50020" in await resp.text()

@@ -7,7 +7,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from .errors import EntraError, json_error, unknown_tenant
-from .state import MOCK, origin
+from .state import MOCK, issuer_base, origin
 from .tenants import Tenant
 
 # Stands in for "microsoftonline.com"; the proxy must compare it with each key's value.
@@ -72,7 +72,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
     tenant = mock.resolve_tenant(segment)
     if tenant is None:
         return json_error(unknown_tenant(segment), base, now)
-    issuer = mock.faults.discovery_issuer or tenant.issuer(base)
+    issuer = mock.faults.discovery_issuer or tenant.issuer(issuer_base(request))
     return web.json_response(
         discovery_document(base, tenant, issuer),
         headers={"Cache-Control": DISCOVERY_CACHE_CONTROL},
@@ -82,7 +82,8 @@ async def openid_configuration(request: web.Request) -> web.Response:
 async def jwks(request: web.Request) -> web.Response:
     """Keys carry the tenant's issuer: the `{tenantid}` template on common/organizations.
 
-    `?appid=` (keys for claims-mapping apps) is accepted and serves the same keys.
+    `?appid=<client_id>` adds the app-specific key of a claims-mapping app; without it, that
+    key is never published.
     """
     mock = request.app[MOCK]
     base, now = origin(request), mock.clock()
@@ -92,9 +93,11 @@ async def jwks(request: web.Request) -> web.Response:
     tenant = mock.resolve_tenant(segment)
     if tenant is None:
         return json_error(unknown_tenant(segment), base, now)
+    client = mock.clients.get(request.query.get("appid", ""))
     document = mock.keys.jwks(
-        issuer=tenant.issuer(base),
+        issuer=tenant.issuer(issuer_base(request)),
         cloud_instance_name=CLOUD_INSTANCE_NAME,
         with_kid=not mock.faults.jwks_without_kid,
+        app_key=mock.keys.app_key(client.client_id) if client and client.app_signing_key else None,
     )
     return web.json_response(document, headers={"Cache-Control": DISCOVERY_CACHE_CONTROL})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import time
 import uuid
 from typing import Any, Final
@@ -124,25 +125,41 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def member_of(request: web.Request) -> web.Response:
     """GET /v1.0/me/transitiveMemberOf and /memberOf, paged with @odata.nextLink.
 
-    The mock has no nested groups, so direct and transitive membership are the same.
+    The mock has no nested groups, so direct and transitive membership are the same. Like
+    Graph, the list mixes object types: directory roles and administrative units come
+    between the groups, and are not groups.
     """
     try:
-        _, _, user = _authenticate(request)
+        mock, _, user = _authenticate(request)
         top, skip = _paging(request)
     except GraphError as err:
         return _error_response(err)
-    page = user.groups[skip : skip + top]
+    if request.headers.get("ConsistencyLevel", "").lower() == "eventual":
+        # Advanced queries read a separate index that lags behind directory changes.
+        stale = mock.graph_index_lag.get(user.username)
+        user = dataclasses.replace(user, groups=stale) if stale is not None else user
+    entries = _member_objects(user)
     body: dict[str, Any] = {
         "@odata.context": f"{origin(request)}/v1.0/$metadata#directoryObjects",
-        "value": [{"@odata.type": "#microsoft.graph.group", "id": gid} for gid in page],
+        "value": entries[skip : skip + top],
     }
-    if skip + top < len(user.groups):
+    if skip + top < len(entries):
         query = {k: v for k, v in request.query.items() if k in ("$select", "$filter")}
         query |= {"$top": str(top), "$skiptoken": _skiptoken(skip + top)}
         body["@odata.nextLink"] = str(
             URL(origin(request)).with_path(request.path).with_query(query)
         )
     return web.json_response(body)
+
+
+def _member_objects(user: MockUser) -> list[dict[str, str]]:
+    groups = [{"@odata.type": "#microsoft.graph.group", "id": gid} for gid in user.groups]
+    others = [{"@odata.type": "#microsoft.graph.directoryRole", "id": rid}
+              for rid in user.directory_roles]
+    others += [{"@odata.type": "#microsoft.graph.administrativeUnit", "id": aid}
+               for aid in user.admin_units]
+    middle = len(groups) // 2
+    return groups[:middle] + others + groups[middle:]
 
 
 def _skiptoken(offset: int) -> str:

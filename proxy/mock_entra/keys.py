@@ -106,6 +106,7 @@ class KeyRing:
     def __init__(self) -> None:
         self._keys = [SigningKey.generate()]
         self._outsider: SigningKey | None = None
+        self._app_keys: dict[str, SigningKey] = {}
 
     @property
     def current(self) -> SigningKey:
@@ -122,6 +123,12 @@ class KeyRing:
             self._outsider = SigningKey.generate("mock-entra outsider")
         return self._outsider
 
+    def app_key(self, client_id: str) -> SigningKey:
+        """The app-specific key of a claims-mapping app; made on first use."""
+        if client_id not in self._app_keys:
+            self._app_keys[client_id] = SigningKey.generate(f"mock-entra app {client_id}")
+        return self._app_keys[client_id]
+
     def rotate(self) -> None:
         """Add a key, sign with it from now on, keep only the newest PUBLISHED_KEYS."""
         self._keys.append(SigningKey.generate())
@@ -130,9 +137,10 @@ class KeyRing:
     def find(self, kid: str) -> SigningKey | None:
         return next((key for key in self._keys if key.kid == kid), None)
 
-    def jwks(self, *, issuer: str, cloud_instance_name: str, with_kid: bool) -> dict[str, Any]:
+    def jwks(self, *, issuer: str, cloud_instance_name: str, with_kid: bool,
+             app_key: SigningKey | None = None) -> dict[str, Any]:
         keys = []
-        for key in self._keys:
+        for key in (*self._keys, *([app_key] if app_key else [])):
             jwk = key.jwk() | {"cloud_instance_name": cloud_instance_name, "issuer": issuer}
             if not with_kid:
                 del jwk["kid"], jwk["x5t"]
@@ -153,12 +161,14 @@ def encode_jws(
 
 
 def sign_id_token(
-    ring: KeyRing, claims: Mapping[str, Any], mode: str, header_overrides: Mapping[str, Any]
+    ring: KeyRing, claims: Mapping[str, Any], mode: str, header_overrides: Mapping[str, Any],
+    *, key: SigningKey | None = None,
 ) -> str:
-    """Sign an ID token as Faults.sign says, then apply the header overrides."""
+    """Sign an ID token (with `key`, else the tenant's current key) as Faults.sign says,
+    then apply the header overrides."""
     if mode not in SIGN_MODES:
         raise ValueError(f"Faults.sign {mode!r} must be one of {sorted(SIGN_MODES)}")
-    key = ring.current
+    key = key or ring.current
     alg = {"none": "none", "hs256_pubkey": "HS256"}.get(mode, "RS256")
     header = apply_overrides({"typ": "JWT", "alg": alg, "kid": key.kid}, header_overrides)
     return encode_jws(header, claims, _signer(key, ring, mode))

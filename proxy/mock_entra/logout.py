@@ -9,6 +9,7 @@ from .errors import unknown_tenant
 from .pages import error_page, signed_out_page
 from .redirects import found, logout_redirect_allowed
 from .state import MOCK, MockEntra, origin, request_params
+from .tokens import hinted_username
 
 # Recorded for every logout in mock.logouts; absent parameters are "".
 LOGOUT_FIELDS = ("post_logout_redirect_uri", "logout_hint", "id_token_hint", "client_id", "state")
@@ -24,6 +25,12 @@ async def logout(request: web.Request) -> web.Response:
     sid = params.get("sid") or _sid_from_hint(params.get("id_token_hint"))
     if sid:
         mock.end_session(sid)
+    # logout_hint (the login_hint claim) names the account: all its sessions end.
+    hinted = hinted_username(params.get("logout_hint", ""))
+    for each, username in list(mock.sessions.items()):
+        if hinted is not None and username == hinted:
+            mock.end_session(each)
+            sid = sid or each
     target = params.get("post_logout_redirect_uri", "")
     allowed = bool(target) and logout_redirect_allowed(
         _registered_uris(mock, params.get("client_id")), target

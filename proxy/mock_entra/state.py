@@ -18,6 +18,14 @@ from .users import DEFAULT_DOMAINS, MockClient, MockUser, default_clients, defau
 
 # Entra's authorization codes live about ten minutes (ENTRA.md §5).
 CODE_LIFETIME_SECONDS: Final = 600
+# Authority hosts that serve a cloud under another name: the endpoints they list stay on the
+# alias, but the issuer names the cloud's canonical host (MSAL's instance metadata, and
+# learn.microsoft.com "National clouds").
+HOST_ALIASES: Final = {
+    "login.windows.net": "login.microsoftonline.com",
+    "login.chinacloudapi.cn": "login.partner.microsoftonline.cn",
+    "login.usgovcloudapi.net": "login.microsoftonline.us",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,11 @@ class MockEntra:
         self.overage_limit = overage_limit
         self.clock = clock
         self.faults = Faults()
+        # Host the mock is reached on -> host its issuers name (tests may add loopback pairs).
+        self.host_aliases: dict[str, str] = dict(HOST_ALIASES)
+        # username -> the groups Graph's eventually consistent index still lists (a change
+        # not yet indexed): served to requests with `ConsistencyLevel: eventual` only.
+        self.graph_index_lag: dict[str, list[str]] = {}
         self.auto_user: str | None = None
         # Seconds until issued access tokens expire (tests shorten it to force a refresh).
         self.access_token_lifetime = 3599
@@ -169,3 +182,10 @@ async def request_params(request: web.Request) -> dict[str, str]:
 def origin(request: web.Request) -> str:
     """The mock has no fixed host: every URL it emits starts with the request's origin."""
     return str(request.url.origin())
+
+
+def issuer_base(request: web.Request) -> str:
+    """The origin issuers name: an alias host's canonical host, else the request's origin."""
+    url = request.url.origin()
+    canonical = request.app[MOCK].host_aliases.get((url.host or "").lower())
+    return str(url.with_host(canonical)) if canonical else str(url)

@@ -33,7 +33,8 @@ class Tenant:
             return user.tid != CONSUMERS_TENANT_ID
         if self.kind == "consumers":
             return user.tid == CONSUMERS_TENANT_ID
-        return user.tid.lower() == self.tid
+        # A B2B guest signs in on the resource tenant's own authority only.
+        return user.tid.lower() == self.tid or (self.tid or "") in user.guest_in
 
     def issuer(self, base: str) -> str:
         """The discovery `issuer`: literal `{tenantid}` for common/organizations."""

@@ -13,7 +13,7 @@ from aiohttp import hdrs, web
 
 from .client_auth import authenticate_client
 from .errors import EntraError, json_error, missing_parameter, unknown_tenant
-from .state import MOCK, CodeGrant, MockEntra, SignIn, origin
+from .state import MOCK, CodeGrant, MockEntra, SignIn, issuer_base, origin
 from .tenants import Tenant
 from .tokens import mint_tokens
 from .users import MockClient
@@ -44,7 +44,8 @@ async def token(request: web.Request) -> web.Response:
         auth_header = request.headers.get(hdrs.AUTHORIZATION)
         client = authenticate_client(mock, auth_header, fields, token_urls)
         sign_in = _grant(mock, tenant, client, fields)
-        body = mint_tokens(mock, base, sign_in, client_info=fields.get("client_info") == "1")
+        body = mint_tokens(mock, issuer_base(request), sign_in,
+                           client_info=fields.get("client_info") == "1")
     except EntraError as err:
         return json_error(err, base, mock.clock())
     return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -18,6 +19,7 @@ GRAPH_APP_ID: Final = "00000003-0000-0000-c000-000000000000"
 GRAPH_SCOPE_PREFIX: Final = "https://graph.microsoft.com/"
 ID_TOKEN_LIFETIME_SECONDS: Final = 3600
 ACCESS_TOKEN_LIFETIME_SECONDS: Final = 3599
+LOGIN_HINT_PREFIX: Final = "mock-login-hint:"
 
 
 def pairwise_sub(client_id: str, tid: str, oid: str) -> str:
@@ -74,9 +76,30 @@ def id_token_claims(
         claims["email"] = user.email
         if "xms_edov" in optional_claims:
             claims["xms_edov"] = user.email_domain_verified
+    if user.idp is not None:
+        # Entra adds `idp` when the account lives in another tenant than the issuer (guests).
+        claims["idp"] = user.idp
+    if "acct" in optional_claims:
+        claims["acct"] = user.acct
+    if "login_hint" in optional_claims:
+        claims["login_hint"] = login_hint(user)
     if user.roles:
         claims["roles"] = list(user.roles)
     return claims | group_claims(user, overage_limit)
+
+
+def login_hint(user: MockUser) -> str:
+    """The `login_hint` optional claim: opaque to apps, names the account for logout_hint."""
+    return b64url(f"{LOGIN_HINT_PREFIX}{user.username}".encode())
+
+
+def hinted_username(hint: str) -> str | None:
+    """The username behind a login_hint the mock issued, else None."""
+    try:
+        text = base64.urlsafe_b64decode(hint + "=" * (-len(hint) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return text.removeprefix(LOGIN_HINT_PREFIX) if text.startswith(LOGIN_HINT_PREFIX) else None
 
 
 def access_token_claims(user: MockUser, sign_in: SignIn, *, now: int, uti: str) -> dict[str, Any]:
@@ -122,16 +145,22 @@ def _id_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str, now: 
     claims = id_token_claims(user, sign_in, base=base, now=now, overage_limit=mock.overage_limit,
                              optional_claims=client.optional_claims if client else ())
     claims = apply_overrides(claims, mock.faults.id_token_claims)
-    return sign_id_token(mock.keys, claims, mock.faults.sign, mock.faults.id_token_header)
+    # A claims-mapping app's tokens are signed with its own key (published at ?appid= only).
+    key = mock.keys.app_key(client.client_id) if client and client.app_signing_key else None
+    return sign_id_token(mock.keys, claims, mock.faults.sign, mock.faults.id_token_header,
+                         key=key)
 
 
 def mint_tokens(
     mock: MockEntra, base: str, sign_in: SignIn, *, client_info: bool
 ) -> dict[str, Any]:
     """The token response for `sign_in`; recorded in mock.issued."""
-    user = mock.users.get(sign_in.username)
-    if user is None:
+    home = mock.users.get(sign_in.username)
+    if home is None:
         raise EntraError("invalid_grant", 50034, "The user account does not exist anymore.")
+    # On a resource tenant's authority a B2B guest gets that tenant's guest object (tid, oid,
+    # groups); on organizations/common, the home tenant's account.
+    user = home.in_tenant(sign_in.tenant)
     now = int(mock.clock())
     access_token = _access_token(mock, user, sign_in, now)
     body: dict[str, Any] = {

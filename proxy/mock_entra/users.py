@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from typing import Final
@@ -33,6 +34,24 @@ def group_id(name: str) -> str:
 ADMINS_GROUP_ID: Final = group_id("admins")
 ENGINEERING_GROUP_ID: Final = group_id("engineering")
 OVERAGE_GROUP_COUNT: Final = 250
+# A big directory: transitiveMemberOf pages of at most 999 entries, mixed object types.
+BIG_DIRECTORY_GROUP_COUNT: Final = 1000
+# Carol (fabrikam) is invited into contoso: a B2B guest object with its own oid there.
+CAROL_GUEST_OID: Final = "ca201000-0000-4000-8000-0000000000c5"
+
+
+def sts_issuer(tid: str) -> str:
+    """The v1 issuer form Entra writes in `idp` for a guest's home tenant."""
+    return f"https://sts.windows.net/{tid}/"
+
+
+@dataclass(frozen=True)
+class GuestObject:
+    """A B2B guest user object in a resource tenant: its own oid, groups and roles there."""
+
+    oid: str
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
 
 
 @dataclass
@@ -51,6 +70,25 @@ class MockUser:
     groups: list[str] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
     password: str = field(default="", repr=False)
+    # transitiveMemberOf lists these too; they are not groups and must not count as such.
+    directory_roles: list[str] = field(default_factory=list)
+    admin_units: list[str] = field(default_factory=list)
+    # Resource tenant GUID -> this person's guest object there (B2B collaboration).
+    guest_in: dict[str, GuestObject] = field(default_factory=dict)
+    # 0 = member, 1 = guest (the `acct` optional claim); `idp` = the home tenant's issuer.
+    acct: int = 0
+    idp: str | None = None
+
+    def in_tenant(self, tid: str) -> MockUser:
+        """The directory object that signs in on tenant `tid`: the guest object in a resource
+        tenant, else the home account (organizations/common always give the home one)."""
+        guest = self.guest_in.get(tid.lower())
+        if guest is None:
+            return self
+        return dataclasses.replace(
+            self, oid=guest.oid, tid=tid.lower(), groups=list(guest.groups),
+            roles=list(guest.roles), guest_in={}, acct=1, idp=sts_issuer(self.tid),
+        )
 
 
 @dataclass
@@ -65,6 +103,9 @@ class MockClient:
     # Optional ID-token claims configured on the registration (Token configuration). The
     # demo registration has `xms_edov`, as docs/azure-portal-setup.md tells admins to add.
     optional_claims: tuple[str, ...] = ("xms_edov",)
+    # Claims mapping makes Entra sign this app's tokens with an app-specific key, published
+    # only at the JWKS URI with `?appid=<client_id>`.
+    app_signing_key: bool = False
 
 
 def default_users() -> list[MockUser]:
@@ -77,6 +118,7 @@ def default_users() -> list[MockUser]:
             tid=OTHER_TENANT_ID,
             email="carol@fabrikam.example",
             groups=[group_id("fabrikam-staff")],
+            guest_in={DEFAULT_TENANT_ID: GuestObject(CAROL_GUEST_OID, (ENGINEERING_GROUP_ID,))},
         ),
         MockUser(
             username="erin@outlook.example",
@@ -116,6 +158,16 @@ def _contoso_users() -> list[MockUser]:
             tid=DEFAULT_TENANT_ID,
             email="dave@contoso.example",
             groups=engineering_and_more,
+        ),
+        MockUser(
+            username="gina@contoso.example",
+            name="Gina Bigdirectory",
+            oid="61aa0000-0000-4000-8000-000000000006",
+            tid=DEFAULT_TENANT_ID,
+            email="gina@contoso.example",
+            groups=[group_id(f"big-{n}") for n in range(BIG_DIRECTORY_GROUP_COUNT)],
+            directory_roles=[group_id("role-global-reader")],
+            admin_units=[group_id("au-emea")],
         ),
     ]
 

@@ -14,6 +14,7 @@ from urllib.parse import quote_plus, urlencode
 
 import aiohttp
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from yarl import URL
 
 from ..config import AzureConfig, Config
 from ..errors import (
@@ -118,7 +119,8 @@ class EntraClient:
             if refresh:
                 self._last_forced = now
             try:
-                keyset = KeySet.parse(await self._get_json(metadata.jwks_uri, "key set (JWKS)"))
+                keyset = KeySet.parse(await self._get_json(self._jwks_url(metadata),
+                                                           "key set (JWKS)"))
             except (IdPUnavailable, IdPTimeout):
                 self.metrics.jwks_fetched("unavailable")
                 if cached is None or refresh:
@@ -134,6 +136,12 @@ class EntraClient:
             self.metrics.jwks_fetched("ok")
             self._keys = (time.monotonic(), keyset)
             return keyset
+
+    def _jwks_url(self, metadata: Metadata) -> str:
+        """A claims-mapping app's key is published only with ?appid=<client_id>."""
+        if not self.azure.app_signing_keys:
+            return metadata.jwks_uri
+        return str(URL(metadata.jwks_uri).update_query(appid=self.azure.client_id))
 
     async def authorize_url(self, login: PkceLogin, prompt: str | None = None) -> str:
         metadata = await self.metadata()

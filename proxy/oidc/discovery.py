@@ -31,9 +31,26 @@ def discovery_url(azure: AzureConfig) -> str:
     return f"{azure.authority}/v2.0/.well-known/openid-configuration"
 
 
+# Authority hosts that are another name of a cloud: discovery fetched there lists endpoints
+# on the alias but an issuer on the canonical host (learn.microsoft.com "National clouds";
+# MSAL's instance metadata). Only these pairs: any other host must issue under its own name.
+CANONICAL_HOSTS = {
+    "login.windows.net": "login.microsoftonline.com",
+    "login.chinacloudapi.cn": "login.partner.microsoftonline.cn",
+    "login.usgovcloudapi.net": "login.microsoftonline.us",
+}
+
+
+def issuer_base(azure: AzureConfig) -> str:
+    """The issuer's prefix for the configured cloud: an alias host's canonical host."""
+    cloud = URL(azure.cloud_instance.rstrip("/"))
+    canonical = CANONICAL_HOSTS.get((cloud.host or "").lower())
+    return str(cloud.with_host(canonical)) if canonical else azure.cloud_instance.rstrip("/")
+
+
 def issuer_problem(azure: AzureConfig, issuer: str) -> str | None:
     """Discovery §4.3 says issuer == the URL prefix; Entra's exceptions are exact and known."""
-    base = azure.cloud_instance.rstrip("/")
+    base = issuer_base(azure)
     tenant = azure.tenant_id.lower()
     if tenant in ("common", "organizations"):
         expected = f"{base}/{TEMPLATE}/v2.0"

@@ -21,6 +21,8 @@ _GRAPH_BY_LOGIN_HOST = {
     "login.microsoftonline.us": "https://graph.microsoft.us",
     "login.partner.microsoftonline.cn": "https://microsoftgraph.chinacloudapi.cn",
     "login.chinacloudapi.cn": "https://microsoftgraph.chinacloudapi.cn",
+    "login.windows.net": "https://graph.microsoft.com",
+    "login.usgovcloudapi.net": "https://graph.microsoft.us",
 }
 
 
@@ -43,7 +45,9 @@ async def member_groups(http: aiohttp.ClientSession, base: str, access_token: st
                         timeout: aiohttp.ClientTimeout) -> list[str]:
     """Transitive group ids of the signed-in user (paged /me/transitiveMemberOf)."""
     url: str | None = f"{base}/v1.0/me/transitiveMemberOf?$select=id&$top=999"
-    headers = {"Authorization": f"Bearer {access_token}", "ConsistencyLevel": "eventual"}
+    # No `ConsistencyLevel: eventual`: that header sends the query to Graph's advanced-query
+    # index, which lags directory changes; a plain listing reads the directory itself.
+    headers = {"Authorization": f"Bearer {access_token}"}
     groups: list[str] = []
     for _ in range(MAX_PAGES):
         if url is None:
