@@ -1,4 +1,5 @@
-"""Access policy: AND across kinds (emails, domains, groups, roles, tenants), OR within a kind."""
+"""Access policy: AND across kinds (emails, domains, groups, roles, tenants), OR within a kind;
+apps (app-only bearer tokens) only where `allow_apps` says so."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Policy:
     groups: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
     tenants: frozenset[str] = frozenset()
+    allow_apps: bool = False
 
     @classmethod
     def from_config(cls, config: AccessPolicyConfig) -> Policy:
@@ -33,9 +35,13 @@ class Policy:
             groups=frozenset(g.lower() for g in config.groups),
             roles=frozenset(config.roles),
             tenants=frozenset(t.lower() for t in config.tenants),
+            allow_apps=config.allow_apps,
         )
 
     def decide(self, identity: Identity) -> Decision:
+        # Before the "no rule" shortcut: an app-only token never passes as a signed-in user.
+        if identity.is_app and not self.allow_apps:
+            return Decision(False, "app-only tokens (no user) are not allowed here")
         if not (self.emails or self.domains or self.groups or self.roles or self.tenants):
             return ALLOWED  # no rule: every signed-in user (checked on every request)
         # Only an email Entra vouches for (ClaimRules drops the rest): `preferred_username`
