@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from multidict import CIMultiDict
 
@@ -121,7 +123,7 @@ ALICE = Identity(oid="o", tid="11111111-1111-4111-8111-111111111111",
                  groups=("G1",), roles=("Admin",))
 
 
-def policy(**kw: tuple[str, ...]) -> Policy:
+def policy(**kw: Any) -> Policy:
     return Policy.from_config(AccessPolicyConfig(**kw))
 
 
