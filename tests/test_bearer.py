@@ -18,7 +18,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from proxy.authorize import Policy
 from proxy.config import AccessPolicyConfig, ApiConfig, AzureConfig
-from proxy.errors import Unauthenticated
+from proxy.errors import IdPFailure, Unauthenticated
 from proxy.identity import Identity
 from proxy.oidc.bearer import (
     MAX_HEADER,
@@ -32,6 +32,7 @@ from proxy.oidc.callers import caller_problem
 from proxy.oidc.discovery import TEMPLATE, Metadata
 from proxy.oidc.jwks import KeySet, UnknownKey
 from proxy.oidc.tokens import LEEWAY
+from proxy.oidc.v1 import parse_v1_metadata
 
 NOW = 1_700_000_000.0
 CLIENT = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -522,3 +523,33 @@ def test_identity_keeps_overage_markers() -> None:
     del claims["groups"]
     mapped = identity_claims(claims)
     assert mapped["_claim_names"] == {"groups": "src1"} and "groups" not in mapped
+
+
+# --- the v1 document (oidc/v1.py) ---------------------------------------------------------------
+
+V1_DOC = {"issuer": V1_GLOBAL, "jwks_uri": f"{HOST}/common/discovery/keys"}
+
+
+@pytest.mark.parametrize("azure,doc,problem", [
+    (AZURE_MULTI, V1_DOC, None),
+    (AZURE_SINGLE, {**V1_DOC, "issuer": f"https://sts.windows.net/{TENANT}/"}, None),
+    (replace(AZURE_MULTI, cloud_instance="https://login.chinacloudapi.cn/"),
+     {"issuer": "https://sts.chinacloudapi.cn/{tenantid}/",
+      "jwks_uri": "https://login.chinacloudapi.cn/common/discovery/keys"}, None),
+    (AZURE_MULTI, {"issuer": V1_GLOBAL}, "lacks"),
+    (AZURE_MULTI, [], "lacks"),
+    (AZURE_MULTI, {**V1_DOC, "issuer": "https://sts.windows.net/contoso.com/"}, "not https"),
+    (AZURE_MULTI, {**V1_DOC, "issuer": f"http://sts.windows.net/{TENANT}/"}, "not https"),
+    (AZURE_MULTI, {**V1_DOC, "issuer": f"https://sts.windows.net/{TENANT}/x/"}, "not https"),
+    (AZURE_SINGLE, {**V1_DOC, "issuer": f"https://sts.windows.net/{OTHER_TENANT}/"},
+     "another tenant"),
+    (AZURE_MULTI, {**V1_DOC, "jwks_uri": "https://keys.example.com/common/discovery/keys"},
+     "jwks_uri"),
+])
+def test_the_v1_document_must_be_the_clouds(azure: AzureConfig, doc: Any,
+                                            problem: str | None) -> None:
+    if problem is None:
+        assert parse_v1_metadata(azure, doc).issuer == doc["issuer"]
+        return
+    with pytest.raises(IdPFailure, match=problem):
+        parse_v1_metadata(azure, doc)
