@@ -23,6 +23,7 @@ from aiohttp import web
 from .errors import AccessDenied, SignInRequired
 from .headers import own_cookies
 from .oidc.bearer import bearer_token, identity_claims
+from .oidc.callers import caller_problem, calling_client
 from .oidc.graph import has_overage
 from .refresh import ensure_fresh
 from .routes import Route
@@ -86,6 +87,14 @@ async def bearer_session(request: web.Request, state: State,
     if token is None:
         return None
     claims = await state.entra.validate_bearer(token)
+    # Entra issues tokens for the API to any app in the tenant: only listed callers, with a
+    # required scope or app role, count. (App-only tokens need the route's allow_apps too:
+    # the policy's check, so every route gets it.)
+    problem = caller_problem(claims, state.config.api)
+    if problem is not None:
+        log.warning("bearer caller refused request_id=%s client=%s reason=%s",
+                    request[REQUEST_ID], calling_client(claims)[:64], problem)
+        raise AccessDenied(f"This API refuses the token: {problem}.")
     if has_overage(claims) and (route.policy if route else state.policy).groups:
         # The API's token cannot call Graph: group membership is unknown, so no group rule
         # can pass (never treat an overage user as groupless).

@@ -32,7 +32,9 @@ DEFAULT_LIFETIME: Final = 300
 MIN_RSA_BITS: Final = 2048
 # Identity fields copied into the token verbatim. The cache key is built from the same list,
 # so a claim cannot be signed without also deciding which cached token is reused.
-SIGNED_FIELDS: Final = ("oid", "tid", "email", "preferred_username", "name", "groups", "roles")
+# `idtyp` ("user" or "app") tells an app-only caller from a person (Entra's own claim name).
+SIGNED_FIELDS: Final = ("oid", "tid", "email", "preferred_username", "name", "groups", "roles",
+                        "idtyp")
 
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 _CacheKey = tuple[str, tuple[str | tuple[str, ...], ...]]

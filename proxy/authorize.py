@@ -1,4 +1,5 @@
-"""Access policy: AND across kinds (emails, domains, groups, roles, tenants), OR within a kind."""
+"""Access policy: AND across kinds (emails, domains, groups, roles, tenants), OR within a kind;
+apps (app-only bearer tokens) only where `allow_apps` says so."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Policy:
     roles: frozenset[str] = frozenset()
     tenants: frozenset[str] = frozenset()
     members_only: bool = False
+    allow_apps: bool = False
 
     @classmethod
     def from_config(cls, config: AccessPolicyConfig) -> Policy:
@@ -35,9 +37,13 @@ class Policy:
             roles=frozenset(config.roles),
             tenants=frozenset(t.lower() for t in config.tenants),
             members_only=config.members_only,
+            allow_apps=config.allow_apps,
         )
 
     def decide(self, identity: Identity) -> Decision:
+        # Before the "no rule" shortcut: an app-only token never passes as a signed-in user.
+        if identity.is_app and not self.allow_apps:
+            return Decision(False, "app-only tokens (no user) are not allowed here")
         if self.members_only and (refusal := guest_refusal(identity)):
             return refusal
         if not (self.emails or self.domains or self.groups or self.roles or self.tenants):

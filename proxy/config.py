@@ -144,6 +144,9 @@ class AccessPolicyConfig:
     tenants: tuple[str, ...] = ()
     # Refuse B2B guests: needs Entra's `acct` optional claim (0 = member, 1 = guest).
     members_only: bool = False
+    # App-only bearer tokens (client credentials: no user) may pass. Off by default: an app
+    # is never let in, or passed on, as if it were a user.
+    allow_apps: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,12 @@ class IdentityConfig:
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
     accept_bearer: bool = False
-    audiences: tuple[str, ...] = ()
+    audiences: tuple[str, ...] = ()  # App ID URIs; azure.client_id (the GUID) is implied
+    # Entra issues tokens for a tenant's APIs to any app in it: only these callers
+    # (the token's azp/appid) count, like App Service's allowed client applications.
+    allowed_client_ids: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = ()  # a user's token needs one of these in `scp`
+    required_app_roles: tuple[str, ...] = ()  # an app's token needs one of these in `roles`
 
 
 @dataclass(frozen=True, slots=True)

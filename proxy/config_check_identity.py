@@ -52,9 +52,17 @@ def check_identity(config: Config) -> list[str]:
         out.append("identity.trust_unverified_email: only for a single tenant (tenant_id a "
                    "GUID, no other allowed_tenants): another tenant's admin can put any "
                    "address in `email`; add the xms_edov optional claim instead")
-    if config.api.accept_bearer and not config.api.audiences:
-        out.append("api.audiences: required with accept_bearer (e.g. "
-                   f"[\"api://{config.azure.client_id or '<client_id>'}\"])")
+    return out + check_api(config)
+
+
+def check_api(config: Config) -> list[str]:
+    api, out = config.api, []
+    if api.accept_bearer and not api.allowed_client_ids:
+        # Fail closed: Entra gives any app in the tenant a token for the API.
+        out.append("api.allowed_client_ids: required with accept_bearer: the client IDs "
+                   "of the apps that may call (Entra issues tokens to any app in the tenant)")
+    out += [f"api.allowed_client_ids: {c!r} must be an application (client) ID GUID"
+            for c in api.allowed_client_ids if not is_guid(c)]
     return out
 
 

@@ -88,6 +88,8 @@ def user_claims(identity: Identity) -> list[dict[str, str]]:
     values: dict[str, tuple[str, ...]] = {
         "email": (identity.email,),
         "groups": identity.groups,
+        # As in the app-only access token App Service would have read the claims from.
+        "idtyp": ("app",) if identity.is_app else (),
         "name": (identity.name,),
         "oid": (identity.oid,),
         "preferred_username": (identity.preferred_username,),

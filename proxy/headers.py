@@ -20,8 +20,11 @@ ALWAYS_OWNED = frozenset({
     "x-forwarded-access-token", "x-forwarded-id-token", "x-auth-assertion",
     "x-forwarded-user", "x-forwarded-email", "x-forwarded-name", "x-forwarded-groups",
     "x-forwarded-roles", "x-forwarded-object-id", "x-forwarded-tenant-id",
-    "x-forwarded-preferred-username",
+    "x-forwarded-preferred-username", "x-forwarded-principal-type",
 })
+# "user" or "app" on every authenticated request: an app (app-only bearer token, where a
+# route allows apps) is never passed on as if it were a person.
+PRINCIPAL_TYPE = "X-Forwarded-Principal-Type"
 _NEVER_FORWARDED = HOP_BY_HOP | {"host"}  # Host is set for the upstream by the proxy
 _NOT_PASSED_BACK = HOP_BY_HOP | {"content-length"}  # aiohttp frames the body it sends
 # Set by the proxy from what it saw; from untrusted peers the client's copies are lies.
@@ -173,9 +176,11 @@ def upstream_headers(
 
 
 def identity_headers(identity: Identity, mapping: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Configured identity headers; a claim the user lacks (often email) sends no header."""
+    """Configured identity headers; a claim the user lacks (often email) sends no header.
+    The principal type is always sent (the client's copy was stripped)."""
     pairs = ((name, clean_value(identity.claim(claim))) for name, claim in mapping.items())
-    return [(name, value) for name, value in pairs if value]
+    return [(name, value) for name, value in pairs if value] + [(PRINCIPAL_TYPE,
+                                                                 identity.idtyp)]
 
 
 def response_headers(incoming: Mapping[str, str] | CIMultiDict[str],

@@ -29,6 +29,13 @@ class Identity:
     roles: tuple[str, ...] = ()
     sid: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    # "app" for an app-only bearer token (client credentials): `oid` is then the calling
+    # app's service principal, not a person. Everything else is a "user".
+    idtyp: str = "user"
+
+    @property
+    def is_app(self) -> bool:
+        return self.idtyp == "app"
 
     @property
     def key(self) -> str:
@@ -62,6 +69,8 @@ class Identity:
         out["roles"] = list(self.roles)
         if self.extra:
             out["extra"] = dict(self.extra)
+        if self.is_app:  # users' stored sessions keep their shape
+            out["idtyp"] = "app"
         return out
 
     @classmethod
@@ -83,6 +92,8 @@ class Identity:
             roles=_strings(claims.get("roles")),
             sid=_text(claims.get("sid")),
             extra={str(k): str(v) for k, v in extra.items()},
+            # Only an explicit "app" marks an app; the bearer path decides it (oidc/bearer).
+            idtyp="app" if claims.get("idtyp") == "app" else "user",
         )
 
 
@@ -90,7 +101,7 @@ _SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid")
 # Kept for the proxy's own use, never sent on: Entra's `sid` is all front-channel logout
 # asks for, so any app (or its logs) holding it could sign the user out everywhere.
 INTERNAL_CLAIMS = frozenset({"sid"})
-_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra"}
+_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra", "idtyp"}
 
 
 def email_vouched(claims: dict[str, Any]) -> bool:

@@ -300,6 +300,13 @@ DESCRIPTIONS = {
         "tenant). Needs the `acct` optional claim on the ID token: without it everyone is "
         "refused (fail closed). Checked on every request, like every rule here."
     ),
+    "access.allow_apps": (
+        "Let app-only bearer tokens (client credentials: no user, Entra's `idtyp` `app` or "
+        "no `scp`) pass this policy. Off: an app gets 403 even where no other rule is set. "
+        "On: the caller still has to be in `[api] allowed_client_ids`, and the upstream "
+        "sees it as an app (`X-Forwarded-Principal-Type: app`, assertion `idtyp: app`, "
+        "Easy Auth claim `idtyp`), its `oid` being the app's service principal."
+    ),
     # [identity]
     "identity.headers": (
         "Headers sent upstream, header name → claim. `groups`/`roles` are joined with `,`; a "
@@ -349,13 +356,31 @@ DESCRIPTIONS = {
     # [api]
     "api.accept_bearer": (
         "Accept `Authorization: Bearer <Entra access token for this API>` instead of a "
-        "cookie: RS256 against Entra's keys, v1 or v2 issuer of the configured tenant(s), "
-        "times, `aud` in `audiences`, `oid`, tenant rules; Graph tokens are refused. A bad "
-        "token gets 401 `WWW-Authenticate: Bearer error=\"invalid_token\"`."
+        "cookie: RS256 against Entra's keys (v1 tokens against the v1 key set), the v2 "
+        "issuer or, for v1 tokens, the issuer of the cloud's v1 discovery document, times, "
+        "`aud`, `oid`, tenant rules, then the caller (`allowed_client_ids`); Graph tokens "
+        "are refused. A bad token gets 401 `WWW-Authenticate: Bearer "
+        "error=\"invalid_token\"`; a valid one from a caller not allowed gets 403."
     ),
     "api.audiences": (
-        "Accepted `aud` values, e.g. `api://<client_id>` (v1 access tokens) and "
-        "`<client_id>` (v2). Required with `accept_bearer`; Graph audiences never count."
+        "Accepted `aud` values besides `[azure] client_id`, which is always accepted (a v2 "
+        "token's `aud` is always the API's client ID): the API's App ID URI, e.g. "
+        "`api://<client_id>`, which v1 tokens carry when the client asked for it by that "
+        "name. Graph audiences never count."
+    ),
+    "api.allowed_client_ids": (
+        "Application (client) IDs that may call with a bearer token (the token's `azp`, v1 "
+        "`appid`), as App Service's allowed client applications. Required with "
+        "`accept_bearer`: Entra issues client-credentials tokens for a tenant's APIs to any "
+        "app in that tenant, and delegated ones to any client a user consents to."
+    ),
+    "api.required_scopes": (
+        "A user's (delegated) token must carry at least one of these in `scp` (e.g. "
+        "`access_as_user`); empty: any. App roles never count for it."
+    ),
+    "api.required_app_roles": (
+        "An app-only token must carry at least one of these app roles in `roles` (assigned "
+        "to the calling app on the API); empty: any. Apps also need `allow_apps` on the route."
     ),
     # [ui]
     "ui.title": "Product name shown in the title of every page the proxy serves.",

@@ -126,9 +126,18 @@ def test_assertion_verifies_from_the_jwks_alone(signer: AssertionSigner) -> None
         "name": "Alice Example",
         "groups": list(ALICE.groups),
         "roles": ["Admin"],
+        "idtyp": "user",
     }
     assert before <= times["iat"] == times["nbf"] <= time.time()
     assert times["exp"] == times["iat"] + LIFETIME
+
+
+def test_an_app_is_signed_as_an_app(signer: AssertionSigner) -> None:
+    app = Identity(oid="5ee5e5e5-0000-4000-8000-000000000002", tid=ALICE.tid, roles=("Reader",),
+                   idtyp="app")
+    assert verify(signer.jwks(), signer.assertion(app, AUD))["idtyp"] == "app"
+    # Cached per identity: the user's assertion is never handed to the app, nor back.
+    assert verify(signer.jwks(), signer.assertion(ALICE, AUD))["idtyp"] == "user"
 
 
 def test_header_names_the_algorithm_and_the_key(signer: AssertionSigner) -> None:

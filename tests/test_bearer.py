@@ -16,19 +16,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from proxy.config import AzureConfig
-from proxy.errors import Unauthenticated
+from proxy.authorize import Policy
+from proxy.config import AccessPolicyConfig, ApiConfig, AzureConfig
+from proxy.errors import IdPFailure, Unauthenticated
 from proxy.identity import Identity
 from proxy.oidc.bearer import (
     MAX_HEADER,
     BearerRejected,
     bearer_token,
     identity_claims,
+    is_v1_token,
     validate_access_token,
 )
+from proxy.oidc.callers import caller_problem
 from proxy.oidc.discovery import TEMPLATE, Metadata
 from proxy.oidc.jwks import KeySet, UnknownKey
 from proxy.oidc.tokens import LEEWAY
+from proxy.oidc.v1 import parse_v1_metadata
 
 NOW = 1_700_000_000.0
 CLIENT = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -38,6 +42,7 @@ MSA_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 GRAPH = "00000003-0000-0000-c000-000000000000"
 HOST = "https://login.microsoftonline.com"
 V2_TEMPLATE = f"{HOST}/{TEMPLATE}/v2.0"
+V1_GLOBAL = f"https://sts.windows.net/{TEMPLATE}/"  # the global cloud's v1 document issuer
 DELETE = object()  # claim/header value meaning "leave this member out"
 
 
@@ -140,9 +145,11 @@ def unsigned(header: dict[str, Any], claims: dict[str, Any], secret: bytes | Non
 
 def validate(token: str, keys: KeySet, *, meta: Metadata = MULTI,
              azure: AzureConfig = AZURE_MULTI, audiences: tuple[str, ...] = AUDIENCES,
-             now: float | None = NOW) -> dict[str, Any]:
+             now: float | None = NOW, v1_issuer: str = V1_GLOBAL) -> dict[str, Any]:
+    # As EntraClient.validate_bearer: a token claiming a v1 issuer is held to the v1 one.
     return validate_access_token(token, keys=keys, metadata=meta, azure=azure,
-                                 audiences=audiences, now=now)
+                                 audiences=audiences, now=now,
+                                 v1_issuer=v1_issuer if is_v1_token(token) else None)
 
 
 def rejected(token: str, keys: KeySet, expect: str, **kwargs: Any) -> BearerRejected:
@@ -250,7 +257,37 @@ def test_graph_audience_is_refused_even_if_configured(rsa_keys: Keys, keys: KeyS
     token = sign(rsa_keys, apply(v2_claims(), {"aud": GRAPH}))
     rejected(token, keys, "Microsoft Graph", audiences=(GRAPH, "https://graph.microsoft.com"))
     # A Graph audience in the config never widens what is accepted.
-    rejected(sign(rsa_keys, v2_claims()), keys, "not this API", audiences=(GRAPH,))
+    uri = sign(rsa_keys, apply(v2_claims(), {"aud": f"api://{CLIENT}"}))
+    rejected(uri, keys, "not this API", audiences=(GRAPH,))
+
+
+def test_the_client_id_is_implied_and_the_app_id_uri_is_configured(rsa_keys: Keys,
+                                                                   keys: KeySet) -> None:
+    # Entra: a v2 token's aud is always the GUID; a v1 token's is the GUID or the App ID URI.
+    only_uri = (f"api://{CLIENT}",)
+    assert validate(sign(rsa_keys, v2_claims()), keys, audiences=only_uri)["aud"] == CLIENT
+    assert validate(sign(rsa_keys, apply(v1_claims(), {"aud": CLIENT})), keys,
+                    audiences=only_uri)["ver"] == "1.0"
+    assert validate(sign(rsa_keys, v1_claims()), keys, audiences=only_uri)["ver"] == "1.0"
+    rejected(sign(rsa_keys, v1_claims()), keys, "not this API", audiences=())
+    other = replace(AZURE_MULTI, client_id="0f0f0f0f-0000-4000-8000-000000000000")
+    rejected(sign(rsa_keys, v2_claims()), keys, "not this API", audiences=only_uri,
+             azure=other)
+
+
+def test_the_v1_issuer_is_the_clouds_own(rsa_keys: Keys, keys: KeySet) -> None:
+    china = "https://sts.chinacloudapi.cn/{tenantid}/"
+    token = sign(rsa_keys, apply(v1_claims(), {"iss": f"https://sts.chinacloudapi.cn/{TENANT}/"}))
+    assert validate(token, keys, v1_issuer=china)["ver"] == "1.0"
+    # The global STS is not the issuer where the cloud's v1 document names another one.
+    rejected(sign(rsa_keys, v1_claims()), keys, "issuer", v1_issuer=china)
+    rejected(token, keys, "issuer")  # nor the other way round
+    # A v1 token is never judged against the v2 issuer, nor a v2 token against the v1 one.
+    with pytest.raises(BearerRejected, match="issuer"):
+        validate_access_token(sign(rsa_keys, v2_claims()), keys=keys, metadata=MULTI,
+                              azure=AZURE_MULTI, audiences=AUDIENCES, now=NOW,
+                              v1_issuer=V1_GLOBAL)
+    assert not is_v1_token("not.a.jwt") and is_v1_token(token)
 
 
 def test_national_cloud_graph_audience_from_discovery(rsa_keys: Keys, keys: KeySet) -> None:
@@ -432,6 +469,52 @@ def test_identity_from_an_app_only_token() -> None:
     assert identity.user == app["oid"] and identity.email == "" and identity.groups == ()
     assert identity_claims({**app, "idtyp": "app", "scp": "x"})["idtyp"] == "app"
     assert "azp" not in identity_claims(apply(app, {"azp": DELETE}))
+    assert identity.is_app and identity.to_dict()["idtyp"] == "app"
+    # A user token always has scp: without one, an "idtyp": "user" claim makes no user.
+    assert identity_claims({**app, "idtyp": "user"})["idtyp"] == "app"
+    assert identity_claims({**app, "scp": " "})["idtyp"] == "app"
+    user = Identity.from_claims(identity_claims(v2_claims()))
+    assert not user.is_app and "idtyp" not in user.to_dict()
+
+
+CALLER = "c0ffee00-0000-0000-0000-000000000001"
+
+
+@pytest.mark.parametrize("api,claims,problem", [
+    (ApiConfig(), v2_claims(), "allowed clients"),
+    (ApiConfig(allowed_client_ids=(CALLER.upper(),)), v2_claims(), None),
+    (ApiConfig(allowed_client_ids=(CALLER,)), v1_claims(), None),  # v1 names it appid
+    (ApiConfig(allowed_client_ids=(CALLER,)), apply(v2_claims(), {"azp": DELETE}),
+     "allowed clients"),
+    (ApiConfig(allowed_client_ids=("c0ffee00-0000-0000-0000-000000000009",)), v2_claims(),
+     "allowed clients"),
+    (ApiConfig(allowed_client_ids=(CALLER,), required_scopes=("Items.Read", "access_as_user")),
+     v2_claims(), None),
+    (ApiConfig(allowed_client_ids=(CALLER,), required_scopes=("Items.Read",)), v2_claims(),
+     "required scopes"),
+    # An app's roles never stand in for a user's scope, nor a user's scope for an app's role.
+    (ApiConfig(allowed_client_ids=(CALLER,), required_scopes=("Reader",)), v2_claims(),
+     "required scopes"),
+    (ApiConfig(allowed_client_ids=(CALLER,), required_app_roles=("Reader",)),
+     apply(v2_claims(), {"scp": DELETE}), None),
+    (ApiConfig(allowed_client_ids=(CALLER,), required_app_roles=("Jobs.Run",)),
+     apply(v2_claims(), {"scp": DELETE}), "required app roles"),
+    (ApiConfig(allowed_client_ids=(CALLER,), required_app_roles=("access_as_user",)),
+     apply(v2_claims(), {"scp": DELETE, "roles": "access_as_user"}), "required app roles"),
+])
+def test_which_callers_count(api: ApiConfig, claims: dict[str, Any],
+                             problem: str | None) -> None:
+    found = caller_problem(claims, api)
+    assert found == problem if problem is None else problem in (found or "")
+
+
+def test_apps_pass_a_policy_only_where_allowed() -> None:
+    app = Identity(oid="sp", tid=TENANT, roles=("Reader",), idtyp="app")
+    assert not Policy().decide(app).allowed  # no rule still means "users", never apps
+    assert "app-only" in Policy(roles=frozenset({"Reader"})).decide(app).reason
+    assert Policy.from_config(AccessPolicyConfig(allow_apps=True)).decide(app).allowed
+    assert not Policy(roles=frozenset({"Admin"}), allow_apps=True).decide(app).allowed
+    assert Policy().decide(replace(app, idtyp="user")).allowed
 
 
 def test_identity_keeps_overage_markers() -> None:
@@ -440,3 +523,33 @@ def test_identity_keeps_overage_markers() -> None:
     del claims["groups"]
     mapped = identity_claims(claims)
     assert mapped["_claim_names"] == {"groups": "src1"} and "groups" not in mapped
+
+
+# --- the v1 document (oidc/v1.py) ---------------------------------------------------------------
+
+V1_DOC = {"issuer": V1_GLOBAL, "jwks_uri": f"{HOST}/common/discovery/keys"}
+
+
+@pytest.mark.parametrize("azure,doc,problem", [
+    (AZURE_MULTI, V1_DOC, None),
+    (AZURE_SINGLE, {**V1_DOC, "issuer": f"https://sts.windows.net/{TENANT}/"}, None),
+    (replace(AZURE_MULTI, cloud_instance="https://login.chinacloudapi.cn/"),
+     {"issuer": "https://sts.chinacloudapi.cn/{tenantid}/",
+      "jwks_uri": "https://login.chinacloudapi.cn/common/discovery/keys"}, None),
+    (AZURE_MULTI, {"issuer": V1_GLOBAL}, "lacks"),
+    (AZURE_MULTI, [], "lacks"),
+    (AZURE_MULTI, {**V1_DOC, "issuer": "https://sts.windows.net/contoso.com/"}, "not https"),
+    (AZURE_MULTI, {**V1_DOC, "issuer": f"http://sts.windows.net/{TENANT}/"}, "not https"),
+    (AZURE_MULTI, {**V1_DOC, "issuer": f"https://sts.windows.net/{TENANT}/x/"}, "not https"),
+    (AZURE_SINGLE, {**V1_DOC, "issuer": f"https://sts.windows.net/{OTHER_TENANT}/"},
+     "another tenant"),
+    (AZURE_MULTI, {**V1_DOC, "jwks_uri": "https://keys.example.com/common/discovery/keys"},
+     "jwks_uri"),
+])
+def test_the_v1_document_must_be_the_clouds(azure: AzureConfig, doc: Any,
+                                            problem: str | None) -> None:
+    if problem is None:
+        assert parse_v1_metadata(azure, doc).issuer == doc["issuer"]
+        return
+    with pytest.raises(IdPFailure, match=problem):
+        parse_v1_metadata(azure, doc)

@@ -544,10 +544,15 @@ def test_several_workers_need_shared_state(tmp_path: Path) -> None:
     assert names(problems, "session.store") and names(problems, "identity.assertion_key_file")
 
 
-def test_bearer_needs_audiences(tmp_path: Path) -> None:
+def test_bearer_needs_allowed_clients(tmp_path: Path) -> None:
+    # Entra issues tokens for the API to any app in the tenant: who may call is not optional.
     problems = problems_of(tmp_path, render({"api": {"accept_bearer": "true"}}))
-    assert names(problems, "api.audiences"), problems
-    ok = render({"api": {"accept_bearer": "true", "audiences": f'["api://{CLIENT_ID}"]'}})
+    assert names(problems, "api.allowed_client_ids"), problems
+    assert not names(problems, "api.audiences")  # the client ID is implied
+    bad = render({"api": {"accept_bearer": "true", "allowed_client_ids": '["my-daemon"]'}})
+    assert names(problems_of(tmp_path, bad), "api.allowed_client_ids")
+    ok = render({"api": {"accept_bearer": "true", "audiences": f'["api://{CLIENT_ID}"]',
+                         "allowed_client_ids": f'["{CLIENT_ID}"]'}})
     assert problems_of_or_none(tmp_path, ok) == []
 
 

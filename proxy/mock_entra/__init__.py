@@ -10,22 +10,30 @@ from .app import create_app, run_mock
 from .faults import DELETE, Faults
 from .state import MockEntra
 from .users import (
+    CALLER_CLIENT_ID,
+    CALLER_CLIENT_SECRET,
     CONSUMERS_TENANT_ID,
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_TENANT_ID,
     OTHER_TENANT_ID,
+    STRANGER_CLIENT_ID,
+    STRANGER_CLIENT_SECRET,
     MockClient,
     MockUser,
 )
 
 __all__ = [
+    "CALLER_CLIENT_ID",
+    "CALLER_CLIENT_SECRET",
     "CONSUMERS_TENANT_ID",
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
     "DEFAULT_TENANT_ID",
     "DELETE",
     "OTHER_TENANT_ID",
+    "STRANGER_CLIENT_ID",
+    "STRANGER_CLIENT_SECRET",
     "Faults",
     "MockClient",
     "MockEntra",

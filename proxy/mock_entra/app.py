@@ -7,7 +7,7 @@ import ipaddress
 from aiohttp import web
 
 from .authorize import authorize
-from .discovery import jwks, openid_configuration
+from .discovery import jwks, openid_configuration, v1_openid_configuration
 from .graph import get_member_objects, me, member_of, userinfo
 from .logout import logout
 from .pages import esc, html_page, index_page
@@ -24,6 +24,9 @@ def create_app(mock: MockEntra) -> web.Application:
     router.add_get("/error", error_info)
     router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration)
     router.add_get("/{tenant}/discovery/v2.0/keys", jwks)
+    # v1: the same key ring, as Entra's v1 and v2 key sets hold the same keys in practice.
+    router.add_get("/{tenant}/.well-known/openid-configuration", v1_openid_configuration)
+    router.add_get("/{tenant}/discovery/keys", jwks)
     for method in ("GET", "POST"):
         router.add_route(method, "/{tenant}/oauth2/v2.0/authorize", authorize)
         router.add_route(method, "/{tenant}/oauth2/v2.0/logout", logout)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .errors import EntraError, json_error, unknown_tenant
 from .state import MOCK, issuer_base, origin
-from .tenants import Tenant
+from .tenants import TENANT_PLACEHOLDER, Tenant
 
 # Stands in for "microsoftonline.com"; the proxy must compare it with each key's value.
 CLOUD_INSTANCE_NAME: Final = "mock.local"
@@ -89,6 +89,8 @@ async def jwks(request: web.Request) -> web.Response:
     base, now = origin(request), mock.clock()
     if mock.faults.jwks_status is not None:
         return _failure(mock.faults.jwks_status, base, now)
+    if "/v2.0/" not in request.path and mock.faults.v1_jwks_status is not None:
+        return _failure(mock.faults.v1_jwks_status, base, now)
     segment = request.match_info["tenant"]
     tenant = mock.resolve_tenant(segment)
     if tenant is None:
@@ -100,4 +102,42 @@ async def jwks(request: web.Request) -> web.Response:
         with_kid=not mock.faults.jwks_without_kid,
         app_key=mock.keys.app_key(client.client_id) if client and client.app_signing_key else None,
     )
+    return web.json_response(document, headers={"Cache-Control": DISCOVERY_CACHE_CONTROL})
+
+
+async def v1_openid_configuration(request: web.Request) -> web.Response:
+    """The v1 document (no /v2.0 in the path): v1 tokens' issuer and their key set.
+
+    Its issuer is the cloud's STS host (`sts.windows.net` in the global cloud), with the
+    `{tenantid}` template on common/organizations, and its keys are `/{tenant}/discovery/keys`
+    (`/common/discovery/keys` for the multi-tenant segments), as Entra serves them.
+    """
+    mock = request.app[MOCK]
+    base, now = origin(request), mock.clock()
+    if mock.faults.discovery_status is not None:
+        return _failure(mock.faults.discovery_status, base, now)
+    segment = request.match_info["tenant"]
+    tenant = mock.resolve_tenant(segment)
+    if tenant is None:
+        return json_error(unknown_tenant(segment), base, now)
+    endpoints = f"{base}/{tenant.canonical}"
+    keys = f"{base}/{tenant.canonical if tenant.kind == 'tenant' else 'common'}/discovery/keys"
+    document = {
+        "token_endpoint": f"{endpoints}/oauth2/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
+                                                  "client_secret_basic"],
+        "jwks_uri": keys,
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "token id_token",
+                                     "token"],
+        "scopes_supported": ["openid"],
+        "issuer": f"https://{mock.sts_host}/{tenant.tid or TENANT_PLACEHOLDER}/",
+        "authorization_endpoint": f"{endpoints}/oauth2/authorize",
+        "end_session_endpoint": f"{endpoints}/oauth2/logout",
+        "cloud_instance_name": CLOUD_INSTANCE_NAME,
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": base.split("://", 1)[1],
+    }
     return web.json_response(document, headers={"Cache-Control": DISCOVERY_CACHE_CONTROL})

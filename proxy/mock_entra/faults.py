@@ -37,6 +37,8 @@ class Faults:
     discovery_issuer: str | None = None
     discovery_status: int | None = None
     jwks_status: int | None = None
+    # Only the v1 key set (/{tenant}/discovery/keys) fails: shows who reads which keys.
+    v1_jwks_status: int | None = None
     token_delay: float = 0.0
     # JWKS keys without kid/x5t; combine with id_token_header={"kid": DELETE} as needed.
     jwks_without_kid: bool = False

@@ -85,6 +85,9 @@ class MockEntra:
         self.auto_user: str | None = None
         # Seconds until issued access tokens expire (tests shorten it to force a refresh).
         self.access_token_lifetime = 3599
+        # The host of v1 token issuers (https://{host}/{tid}/): the global cloud's by
+        # default; tests set a national cloud's (sts.chinacloudapi.cn) to model one.
+        self.sts_host = "sts.windows.net"
         self.issued: list[dict[str, Any]] = []
         self.token_requests: list[dict[str, str]] = []
         self.logouts: list[dict[str, str]] = []

@@ -1,4 +1,5 @@
-"""POST /{tenant}/oauth2/v2.0/token: authorization_code (with PKCE) and refresh_token."""
+"""POST /{tenant}/oauth2/v2.0/token: authorization_code (with PKCE), refresh_token and
+client_credentials (app-only tokens for a registered API, `api_tokens`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 
+from .api_tokens import app_only_token
 from .client_auth import authenticate_client
 from .errors import EntraError, json_error, missing_parameter, unknown_tenant
 from .state import MOCK, CodeGrant, MockEntra, SignIn, issuer_base, origin
@@ -43,6 +45,10 @@ async def token(request: web.Request) -> web.Response:
         token_urls = {f"{base}/{s}/oauth2/v2.0/token" for s in (segment, tenant.canonical)}
         auth_header = request.headers.get(hdrs.AUTHORIZATION)
         client = authenticate_client(mock, auth_header, fields, token_urls)
+        if fields.get("grant_type") == "client_credentials":
+            body = app_only_token(mock, base, tenant, client, fields)
+            return web.json_response(body, headers={"Cache-Control": "no-store",
+                                                    "Pragma": "no-cache"})
         sign_in = _grant(mock, tenant, client, fields)
         body = mint_tokens(mock, issuer_base(request), sign_in,
                            client_info=fields.get("client_info") == "1")

@@ -9,6 +9,7 @@ import json
 import secrets
 from typing import Any, Final
 
+from .api_tokens import delegated_resource, delegated_token
 from .errors import EntraError
 from .faults import apply_overrides
 from .keys import b64url, encode_jws, sign_id_token
@@ -102,12 +103,13 @@ def hinted_username(hint: str) -> str | None:
     return text.removeprefix(LOGIN_HINT_PREFIX) if text.startswith(LOGIN_HINT_PREFIX) else None
 
 
-def access_token_claims(user: MockUser, sign_in: SignIn, *, now: int, uti: str) -> dict[str, Any]:
+def access_token_claims(user: MockUser, sign_in: SignIn, *, now: int, uti: str,
+                        sts_host: str = "sts.windows.net") -> dict[str, Any]:
     """A Graph access token payload (v1 shape, as Graph tokens are)."""
     scp = [s.removeprefix(GRAPH_SCOPE_PREFIX) for s in sign_in.scopes if s != "offline_access"]
     return {
         "aud": GRAPH_APP_ID,
-        "iss": f"https://sts.windows.net/{user.tid}/",
+        "iss": f"https://{sts_host}/{user.tid}/",
         "iat": now,
         "nbf": now,
         "exp": now + ACCESS_TOKEN_LIFETIME_SECONDS,
@@ -125,7 +127,12 @@ def access_token_claims(user: MockUser, sign_in: SignIn, *, now: int, uti: str) 
     }
 
 
-def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, now: int) -> str:
+def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str, now: int) -> str:
+    # One access token is for one resource: a registered API's scope wins over Graph's.
+    api = delegated_resource(mock, sign_in.scopes)
+    if api is not None:
+        return delegated_token(mock, api[0], api[1], base=base, user=user,
+                               caller=sign_in.client_id, scopes=sign_in.scopes, now=now)
     uti = _opaque(16)
     mock.access_tokens[uti] = AccessGrant(
         client_id=sign_in.client_id,
@@ -136,7 +143,7 @@ def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, now: int) ->
     key = mock.keys.current
     # Graph tokens carry a header nonce that makes them unverifiable by third parties.
     header = {"typ": "JWT", "nonce": _opaque(32), "alg": "RS256", "x5t": key.kid, "kid": key.kid}
-    claims = access_token_claims(user, sign_in, now=now, uti=uti)
+    claims = access_token_claims(user, sign_in, now=now, uti=uti, sts_host=mock.sts_host)
     return encode_jws(header, claims, key.sign_rs256)
 
 
@@ -162,7 +169,7 @@ def mint_tokens(
     # groups); on organizations/common, the home tenant's account.
     user = home.in_tenant(sign_in.tenant)
     now = int(mock.clock())
-    access_token = _access_token(mock, user, sign_in, now)
+    access_token = _access_token(mock, user, sign_in, base, now)
     body: dict[str, Any] = {
         "token_type": "Bearer",
         "scope": " ".join(s for s in sign_in.scopes if s != "offline_access"),

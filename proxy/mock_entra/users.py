@@ -14,6 +14,13 @@ CONSUMERS_TENANT_ID: Final = "9188040d-6c67-4c5b-b112-36a304b66dad"
 
 DEFAULT_CLIENT_ID: Final = "00000000-0000-0000-0000-00000000c11e"
 DEFAULT_CLIENT_SECRET: Final = "mock-secret"
+# Two other app registrations in the default tenant that call the proxy's API: one holds
+# the API's "Reader" app role (an admin assigned it), the other nothing. Entra issues
+# client-credentials tokens for a tenant's APIs to both, which is why the proxy must choose.
+CALLER_CLIENT_ID: Final = "c0000000-0000-4000-8000-0000000ca11e"
+CALLER_CLIENT_SECRET: Final = "caller-secret"
+STRANGER_CLIENT_ID: Final = "5a000000-0000-4000-8000-00000005a4e7"
+STRANGER_CLIENT_SECRET: Final = "stranger-secret"
 DEFAULT_REDIRECT_URIS: Final = (
     "http://127.0.0.1/callback/azuread",
     "http://localhost/callback/azuread",
@@ -24,6 +31,7 @@ DEFAULT_DOMAINS: Final = {
 }
 
 _GROUP_NAMESPACE: Final = uuid.UUID("5a0d4c8e-0b7e-4d55-9a53-6d6f636b2e67")
+_SP_NAMESPACE: Final = uuid.UUID("5a0d4c8e-0b7e-4d55-9a53-6d6f636b2e68")
 
 
 def group_id(name: str) -> str:
@@ -106,6 +114,19 @@ class MockClient:
     # Claims mapping makes Entra sign this app's tokens with an app-specific key, published
     # only at the JWKS URI with `?appid=<client_id>`.
     app_signing_key: bool = False
+    # "Expose an API": App ID URIs, delegated scopes, and the manifest's
+    # api.requestedAccessTokenVersion (None, the default, and 1 give v1 tokens; 2 gives v2).
+    identifier_uris: tuple[str, ...] = ()
+    api_scopes: tuple[str, ...] = ()
+    access_token_version: int | None = None
+    # App roles granted to this app's service principal, by the API's client ID.
+    app_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    home_tenant: str = DEFAULT_TENANT_ID
+
+    @property
+    def service_principal_oid(self) -> str:
+        """The object id of the app's service principal: an app-only token's `oid`/`sub`."""
+        return str(uuid.uuid5(_SP_NAMESPACE, f"{self.home_tenant}/{self.client_id}"))
 
 
 def default_users() -> list[MockUser]:
@@ -173,11 +194,25 @@ def _contoso_users() -> list[MockUser]:
 
 
 def default_clients() -> list[MockClient]:
-    """The demo app registration, with loopback redirect URIs (any port matches)."""
+    """The demo app registration (which also exposes an API), with loopback redirect URIs
+    (any port matches), and two apps that call that API."""
     return [
         MockClient(
             client_id=DEFAULT_CLIENT_ID,
             client_secret=DEFAULT_CLIENT_SECRET,
             redirect_uris=list(DEFAULT_REDIRECT_URIS),
-        )
+            identifier_uris=(f"api://{DEFAULT_CLIENT_ID}",),
+            api_scopes=("access_as_user",),
+        ),
+        MockClient(
+            client_id=CALLER_CLIENT_ID,
+            client_secret=CALLER_CLIENT_SECRET,
+            redirect_uris=list(DEFAULT_REDIRECT_URIS),
+            app_roles={DEFAULT_CLIENT_ID: ("Reader",)},
+        ),
+        MockClient(
+            client_id=STRANGER_CLIENT_ID,
+            client_secret=STRANGER_CLIENT_SECRET,
+            redirect_uris=list(DEFAULT_REDIRECT_URIS),
+        ),
     ]

@@ -1,8 +1,11 @@
 """Bearer access tokens for this proxy's own API (SPEC §3 `[api]`, ENTRA.md §3-§4).
 
 The API app's `accessTokenAcceptedVersion` decides the shape: null/1 gives v1 tokens
-(`iss` https://sts.windows.net/{tid}/, `ver` 1.0), 2 gives v2 tokens (the discovery issuer).
-Both are accepted, nothing else. Graph tokens are someone else's and are always refused.
+(`iss` https://{the cloud's sts host}/{tid}/, `ver` 1.0, `aud` the App ID URI or the client
+ID, as the client asked), 2 gives v2 tokens (the discovery issuer, `aud` the client ID). A
+v1 token is checked against the v1 document's issuer and keys (`oidc/v1.py`), a v2 token
+against the v2 ones. Graph tokens are someone else's and are always refused. Which callers
+count is `callers.py`'s question.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import jwt
 from ..config import AzureConfig
 from ..errors import Unauthenticated
 from ..validators import is_guid
+from .callers import is_app_token
 from .discovery import TEMPLATE, Metadata
 from .jwks import KeySet, SigningKey
 from .tokens import LEEWAY, tenant_allowed
@@ -25,7 +29,6 @@ if TYPE_CHECKING:  # a TypedDict for mypy only; no runtime dependency on jwt.typ
     from jwt.types import Options
 
 MAX_HEADER = 16 * 1024  # Entra tokens with 200 groups stay well under this
-V1_ISSUER = "https://sts.windows.net/{tid}/"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # Graph's audiences in every cloud: refused even when an operator lists one in `audiences`.
 _GRAPH_AUDIENCES = frozenset({
@@ -63,21 +66,35 @@ def bearer_token(authorization_header: str | None) -> str | None:
     return match[1] if match else None
 
 
+def is_v1_token(token: str) -> bool:
+    """Whether the (not yet verified) token claims a v1 issuer: it then gets the v1 keys and
+    must have the v1 issuer, so a lie here only picks the check that refuses it."""
+    try:
+        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return False  # the v2 path names what is wrong with it
+    return isinstance(iss, str) and not iss.endswith("/v2.0")
+
+
 def validate_access_token(token: str, *, keys: KeySet, metadata: Metadata, azure: AzureConfig,
-                          audiences: tuple[str, ...], now: float | None = None) -> dict[str, Any]:
+                          audiences: tuple[str, ...], v1_issuer: str | None = None,
+                          now: float | None = None) -> dict[str, Any]:
     """Claims of a valid access token for this API; BearerRejected names the failed check.
 
-    UnknownKey propagates so the caller can refetch the JWKS once and retry.
+    `keys` are the v2 keys, or with `v1_issuer` (the v1 document's) the v1 keys: only a
+    token of that version passes. The client ID is always an accepted audience (v2 tokens
+    always carry it). UnknownKey propagates so the caller can refetch the JWKS once and retry.
     """
     now = time.time() if now is None else now
     kid = _header(token)
     claims, key = _verify_signature(token, keys, kid)
     _check_times(claims, now)
-    _check_audience(claims, audiences, metadata)
+    _check_audience(claims, (*audiences, azure.client_id) if azure.client_id else audiences,
+                    metadata)
     tid = claims["tid"]
     if not isinstance(tid, str) or not is_guid(tid):
         raise BearerRejected("the tid claim is not a tenant GUID")
-    v2_issuer = _check_issuer(claims, metadata, tid)
+    v2_issuer = _check_issuer(claims, metadata, tid, v1_issuer)
     _check_key(key, claims["iss"], v2_issuer, tid, metadata)
     # (tid, oid) is the identity key: without oid, different callers would share one identity.
     if not isinstance(claims.get("oid"), str) or not claims["oid"]:
@@ -95,9 +112,10 @@ def identity_claims(claims: dict[str, Any]) -> dict[str, Any]:
     """Validated access-token claims under the names `Identity.from_claims` reads.
 
     v1 tokens have no `preferred_username`: `upn`, then `unique_name`, stand in. `azp` is
-    the calling client (v1 `appid`). `idtyp` is "app" for app-only tokens (the claim, or
-    no `scp`), whose `oid` is the calling app's service principal. Overage markers are
-    kept so the caller can fail closed on group-gated routes (`graph.has_overage`).
+    the calling client (v1 `appid`). `idtyp` is "app" for app-only tokens (the claim says
+    so, or there is no `scp`), whose `oid` is the calling app's service principal; a user
+    token always has `scp`. Overage markers are kept so the caller can fail closed on
+    group-gated routes (`graph.has_overage`).
     """
     out = {name: claims[name] for name in _COPIED if name in claims}
     for name in ("preferred_username", "upn", "unique_name"):
@@ -107,8 +125,7 @@ def identity_claims(claims: dict[str, Any]) -> dict[str, Any]:
     client = claims.get("azp") or claims.get("appid")
     if isinstance(client, str):
         out["azp"] = client
-    idtyp = claims.get("idtyp")
-    out["idtyp"] = idtyp if idtyp in ("app", "user") else ("user" if "scp" in claims else "app")
+    out["idtyp"] = "app" if is_app_token(claims) else "user"
     return out
 
 
@@ -199,18 +216,17 @@ def _check_audience(claims: dict[str, Any], audiences: tuple[str, ...],
         raise BearerRejected("the audience (aud) is not this API")
 
 
-def _check_issuer(claims: dict[str, Any], metadata: Metadata, tid: str) -> str:
-    """The v2 issuer for this tid, once `iss` is proven to be it or its v1 twin."""
+def _check_issuer(claims: dict[str, Any], metadata: Metadata, tid: str,
+                  v1_issuer: str | None) -> str:
+    """The v2 issuer for this tid, once `iss` is proven to be it (v2 keys) or the v1
+    document's issuer for this tid (v1 keys)."""
     v2_issuer = metadata.issuer.replace(TEMPLATE, tid)
     # A single-tenant issuer has no template: this pins the tenant for v1 tokens too.
     if not v2_issuer.endswith(f"/{tid}/v2.0"):
         raise BearerRejected("the token's tenant (tid) is not this authority's tenant")
-    iss = claims["iss"]
-    if iss == v2_issuer:
-        version = "2.0"
-    elif iss == V1_ISSUER.format(tid=tid):
-        version = "1.0"
-    else:
+    expected = v2_issuer if v1_issuer is None else v1_issuer.replace(TEMPLATE, tid)
+    version = "2.0" if v1_issuer is None else "1.0"
+    if claims["iss"] != expected or (v1_issuer is not None and not expected.endswith(f"/{tid}/")):
         raise BearerRejected("the issuer (iss) is not this authority for the token's tenant")
     if claims.get("ver", version) != version:
         raise BearerRejected("the token version (ver) does not match its issuer")

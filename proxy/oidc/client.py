@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
@@ -26,13 +26,14 @@ from ..errors import (
     ProxyError,
     TokenRejected,
 )
-from .bearer import BearerRejected, validate_access_token
+from .bearer import BearerRejected, is_v1_token, validate_access_token
 from .contracts import IdPMetrics, NoMetrics, PkceLogin
 from .credentials import CertificateCredential, CredentialError, client_auth_fields
 from .discovery import Metadata, discovery_url, parse_metadata
 from .graph import graph_base, has_overage, member_groups
 from .jwks import KeySet, UnknownKey
 from .tokens import validate_id_token
+from .v1 import V1Authority
 
 # Token-endpoint errors that mean "this grant is over": sign the user in again.
 _DEAD_GRANT = {"invalid_grant", "interaction_required", "consent_required", "login_required"}
@@ -67,6 +68,7 @@ class EntraClient:
         self._last_forced = -REFETCH_INTERVAL
         self.last_error = ""
         self._authorize_prefix: tuple[str, str] | None = None  # (endpoint, encoded base)
+        self.v1 = V1Authority(self.azure, self._get_json)  # v1 API tokens' issuer and keys
 
     async def _get_json(self, url: str, what: str) -> Any:
         try:
@@ -240,9 +242,12 @@ class EntraClient:
     async def validate_bearer(self, token: str) -> dict[str, Any]:
         """Validate an API client's access token ([api]); one JWKS refetch on an unknown kid."""
         metadata = await self.metadata()
+        v1_issuer, keys = None, self.keys
+        if is_v1_token(token):
+            v1_issuer, keys = (await self.v1.metadata()).issuer, self.v1.keys
         claims = await self._with_refetch(lambda keys: validate_access_token(
             token, keys=keys, metadata=metadata, azure=self.azure,
-            audiences=self.config.api.audiences))
+            audiences=self.config.api.audiences, v1_issuer=v1_issuer), keys)
         if claims is None:
             raise BearerRejected("it is signed with an unknown key")
         return claims
@@ -257,12 +262,15 @@ class EntraClient:
         return claims
 
     async def _with_refetch(
-            self, check: Callable[[KeySet], dict[str, Any]]) -> dict[str, Any] | None:
-        """Run a token check with the cached keys, and once more after one (rate-limited)
-        JWKS refetch if the token names an unknown kid; None if the kid stays unknown."""
+            self, check: Callable[[KeySet], dict[str, Any]],
+            keys: Callable[..., Awaitable[KeySet]] | None = None) -> dict[str, Any] | None:
+        """Run a token check with the cached keys (the v2 ones unless `keys` says), and once
+        more after one (rate-limited) JWKS refetch if the token names an unknown kid; None
+        if the kid stays unknown."""
+        fetch = keys or self.keys
         for refresh in (False, True):
             try:
-                return check(await self.keys(refresh=refresh))
+                return check(await fetch(refresh=refresh))
             except UnknownKey:
                 continue
         return None

@@ -18,14 +18,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.mock_entra import MockEntra, create_app
+from proxy.mock_entra import CALLER_CLIENT_ID, MockEntra, create_app
 from proxy.mock_entra.keys import SigningKey, encode_jws
 from proxy.oidc.client import REFETCH_INTERVAL
 from tests.conftest import ALICE, HTML, Stack, StackFactory, free_port
 from tests.flows.test_bearer_api import AUDIENCE, api_token
 
 BOB = "bob@contoso.example"
-API = {"api": {"accept_bearer": True, "audiences": [AUDIENCE]}}
+API = {"api": {"accept_bearer": True, "audiences": [AUDIENCE],
+               "allowed_client_ids": [CALLER_CLIENT_ID]}}
 
 
 # --------------------------------------------------------------------------- helpers

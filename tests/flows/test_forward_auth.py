@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from proxy.mock_entra import DEFAULT_CLIENT_ID
 from proxy.mock_entra.users import ADMINS_GROUP_ID, ENGINEERING_GROUP_ID
 from tests.conftest import ALICE, HTML, Stack, StackFactory, free_port, port_of
 from tests.support.fronts import nginx
@@ -71,7 +72,8 @@ async def test_public_path_needs_no_session_only_from_trusted_callers(
 
 
 async def test_bearer_tokens_count_for_forward_auth_too(make_stack: StackFactory) -> None:
-    stack = await make_stack({"api": {"accept_bearer": True, "audiences": ["api://x"]}})
+    stack = await make_stack({"api": {"accept_bearer": True, "audiences": ["api://x"],
+                                      "allowed_client_ids": [DEFAULT_CLIENT_ID]}})
     resp = await auth(stack, Authorization="Bearer not.a.token")
     assert resp.status == 401
     assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
