@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import aiohttp
 import pytest
@@ -23,61 +21,19 @@ import pytest
 from tests.attacks.conftest import ShieldFactory
 from tests.attacks.harness import parse_responses, tally
 from tests.conftest import Stack, port_of
+from tests.support.slow_clients import (
+    BEHAVIOURS,
+    HEAD,
+    SLACK,
+    held,
+    open_served,
+    read_response,
+    send_nothing,
+)
 
 HEADER_TIMEOUT = 1.0
-SLACK = 10.0  # generous: two loaded cores; a missing timeout holds them for 75 s or more
 CROWD = 20
-HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # no blank line: never complete
 CAP_MESSAGE = "connection cap reached"
-
-Behaviour = Callable[[asyncio.StreamWriter], Coroutine[Any, Any, None]]
-
-
-async def send_nothing(writer: asyncio.StreamWriter) -> None:
-    return None
-
-
-async def send_half_a_head(writer: asyncio.StreamWriter) -> None:
-    writer.write(HEAD)
-    await writer.drain()
-
-
-async def drip(writer: asyncio.StreamWriter) -> None:
-    """One byte every 0.2 s, for longer than any bound below, until the proxy hangs up."""
-    data = HEAD + b"X-Pad: " + b"a" * 1000
-    for i in range(len(data)):
-        writer.write(data[i:i + 1])
-        await writer.drain()
-        await asyncio.sleep(0.2)
-
-
-BEHAVIOURS: dict[str, Behaviour] = {"nothing": send_nothing, "half-head": send_half_a_head,
-                                     "drip": drip}
-
-
-async def held(port: int, behave: Behaviour, within: float) -> tuple[float | None, bytes]:
-    """Connect, behave, and read until the proxy closes: (seconds it took or None if still
-    open after `within`, what the proxy sent)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    started = time.monotonic()
-    sender = asyncio.create_task(behave(writer))
-    received = b""
-    closed_after: float | None = None
-    try:
-        async with asyncio.timeout(within):
-            while chunk := await reader.read(65536):
-                received += chunk
-        closed_after = time.monotonic() - started
-    except ConnectionError:
-        closed_after = time.monotonic() - started
-    except TimeoutError:
-        pass
-    finally:
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
-        writer.close()
-        await asyncio.gather(writer.wait_closed(), return_exceptions=True)
-    return closed_after, received
 
 
 async def served(stack: Stack) -> int:
@@ -104,16 +60,6 @@ async def test_slow_clients_get_408_and_are_closed_while_others_are_served(
         assert responses[0].header("X-Request-Id") in responses[0].body.decode()
         assert responses[0].header("Connection").lower() == "close"
     assert await served(stack) == 200
-
-
-async def read_response(reader: asyncio.StreamReader) -> int:
-    """The status of the next whole response on a kept-alive connection."""
-    data = b""
-    while not (responses := parse_responses(data)[0]):
-        chunk = await asyncio.wait_for(reader.read(65536), SLACK)
-        assert chunk, f"closed mid-response: {data[:200]!r}"
-        data += chunk
-    return responses[0].status
 
 
 async def test_a_complete_head_is_not_timed_out_later(shield: ShieldFactory) -> None:
@@ -148,19 +94,11 @@ async def test_idle_keepalive_connections_are_closed(shield: ShieldFactory, then
         assert [r.status for r in parse_responses(received)[0]] == [200]
 
 
-async def open_served(stack: Stack) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A keep-alive connection that was served one request: certainly counted, now idle."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(stack))
-    writer.write(HEAD + b"\r\n")
-    assert await read_response(reader) == 200
-    return reader, writer
-
-
 async def test_connections_past_the_cap_get_503_and_service_resumes(
         shield: ShieldFactory, caplog: pytest.LogCaptureFixture) -> None:
     cap, extra = 5, 3
     stack = await shield({"server": {"max_connections": cap}})
-    holders = [await open_served(stack) for _ in range(cap)]
+    holders = [await open_served(port_of(stack)) for _ in range(cap)]
     try:
         refused = await asyncio.gather(*(held(port_of(stack), send_nothing, SLACK)
                                          for _ in range(extra)))
@@ -196,7 +134,7 @@ async def test_the_cap_warning_is_logged_again_after_a_recovery(
     cap = 2
     stack = await shield({"server": {"max_connections": cap}})
     for episode in (1, 2):
-        holders = [await open_served(stack) for _ in range(cap)]
+        holders = [await open_served(port_of(stack)) for _ in range(cap)]
         try:
             for closed_after, received in await asyncio.gather(
                     *(held(port_of(stack), send_nothing, SLACK) for _ in range(2))):
