@@ -138,9 +138,10 @@ DESCRIPTIONS = {
     "server.max_connections": (
         "Open client connections per process (each worker has its own); a connection past "
         "it is answered `503` (`Retry-After: 1`) and closed at once, and one WARNING is "
-        "logged until the count drops below again (nginx: `worker_connections`). Each "
-        "proxied request also uses an upstream connection: keep the process's open-file "
-        "limit (`ulimit -n`) above twice this."
+        "logged until the count drops below again (nginx: `worker_connections`). A "
+        "worker raises its soft open-file limit to twice this + 256 (a proxied request "
+        "also holds an upstream connection), within the hard limit; a WARNING says if it "
+        "cannot."
     ),
     # [azure]
     "azure.client_id": (
