@@ -68,7 +68,8 @@ def raise_file_limit(max_connections: int) -> None:
     """Raise the soft open-file limit toward the hard one, as Go and nginx's
     worker_rlimit_nofile do: a client connection is a descriptor and so is the upstream one
     it proxies to, and a soft limit of 1024 (common in containers) would refuse connections
-    with EMFILE long before server.max_connections does, and refuse upstream sockets too."""
+    with EMFILE long before server.max_connections does. The aim is two per connection;
+    only a limit that cannot hold the cap's client connections alone is worth a WARNING."""
     try:
         import resource
     except ImportError:  # pragma: no cover - not on Windows
@@ -80,10 +81,10 @@ def raise_file_limit(max_connections: int) -> None:
     new = want if hard == resource.RLIM_INFINITY else min(want, hard)
     if new > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-    if new < want:
-        log.warning("open-file limit %d is below 2 x server.max_connections + %d = %d: raise "
-                    "it (ulimit -n, LimitNOFILE=) or lower server.max_connections", new,
-                    FILES_BESIDES_CONNECTIONS, want)
+    if new < max_connections + FILES_BESIDES_CONNECTIONS:
+        log.warning("open-file limit %d is below server.max_connections + %d: raise it "
+                    "(ulimit -Hn, LimitNOFILE=) or lower server.max_connections", new,
+                    FILES_BESIDES_CONNECTIONS)
 
 
 async def _serve(app: web.Application, config: Config, reuse_port: bool) -> None:

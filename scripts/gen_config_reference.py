@@ -140,8 +140,8 @@ DESCRIPTIONS = {
         "it is answered `503` (`Retry-After: 1`) and closed at once, and one WARNING is "
         "logged until the count drops below again (nginx: `worker_connections`). A "
         "worker raises its soft open-file limit to twice this + 256 (a proxied request "
-        "also holds an upstream connection), within the hard limit; a WARNING says if it "
-        "cannot."
+        "also holds an upstream connection), within the hard limit; a WARNING says if "
+        "that cannot hold even this + 256."
     ),
     # [azure]
     "azure.client_id": (

@@ -89,7 +89,12 @@ def test_the_open_file_limit_is_raised_to_fit_the_cap() -> None:
     assert soft == 2 * 1000 + 256 and "WARNING" not in log, log
 
 
+def test_a_hard_limit_between_one_and_two_per_connection_is_used_quietly() -> None:
+    soft, log = file_limit_after_start(1500, 1000)
+    assert soft == 1500 and "WARNING" not in log, log
+
+
 def test_a_hard_limit_below_the_cap_is_warned_about() -> None:
     soft, log = file_limit_after_start(1024, 10000)
     assert soft == 1024  # raised as far as allowed
-    assert "WARNING open-file limit 1024 is below" in log and "max_connections" in log, log
+    assert "WARNING open-file limit 1024 is below server.max_connections" in log, log
