@@ -8,7 +8,8 @@
 * A header timeout (slowloris). aiohttp closes an idle keep-alive connection after
   `keepalive_timeout`, but a connection whose first request head never completes (nothing
   sent, half a head, a byte a second) is held for as long: the handler arms one timer per
-  connection and answers 408 and closes if the first head is not in by `header_timeout`.
+  connection (none per request or chunk) and answers 408 and closes if the first head is
+  not in when it fires.
 * A connection cap per process. Past `max_connections` open connections, a new one is
   answered 503 and closed at once, and a WARNING is logged once until the count drops.
 """
@@ -101,15 +102,6 @@ class QuietRequestHandler(RequestHandler):
         if timeout > 0:
             self._head_timer = self._loop.call_later(timeout, self._head_timed_out)
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        # The parser counts every complete head (or parse error) it hands on: from the
-        # first one, aiohttp's keep-alive timer bounds the connection. One attribute test
-        # per chunk is all this costs on the hot path.
-        if self._head_timer is not None and self._request_count:
-            self._head_timer.cancel()
-            self._head_timer = None
-
     def connection_lost(self, exc: BaseException | None) -> None:
         if not self._admitted:
             return  # refused in connection_made: aiohttp never knew it
@@ -123,6 +115,9 @@ class QuietRequestHandler(RequestHandler):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         transport = self.transport
+        # The parser counts every complete head (or parse error) it hands on; from the first,
+        # aiohttp's keep-alive timer bounds the connection. Checked here rather than by
+        # cancelling the timer in data_received: the hot path stays aiohttp's own.
         if transport is None or self._force_close or self._request_count:
             return
         # Nothing has been answered on this connection yet, so a 408 can be (RFC 9110).
