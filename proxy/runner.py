@@ -81,10 +81,10 @@ class ConnectionGate:
 class QuietRequestHandler(RequestHandler):
     __slots__ = ("_gate", "_admitted", "_head_timer")
 
-    def __init__(self, manager: web.Server, *, gate: ConnectionGate | None = None,
+    def __init__(self, manager: web.Server, *, gate: ConnectionGate,
                  **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        self._gate = gate or ConnectionGate(ConnectionLimits())
+        self._gate = gate
         self._admitted = False
         self._head_timer: asyncio.TimerHandle | None = None
 
