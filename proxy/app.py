@@ -26,6 +26,7 @@ from .middleware import outer
 from .oidc.client import EntraClient, load_credential
 from .oidc.credentials import CertificateCredential
 from .routes import RouteTable
+from .runner import CONNECTION_LIMITS, ConnectionLimits
 from .session.factory import build_store
 from .session.login_state import LoginStates
 from .state import METRICS, STATE, State, StateCell, get_state
@@ -38,6 +39,8 @@ log = logging.getLogger("proxy")
 MAX_FIELD_SIZE = 40 * 1024
 RETIRE_AFTER = 60.0  # seconds a replaced session store stays open for in-flight requests
 ConfigLoader = Callable[[], Config]
+# [server] keys the listener and its connections are built with (a reload cannot reach them).
+RESTART_ONLY = ("listen", "header_timeout", "keepalive_timeout", "max_connections")
 TASKS = web.AppKey("tasks", Tasks)  # every background task and timer the app started
 
 
@@ -103,8 +106,9 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
         log.error("config reload refused, keeping the running config: %s",
                   "; ".join(exc.problems))
         return False
-    if config.server.listen != old.config.server.listen:
-        log.warning("config reload: server.listen changes take effect after a restart")
+    for key in RESTART_ONLY:
+        if getattr(config.server, key) != getattr(old.config.server, key):
+            log.warning("config reload: server.%s changes take effect after a restart", key)
     cell.current = new
     if cell.current.sessions is not old.sessions:
         app[TASKS].later(RETIRE_AFTER, old.sessions.close)
@@ -123,8 +127,10 @@ def build_app(config: Config, loader: ConfigLoader | None = None, *,
               resolver: AbstractResolver | None = None) -> web.Application:
     """`resolver` resolves the sign-in service's host names (default: the system's); a
     split-horizon DNS, or a test that serves a national cloud's hosts on loopback."""
+    server = config.server
     app = web.Application(handler_args={"max_field_size": MAX_FIELD_SIZE,
-                                        "max_line_size": 16 * 1024},
+                                        "max_line_size": 16 * 1024,
+                                        "keepalive_timeout": server.keepalive_timeout},
                           # Bodies the proxy itself reads (the sign-out form) are tiny;
                           # forwarded bodies stream and are not bound by this.
                           middlewares=[outer], client_max_size=64 * 1024)
@@ -158,6 +164,8 @@ def build_app(config: Config, loader: ConfigLoader | None = None, *,
         await upstream_http.close()
         await idp_http.close()
 
+    # Read by ProxyRunner when it makes the server: fixed for the life of the listener.
+    app[CONNECTION_LIMITS] = ConnectionLimits(server.header_timeout, server.max_connections)
     app[METRICS] = Metrics()
     app[TASKS] = Tasks()
     app.cleanup_ctx.append(lifecycle)

@@ -62,6 +62,10 @@ class ServerConfig:
     log_level: str = "info"
     allowed_redirect_hosts: tuple[str, ...] = ()
     drain_timeout: Duration = 30.0  # on SIGTERM: how long in-flight requests may finish
+    # Slow or idle clients (nginx: client_header_timeout, keepalive_timeout, worker_connections)
+    header_timeout: Duration = 20.0  # a connection's first request head must arrive within this
+    keepalive_timeout: Duration = 75.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 10000  # open client connections per process; more are refused
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -77,6 +77,11 @@ def check_server(config: Config) -> list[str]:
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         out.append(f"server.log_level: {s.log_level!r} must be one of "
                    "['debug', 'info', 'warning', 'error']")
+    for key in ("header_timeout", "keepalive_timeout"):
+        if getattr(s, key) <= 0:  # no "off": a client must never hold a connection for free
+            out.append(f"server.{key}: must be more than 0, e.g. \"20s\"")
+    if s.max_connections < 1:
+        out.append(f"server.max_connections: {s.max_connections} must be at least 1")
     for h in s.allowed_redirect_hosts:
         if not _DOMAIN.match(h.removeprefix("*.").removeprefix(".")) and not is_loopback_host(h):
             out.append(f"server.allowed_redirect_hosts: {h!r} must be a host name or *.domain")

@@ -30,6 +30,7 @@ from .runner import ProxyRunner
 
 log = logging.getLogger("proxy")
 RESPAWN_PAUSE = 1.0
+FILES_BESIDES_CONNECTIONS = 256  # listeners, Redis, IdP and metrics sockets, logs, modules
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -49,6 +50,7 @@ def serve(config: Config, source: ConfigSource, *, reuse_port: bool = False) -> 
         check_files(fresh)
         return fresh
 
+    raise_file_limit(config.server.max_connections)
     # Requests allocate many short-lived objects but few cycles: collect the young
     # generation less often (the profile showed ~6% of CPU in the collector).
     gc.set_threshold(20_000, 20, 20)
@@ -60,6 +62,29 @@ def serve(config: Config, source: ConfigSource, *, reuse_port: bool = False) -> 
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def raise_file_limit(max_connections: int) -> None:
+    """Raise the soft open-file limit toward the hard one, as Go and nginx's
+    worker_rlimit_nofile do: a client connection is a descriptor and so is the upstream one
+    it proxies to, and a soft limit of 1024 (common in containers) would refuse connections
+    with EMFILE long before server.max_connections does. The aim is two per connection;
+    only a limit that cannot hold the cap's client connections alone is worth a WARNING."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    want = 2 * max_connections + FILES_BESIDES_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    if new < max_connections + FILES_BESIDES_CONNECTIONS:
+        log.warning("open-file limit %d is below server.max_connections + %d: raise it "
+                    "(ulimit -Hn, LimitNOFILE=) or lower server.max_connections", new,
+                    FILES_BESIDES_CONNECTIONS)
 
 
 async def _serve(app: web.Application, config: Config, reuse_port: bool) -> None:

@@ -123,6 +123,26 @@ DESCRIPTIONS = {
         "On shutdown (SIGTERM), how long in-flight requests may take to finish; open "
         "WebSockets are closed with code 1001."
     ),
+    "server.header_timeout": (
+        "How long a new connection may take to send its first complete request head "
+        "(request line and headers); then it gets `408` and is closed, so a client that "
+        "connects and sends nothing, or drips a head, cannot hold it (nginx: "
+        "`client_header_timeout`). Later requests on the connection fall under "
+        "`keepalive_timeout`. More than 0."
+    ),
+    "server.keepalive_timeout": (
+        "How long an idle keep-alive connection stays open after a response until the next "
+        "request head is complete; then it is closed (nginx: `keepalive_timeout`). More "
+        "than 0; keep it above a load balancer's idle timeout."
+    ),
+    "server.max_connections": (
+        "Open client connections per process (each worker has its own); a connection past "
+        "it is answered `503` (`Retry-After: 1`) and closed at once, and one WARNING is "
+        "logged until the count drops below again (nginx: `worker_connections`). A "
+        "worker raises its soft open-file limit to twice this + 256 (a proxied request "
+        "also holds an upstream connection), within the hard limit; a WARNING says if "
+        "that cannot hold even this + 256."
+    ),
     # [azure]
     "azure.client_id": (
         "**Required.** The app registration's Application (client) ID, a GUID (not the app's "

@@ -538,6 +538,25 @@ def test_worker_settings_are_checked(tmp_path: Path, server: Section, key: str) 
     assert names(problems_of(tmp_path, render({"server": server})), key)
 
 
+@pytest.mark.parametrize(("server", "key"), [
+    ({"header_timeout": '"0s"'}, "server.header_timeout"),
+    ({"header_timeout": '"-5s"'}, "server.header_timeout"),
+    ({"keepalive_timeout": "0"}, "server.keepalive_timeout"),
+    ({"keepalive_timeout": '"a while"'}, "server.keepalive_timeout"),
+    ({"max_connections": "0"}, "server.max_connections"),
+    ({"max_connections": '"many"'}, "server.max_connections"),
+])
+def test_slow_client_limits_cannot_be_turned_off(tmp_path: Path, server: Section,
+                                                 key: str) -> None:
+    assert names(problems_of(tmp_path, render({"server": server})), key)
+
+
+def test_slow_client_limits_default_like_nginx(tmp_path: Path) -> None:
+    server = load_text(tmp_path, render({}), {}).server
+    assert (server.header_timeout, server.keepalive_timeout, server.max_connections) == (
+        20.0, 75.0, 10000)
+
+
 def test_several_workers_need_shared_state(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, render({"server": {"workers": "2"},
                                              "session": {"store": '"memory"'}}))

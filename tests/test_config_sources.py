@@ -260,7 +260,7 @@ def test_a_far_miss_gets_no_guess() -> None:
 
 @pytest.mark.parametrize(("section", "key", "value"), [
     ("session", "max_age", 8), ("session", "refresh", 300), ("azure", "timeout", 10),
-    ("server", "drain_timeout", 2.5),
+    ("server", "drain_timeout", 2.5), ("server", "header_timeout", 20),
 ])
 def test_a_duration_without_a_unit_is_refused_with_the_fix(section: str, key: str,
                                                           value: float) -> None:

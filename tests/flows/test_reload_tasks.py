@@ -49,3 +49,25 @@ async def test_a_retired_store_is_closed_at_shutdown(mock_server: tuple[MockEntr
     assert len(app[TASKS]) == 0
     with pytest.raises(StoreUnavailable):
         await old.load(cookies)  # closed at shutdown, not 60 s later or never
+
+
+async def test_a_reload_says_which_connection_limits_wait_for_a_restart(
+        mock_server: tuple[MockEntra, str], upstream_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """header_timeout, keepalive_timeout and max_connections are built into the listener:
+    a reload keeps the running ones and says so, key by key."""
+    _, idp = mock_server
+    port = free_port()
+    raw = base_config(port, idp, upstream_url)
+    changed = deep_merge(raw, {"server": {"header_timeout": "5s", "max_connections": 50}})
+    app = build_app(from_dict(raw))
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        assert await reload(app, lambda: from_dict(changed))
+    finally:
+        await server.close()
+    restart = [r.getMessage() for r in caplog.records if "after a restart" in r.getMessage()]
+    assert restart == ["config reload: server.header_timeout changes take effect after a restart",
+                       "config reload: server.max_connections changes take effect after a "
+                       "restart"]
