@@ -181,6 +181,7 @@ class UpstreamConfig:
     preserve_host: bool = False
     strip_prefix: bool = False
     timeout: Duration = 60.0
+    assertion_audience: str = ""  # the assertion's `aud` for this route; "" = derived
     access: AccessPolicyConfig | None = None
 
 
