@@ -184,12 +184,15 @@ TALLY: dict[str, Counter[str]] = {}
 TOUCHED: list[str] = []  # families tallied by the running test
 
 
-def tally(family: str, *, refused: bool, crashed: bool) -> None:
-    """One attack: refused as it must be, or not; `crashed` means a 5xx (or no answer)."""
+def tally(family: str, *, refused: bool, crashed: bool, reached: bool = False) -> None:
+    """One attack: refused as it must be, or not; `crashed` means a 5xx (or no answer);
+    `reached` means what it was after (a request, a token, an identity) got to the upstream
+    or the browser all the same."""
     counts = TALLY.setdefault(family, Counter())
     counts["tried"] += 1
     counts["refused"] += refused
     counts["5xx"] += crashed
+    counts["reached"] += reached
     if family not in TOUCHED:
         TOUCHED.append(family)
 
@@ -202,9 +205,9 @@ def tally_tracebacks(count: int) -> None:
 
 def summary_lines() -> list[str]:
     width = max((len(f) for f in TALLY), default=10)
-    lines = [f"{'family':<{width}}  tried  refused  5xx  tracebacks logged"]
+    lines = [f"{'family':<{width}}  tried  refused  5xx  tracebacks logged  reached"]
     for family in sorted(TALLY):
         c = TALLY[family]
         lines.append(f"{family:<{width}}  {c['tried']:>5}  {c['refused']:>7}  {c['5xx']:>3}  "
-                     f"{c['traceback']:>17}")
+                     f"{c['traceback']:>17}  {c['reached']:>7}")
     return lines

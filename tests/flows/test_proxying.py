@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from itsdangerous import TimestampSigner
 
+from proxy.mock_entra import OTHER_TENANT_ID
 from proxy.session.signing import SESSION_SALT, app_salt, serializer
 from tests.conftest import ALICE, DEFAULT_CLIENT_ID, HTML, Stack, StackFactory, free_port
 
@@ -150,6 +151,8 @@ async def test_tampered_foreign_and_expired_cookies_are_refused(stack: Stack) ->
         "another issuer": forge(SECRET, {**own, "iss": own["iss"].replace("/v2.0", "/v1")},
                                 age=60),
         "no audience": forge(SECRET, {k: v for k, v in own.items() if k != "aud"}, age=60),
+        "another tenant": forge(SECRET, {**own, "tid": OTHER_TENANT_ID, "iss": own["iss"].replace(
+            tid, OTHER_TENANT_ID)}, age=60),
         "truncated": good[:-5],
     }
     browser = stack.new_browser()
