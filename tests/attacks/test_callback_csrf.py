@@ -15,10 +15,11 @@ import pytest
 from itsdangerous import TimestampSigner
 from yarl import URL
 
+from proxy.mock_entra import DEFAULT_CLIENT_ID
 from proxy.session.signing import LOGIN_SALT, app_salt, serializer
 from tests.attacks.conftest import ShieldFactory, store_config
 from tests.attacks.harness import Upstream, raw_exchange, tally, tracebacks
-from tests.conftest import DEFAULT_CLIENT_ID, SECRET, Browsers, Stack, port_of
+from tests.conftest import SECRET, Browsers, Stack, port_of
 from tests.flows.test_login_security import (
     LOGIN_PREFIX,
     Hop,

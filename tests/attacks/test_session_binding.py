@@ -19,7 +19,13 @@ from yarl import URL
 
 from proxy.app import build_app, reload
 from proxy.config_load import from_dict
-from proxy.mock_entra import DEFAULT_TENANT_ID, OTHER_TENANT_ID, MockClient, MockEntra
+from proxy.mock_entra import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_TENANT_ID,
+    OTHER_TENANT_ID,
+    MockClient,
+    MockEntra,
+)
 from proxy.mock_entra.users import DEFAULT_REDIRECT_URIS
 from proxy.session.server_store import ID_SALT
 from proxy.session.signing import app_salt, serializer
@@ -27,7 +33,6 @@ from tests.attacks.conftest import sign_in, store_config
 from tests.attacks.harness import Upstream, tally
 from tests.conftest import (
     ALICE,
-    DEFAULT_CLIENT_ID,
     SECRET,
     Browsers,
     Stack,

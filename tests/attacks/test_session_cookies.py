@@ -16,11 +16,12 @@ import zlib
 import aiohttp
 import pytest
 
+from proxy.mock_entra import DEFAULT_CLIENT_ID
 from proxy.session import signing
 from proxy.session.signing import LOGIN_SALT, app_salt, serializer
 from tests.attacks.conftest import ShieldFactory, sign_in, store_config
 from tests.attacks.harness import Upstream, raw_exchange, tally, tracebacks
-from tests.conftest import ALICE, DEFAULT_CLIENT_ID, SECRET, Browsers, Stack, port_of
+from tests.conftest import ALICE, SECRET, Browsers, Stack, port_of
 
 BOB = "bob@contoso.example"
 STORES = ["cookie", "memory", "redis"]

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from itsdangerous import TimestampSigner
 
-from proxy.mock_entra import OTHER_TENANT_ID
+from proxy.mock_entra import DEFAULT_CLIENT_ID, OTHER_TENANT_ID
 from proxy.session.signing import SESSION_SALT, app_salt, serializer
-from tests.conftest import ALICE, DEFAULT_CLIENT_ID, HTML, Stack, StackFactory, free_port
+from tests.conftest import ALICE, HTML, Stack, StackFactory, free_port
 
 SPOOFS = [
     ("X-Forwarded-User", "admin@evil"),
@@ -140,18 +140,18 @@ async def test_tampered_foreign_and_expired_cookies_are_refused(stack: Stack) ->
     from tests.conftest import SECRET
     # The proxy's own shape: made for this client_id and issuer (the tenant's).
     tid = stack.config.azure.tenant_id
-    own = {**IDENTITY, "tid": tid, "aud": stack.config.azure.client_id,
-           "iss": f"{stack.config.azure.cloud_instance.rstrip('/')}/{tid}/v2.0"}
+    iss = f"{stack.config.azure.cloud_instance.rstrip('/')}/{tid}/v2.0"
+    own = {**IDENTITY, "tid": tid, "aud": stack.config.azure.client_id, "iss": iss}
     cases = {
         "tampered": tampered,
         "other secret": forge("another-secret-that-is-long-enough-0123456789", IDENTITY),
         "expired": forge(SECRET, own, age=8 * 3600 + 60),
         "another app's salt": forge(SECRET, own, age=60, app="another-client-id"),
         "another client_id": forge(SECRET, {**own, "aud": "another-client-id"}, age=60),
-        "another issuer": forge(SECRET, {**own, "iss": own["iss"].replace("/v2.0", "/v1")},
+        "another issuer": forge(SECRET, {**own, "iss": iss.replace("/v2.0", "/v1")},
                                 age=60),
         "no audience": forge(SECRET, {k: v for k, v in own.items() if k != "aud"}, age=60),
-        "another tenant": forge(SECRET, {**own, "tid": OTHER_TENANT_ID, "iss": own["iss"].replace(
+        "another tenant": forge(SECRET, {**own, "tid": OTHER_TENANT_ID, "iss": iss.replace(
             tid, OTHER_TENANT_ID)}, age=60),
         "truncated": good[:-5],
     }
