@@ -5,8 +5,9 @@ cookie, refreshing a server-side session's tokens), records the user for the acc
 applies the route's access policy (the global one without a route), logs a refusal and
 raises: SignInRequired when there is no session at all (the gateway sends a browser to
 sign in instead), AccessDenied when the policy says no. A stored session is first held to
-today's sign-in rules (client_id, issuer, allowed tenants). Anything later checks per request
-(tenant, step-up, revocation) belongs here, so every endpoint gets it at once.
+today's sign-in rules (client_id, issuer, allowed tenants, trust in unverified email).
+Anything later checks per request (step-up, revocation) belongs here, so every endpoint
+gets it at once.
 
 The endpoints differ only in what counts, fixed per endpoint by a `Gate` constant (no
 per-request allocation): the gateway and /oauth2/auth admit with everything; /.auth/me
@@ -80,6 +81,9 @@ async def _still_valid(request: web.Request, state: State, session: Session) -> 
     another proxy sharing the store cannot stretch an old session past today's rules."""
     identity = session.identity
     reason = session_mismatch(state.config.azure, identity.aud, identity.iss, identity.tid)
+    if reason is None and identity.email and not identity.email_vouched \
+            and not state.claim_rules.trust_unverified_email:
+        reason = "unverified-email-no-longer-trusted"  # sign in again: the email is dropped
     if reason is None:
         return
     log.warning("session refused request_id=%s user=%s reason=%s", request[REQUEST_ID],

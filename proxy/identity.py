@@ -32,6 +32,9 @@ class Identity:
     # issuer. A session is honoured only by a proxy with the same client_id and issuer.
     aud: str = ""
     iss: str = ""
+    # Entra vouched for the email's domain (xms_edov). Kept so that a reload which stops
+    # trusting unverified email ends the sessions that kept one (admission re-checks it).
+    email_vouched: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -64,6 +67,8 @@ class Identity:
         out: dict[str, Any] = {k: getattr(self, k) for k in _SCALARS}
         out["groups"] = list(self.groups)
         out["roles"] = list(self.roles)
+        if self.email_vouched:
+            out["xms_edov"] = True
         if self.extra:
             out["extra"] = dict(self.extra)
         return out
@@ -88,6 +93,7 @@ class Identity:
             sid=_text(claims.get("sid")),
             aud=_audience(claims.get("aud")),
             iss=_text(claims.get("iss")),
+            email_vouched=email_vouched(claims),
             extra={str(k): str(v) for k, v in extra.items()},
         )
 
@@ -112,8 +118,8 @@ _SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid", "
 # Kept for the proxy's own use, never sent on: Entra's `sid` is all front-channel logout
 # asks for, so any app (or its logs) holding it could sign the user out everywhere; `aud`
 # and `iss` bind the session to this app registration and tenant.
-INTERNAL_CLAIMS = frozenset({"sid", "aud", "iss"})
-_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra"}
+INTERNAL_CLAIMS = frozenset({"sid", "aud", "iss", "xms_edov"})
+_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra", "xms_edov"}
 
 
 def email_vouched(claims: dict[str, Any]) -> bool:

@@ -203,3 +203,31 @@ async def test_two_proxies_sharing_redis_never_share_sessions(
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("store", ["cookie", "redis"])
+async def test_a_reload_that_stops_trusting_unverified_email_ends_sessions_holding_one(
+        store: str, mock_server: tuple[MockEntra, str], upstream: Upstream, redis_url: str,
+        browsers: Browsers, served: list[TestServer]) -> None:
+    mock, idp = mock_server
+    for client in mock.clients.values():
+        client.optional_claims = ()  # no xms_edov: Entra does not vouch for the email
+    raw = deep_merge(base_config(free_port(), idp, upstream.url), {
+        "identity": {"trust_unverified_email": True, "easy_auth": True},
+        **store_config(store, redis_url)})
+    app, url = await serve(raw, served)
+    stack = Stack(mock, from_dict(raw), url, idp, upstream.url, browsers())
+    alice = await sign_in(stack, ALICE, browsers())
+    cookie = cookie_header(alice, url)
+    async with alice.get(url + "/x") as resp:
+        assert resp.status == 200
+    assert upstream.seen[-1].values("X-Forwarded-Email") == [ALICE]
+    seen = len(upstream.seen)
+    untrusted = deep_merge(raw, {"identity": {"trust_unverified_email": False}})
+    assert await reload(app, lambda: from_dict(untrusted))
+    assert await probe(url, cookie, upstream) == [401] * len(PROBES)
+    assert len(upstream.seen) == seen
+    again = await sign_in(stack, ALICE, browsers())  # a new sign-in drops the email
+    async with again.get(url + "/x") as resp:
+        assert resp.status == 200
+    assert upstream.seen[-1].values("X-Forwarded-Email") == []
