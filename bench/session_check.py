@@ -55,7 +55,7 @@ def _setup() -> tuple[CookieStore, dict[str, str], dict[str, str]]:
         "session": {"secret": secrets.token_urlsafe(32), "secure": False},
         "upstreams": [{"path": "/", "url": "http://127.0.0.1:8080"}],
     })
-    store = CookieStore(config.session)
+    store = CookieStore(config.session, config.azure.client_id)
     specs = asyncio.run(store.save(Session(ALICE), {}))
     cookies = {spec.name: spec.value for spec in specs if spec.value}
     return store, cookies, dict(config.identity.headers)

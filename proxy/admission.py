@@ -4,8 +4,10 @@
 cookie, refreshing a server-side session's tokens), records the user for the access log,
 applies the route's access policy (the global one without a route), logs a refusal and
 raises: SignInRequired when there is no session at all (the gateway sends a browser to
-sign in instead), AccessDenied when the policy says no. Anything later checks per request
-(tenant, step-up, revocation) belongs here, so every endpoint gets it at once.
+sign in instead), AccessDenied when the policy says no. A stored session is first held to
+today's sign-in rules (client_id, issuer, allowed tenants, trust in unverified email).
+Anything later checks per request (step-up, revocation) belongs here, so every endpoint
+gets it at once.
 
 The endpoints differ only in what counts, fixed per endpoint by a `Gate` constant (no
 per-request allocation): the gateway and /oauth2/auth admit with everything; /.auth/me
@@ -25,6 +27,7 @@ from .headers import own_cookies
 from .oidc.bearer import bearer_token, identity_claims
 from .oidc.callers import caller_problem, calling_client
 from .oidc.graph import has_overage
+from .oidc.tokens import session_mismatch
 from .refresh import ensure_fresh
 from .routes import Route
 from .session.store import Session
@@ -55,6 +58,8 @@ async def admit(request: web.Request, state: State, route: Route | None,
     if session is None:
         sessions = state.sessions
         session = await sessions.load(own_cookies(request.headers, sessions.name))
+        if session is not None:
+            await _still_valid(request, state, session)
         if session is not None and gate.refresh and sessions.server_side:
             session = await _fresh(request, state, session)
         if session is None:
@@ -69,6 +74,25 @@ async def admit(request: web.Request, state: State, route: Route | None,
                         decision.reason)
             raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
     return session
+
+
+async def _still_valid(request: web.Request, state: State, session: Session) -> None:
+    """A session is honoured only under the rules that would admit its sign-in now: made
+    for this client_id and issuer, from a tenant still allowed. A reload, a restart or
+    another proxy sharing the store cannot stretch an old session past today's rules."""
+    identity = session.identity
+    reason = session_mismatch(state.config.azure, identity.aud, identity.iss, identity.tid)
+    if reason is None and identity.email and not identity.email_vouched \
+            and not state.claim_rules.trust_unverified_email:
+        reason = "unverified-email-no-longer-trusted"  # sign in again: the email is dropped
+    if reason is None:
+        return
+    log.warning("session refused request_id=%s user=%s reason=%s", request[REQUEST_ID],
+                identity.user, reason)
+    request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
+    if reason == "tenant-not-allowed":  # the answer a fresh sign-in would get
+        raise AccessDenied("Accounts from your organization (tenant) may not use this service.")
+    raise SignInRequired("Sign in again: your session was made under other settings.")
 
 
 async def _fresh(request: web.Request, state: State, session: Session) -> Session | None:

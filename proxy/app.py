@@ -51,14 +51,18 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
                 previous: State | None = None) -> State:
     # Unchanged [session] settings keep the store (a memory store's sessions survive a
     # reload) and the login states (replay protection survives too).
-    same = previous is not None and previous.config.session == config.session
+    # The client_id too: salts and store keys are derived from it.
+    same = (previous is not None and previous.config.session == config.session
+            and previous.config.azure.client_id == config.azure.client_id)
     signer = _signer(config, previous)
     return State(
         config=config,
         entra=EntraClient(config, idp_http, credential, metrics),
         sessions=(previous.sessions if same and previous
-                  else build_store(config.session, lambda b: CountingBackend(b, metrics))),
-        logins=previous.logins if same and previous else LoginStates(config.session),
+                  else build_store(config.session, lambda b: CountingBackend(b, metrics),
+                              config.azure.client_id)),
+        logins=(previous.logins if same and previous
+                else LoginStates(config.session, config.azure.client_id)),
         routes=routes,
         upstream_http=upstream_http,
         upstream_pool=upstream_pool,

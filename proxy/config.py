@@ -198,6 +198,7 @@ class UpstreamConfig:
     strip_prefix: bool = False
     case_sensitive: bool = False  # path prefix compared case-sensitively (default: any case)
     timeout: Duration = 60.0
+    assertion_audience: str = ""  # the assertion's `aud` for this route; "" = derived
     access: AccessPolicyConfig | None = None
 
 

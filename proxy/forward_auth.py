@@ -17,7 +17,7 @@ from .admission import admit
 from .authorize import Policy
 from .config import AccessPolicyConfig
 from .errors import AccessDenied, BadRequest, Unauthenticated
-from .headers import peer_trusted
+from .headers import clean_value, peer_trusted
 from .identity import Identity
 from .pages import NO_STORE
 from .request_target import resolve
@@ -64,13 +64,16 @@ def ingress_policy(query: MultiMapping[str]) -> Policy | None:
 
 
 def auth_request_headers(identity: Identity) -> dict[str, str]:
+    """oauth2-proxy's answer headers, cleaned like forwarded identity headers: no control
+    characters (CR/LF would make aiohttp fail the answer: nginx shows a 500), and groups
+    joined unambiguously (identity.join_list)."""
     headers = {
         "X-Auth-Request-User": identity.user,
         "X-Auth-Request-Email": identity.email,
-        "X-Auth-Request-Groups": ",".join(identity.groups),
+        "X-Auth-Request-Groups": identity.claim("groups"),
         "X-Auth-Request-Preferred-Username": identity.preferred_username,
     }
-    return {k: v for k, v in headers.items() if v}
+    return {k: clean for k, v in headers.items() if (clean := clean_value(v))}
 
 
 async def check(request: web.Request) -> web.Response:
@@ -100,6 +103,11 @@ async def check(request: web.Request) -> web.Response:
                                f"{decision.reason}.")
     headers: CIMultiDict[str] = CIMultiDict({**auth_request_headers(session.identity),
                                              **NO_STORE})
-    # The same identity headers a forwarded request gets.
-    state.upstream_identity.add(headers, session, route.audience if route else None)
+    # The same identity headers a forwarded request gets. Entra's tokens and the assertion
+    # only go to a trusted forward-auth peer: anyone else may be a browser, where any
+    # script of the app could read them from this answer.
+    trusted = peer_trusted(request.remote, state.trusted)
+    state.upstream_identity.add(headers, session,
+                                route.audience if route and trusted else None,
+                                tokens_too=trusted)
     return web.Response(status=202, headers=headers)

@@ -28,6 +28,13 @@ class Identity:
     groups: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     sid: str = ""
+    # What the session was made for: the app registration (ID token `aud`) and the tenant's
+    # issuer. A session is honoured only by a proxy with the same client_id and issuer.
+    aud: str = ""
+    iss: str = ""
+    # Entra vouched for the email's domain (xms_edov). Kept so that a reload which stops
+    # trusting unverified email ends the sessions that kept one (admission re-checks it).
+    email_vouched: bool = False
     extra: dict[str, str] = field(default_factory=dict)
     # "app" for an app-only bearer token (client credentials): `oid` is then the calling
     # app's service principal, not a person. Everything else is a "user".
@@ -47,9 +54,9 @@ class Identity:
         return self.preferred_username or self.email or self.oid
 
     def claim(self, name: str) -> str:
-        """A claim rendered for a header: multi-valued claims joined with ','."""
+        """A claim rendered for a header: multi-valued claims joined with ',' (see join_list)."""
         if name in ("groups", "roles"):
-            return ",".join(getattr(self, name))
+            return join_list(getattr(self, name))
         if name in INTERNAL_CLAIMS:
             return ""
         if name in _SCALARS:
@@ -67,6 +74,8 @@ class Identity:
         out: dict[str, Any] = {k: getattr(self, k) for k in _SCALARS}
         out["groups"] = list(self.groups)
         out["roles"] = list(self.roles)
+        if self.email_vouched:
+            out["xms_edov"] = True
         if self.extra:
             out["extra"] = dict(self.extra)
         if self.is_app:  # users' stored sessions keep their shape
@@ -91,17 +100,37 @@ class Identity:
             groups=_strings(claims.get("groups")),
             roles=_strings(claims.get("roles")),
             sid=_text(claims.get("sid")),
+            aud=_audience(claims.get("aud")),
+            iss=_text(claims.get("iss")),
+            email_vouched=email_vouched(claims),
             extra={str(k): str(v) for k, v in extra.items()},
             # Only an explicit "app" marks an app; the bearer path decides it (oidc/bearer).
             idtyp="app" if claims.get("idtyp") == "app" else "user",
         )
 
 
-_SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid")
+def _audience(value: Any) -> str:
+    # An Entra ID token has one audience; a list of one is the same thing. Anything else
+    # records no audience, and a session without one is refused (fail closed).
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return _text(value)
+
+
+def join_list(values: tuple[str, ...]) -> str:
+    """One header value for a list: items joined with ','. Entra may emit group display
+    names, which can hold a comma, so in each item '%' becomes '%25' and ',' becomes '%2C':
+    split on ',' and percent-decode each item to get the list back, unambiguously."""
+    return ",".join(v.replace("%", "%25").replace(",", "%2C") if "%" in v or "," in v else v
+                    for v in values)
+
+
+_SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid", "aud", "iss")
 # Kept for the proxy's own use, never sent on: Entra's `sid` is all front-channel logout
-# asks for, so any app (or its logs) holding it could sign the user out everywhere.
-INTERNAL_CLAIMS = frozenset({"sid"})
-_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra", "idtyp"}
+# asks for, so any app (or its logs) holding it could sign the user out everywhere; `aud`
+# and `iss` bind the session to this app registration and tenant.
+INTERNAL_CLAIMS = frozenset({"sid", "aud", "iss", "xms_edov"})
+_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra", "idtyp", "xms_edov"}
 
 
 def email_vouched(claims: dict[str, Any]) -> bool:

@@ -67,7 +67,7 @@ class Route:
     case_sensitive: bool  # false: /ADMIN is /admin, as ASP.NET, IIS and Express read it
     timeout: float
     policy: Policy
-    audience: str  # the upstream's origin: the `aud` of identity assertions sent to it
+    audience: str  # the `aud` of identity assertions sent on this route (route_audience)
     base: str  # the upstream URL without a trailing slash, for joining raw paths
     origin: tuple[str, str, int]  # (scheme, host, port): the upstream client's pool key
     prefix: str  # the upstream URL's own path, without a trailing slash ("" for none)
@@ -115,6 +115,17 @@ class Route:
         return self.prefix + self.upstream_path(raw_path)
 
 
+def route_audience(u: UpstreamConfig) -> str:
+    """The assertion audience of one route: `assertion_audience`, else the upstream's origin
+    plus the route's path (no trailing slash), plus `?host=` the route's host when it has
+    one. Two routes never share it by default, even on one origin or behind one ingress,
+    so an assertion for one route is refused by the check another route's app makes."""
+    if u.assertion_audience:
+        return u.assertion_audience
+    audience = str(URL(u.url).origin()) + u.path.rstrip("/")
+    return f"{audience}?host={u.host.lower()}" if u.host else audience
+
+
 def _origin(url: URL) -> tuple[str, str, int]:
     return (url.scheme, url.host or "", url.port or (443 if url.scheme == "https" else 80))
 
@@ -127,7 +138,7 @@ def _route(i: int, u: UpstreamConfig, default: AccessPolicyConfig) -> Route:
         preserve_host=u.preserve_host, strip_prefix=u.strip_prefix,
         case_sensitive=u.case_sensitive, timeout=u.timeout,
         policy=Policy.from_config(u.access if u.access is not None else default),
-        audience=str(url.origin()), base=u.url.rstrip("/"), origin=_origin(url),
+        audience=route_audience(u), base=u.url.rstrip("/"), origin=_origin(url),
         prefix=url.raw_path.rstrip("/"),
         name=f"{u.host.lower()}{u.path}" if u.host else u.path,
         under=u.path.rstrip("/"),

@@ -37,12 +37,14 @@ class IdentityHeaders:
         # Expired entries leave on their own: an identity seen once is not kept alive.
         self._built: HotCache[tuple[int, str], _Entry] = HotCache(CACHE_SIZE, REBUILD_AFTER)
 
-    def add(self, headers: CIMultiDict[str], session: Session, audience: str | None) -> None:
-        """Add the user's headers for the upstream whose origin is `audience` (None: no
-        route, so no assertion). Every client copy of these names was stripped before."""
+    def add(self, headers: CIMultiDict[str], session: Session, audience: str | None,
+            *, tokens_too: bool = True) -> None:
+        """Add the user's headers for the route whose assertion audience is `audience`
+        (None: no route, or no assertion wanted). `tokens_too=False` leaves out Entra's
+        tokens. Every client copy of these names was stripped before."""
         headers.extend(self._static(session.identity, audience))
         tokens = session.tokens
-        if tokens is None:
+        if tokens is None or not tokens_too:
             return
         config = self._config
         if config.pass_access_token:

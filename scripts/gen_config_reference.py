@@ -450,6 +450,13 @@ DESCRIPTIONS = {
         "ASP.NET, IIS and Express route. `true` only for an upstream that itself tells "
         "`/Admin` from `/admin`."
     ),
+    "upstreams.assertion_audience": (
+        "The `aud` of the identity assertion sent on this route. Empty: the upstream's "
+        "origin plus the route's `path` without its trailing slash, plus `?host=` and the "
+        "route's `host` when it has one (`http://app:8080/app2`, "
+        "`http://ingress?host=a.example.com`): every route gets its own audience. See "
+        "docs/upstream-verification.md."
+    ),
     "upstreams.timeout": (
         "Connect timeout and the longest silence while waiting for or reading the response "
         "(not a total limit; streams may run longer). For WebSockets: the closing handshake."

@@ -600,14 +600,19 @@ def test_documented_snippet_verifies_the_assertion(es256: AssertionSigner,
     assert len([line for line in code.splitlines() if line.strip()]) <= 12
     namespace: dict[str, Any] = {}
     exec(compile(code, DOC, "exec"), namespace)
-    assert (namespace["PROXY"], namespace["ME"]) == (ISSUER, AUD)
+    route = AUD + "/app2"  # the documented route: upstream origin + route path
+    assert (namespace["PROXY"], namespace["ME"]) == (ISSUER, route)
     # The snippet's client points at the documented host; aim it at the test server instead.
     namespace["jwks"] = jwt.PyJWKClient(f"{jwks_server}/oauth2/jwks")
     verified = namespace["verified_identity"]
 
-    claims = verified({"X-Auth-Assertion": es256.assertion(ALICE, AUD)})
+    claims = verified({"X-Auth-Assertion": es256.assertion(ALICE, route)})
     assert (claims["sub"], claims["groups"]) == (ALICE.key, list(ALICE.groups))
     for headers in ({}, {"X-Auth-Assertion": es256.assertion(ALICE, OTHER_AUD)},
-                    {"X-Auth-Assertion": AssertionSigner.generate(ISSUER).assertion(ALICE, AUD)}):
+                    # another route on the same origin, and the bare origin
+                    {"X-Auth-Assertion": es256.assertion(ALICE, AUD + "/app1")},
+                    {"X-Auth-Assertion": es256.assertion(ALICE, AUD)},
+                    {"X-Auth-Assertion": AssertionSigner.generate(ISSUER).assertion(ALICE,
+                                                                                    route)}):
         with pytest.raises(jwt.PyJWTError):
             verified(headers)

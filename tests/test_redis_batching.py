@@ -31,7 +31,7 @@ from proxy.identity import Identity
 from proxy.session.factory import build_store
 from proxy.session.redis_store import CALL_BUDGET, MAX_READS
 from proxy.session.server_store import ID_SALT, ServerSideStore
-from proxy.session.signing import SESSION_SALT, serializer
+from proxy.session.signing import SESSION_SALT, app_salt, serializer
 from proxy.session.store import Session, Tokens
 from tests.conftest import base_config, deep_merge
 from tests.redis_servers import (
@@ -220,7 +220,8 @@ async def shared_redis(redis_url: str) -> AsyncIterator[tuple[str, list[str]]]:
     client = redis.Redis.from_url(redis_url)
     try:
         for session_id in created:
-            await client.delete(f"azp:s:{session_id}", f"azp:lock:refresh:{session_id}")
+            await client.delete(f"azp:/azp_session:s:{session_id}",
+                                f"azp:lock:/azp_session:refresh:{session_id}")
     finally:
         await client.aclose()
 
@@ -240,7 +241,7 @@ async def test_fifty_concurrent_loads_of_ten_sessions_share_one_mget(
     store = build("redis", redis_server.url)
     people = [person(n) for n in range(10)]
     signed_in = [await sign_in(store, p) for p in people]
-    keys = sorted(f"azp:s:{session.id}" for _, session in signed_in)
+    keys = sorted(f"azp:/azp_session:s:{session.id}" for _, session in signed_in)
     record_every_command(redis_server)
     for _ in range(3):
         before = command_calls(redis_server)
@@ -294,7 +295,7 @@ async def test_reads_queued_behind_busy_mgets_go_out_together(
     store = build("redis", redis_server.url)
     people = [person(n) for n in range(6)]
     signed_in = [await sign_in(store, p) for p in people]
-    keys = [f"azp:s:{session.id}" for _, session in signed_in]
+    keys = [f"azp:/azp_session:s:{session.id}" for _, session in signed_in]
     jars = [jar for jar, _ in signed_in]
     record_every_command(redis_server)
     with frozen(redis_server):  # the first two MGETs stay out until Redis resumes
@@ -572,9 +573,9 @@ async def test_a_tampered_record_is_refused_right_after_a_cached_load(
     assert await store.load(jar) is session  # unchanged bytes: served by the decode cache
     raw = redis.Redis.from_url(url)
     try:
-        key = f"azp:s:{session.id}"
+        key = f"azp:/azp_session:s:{session.id}"
         original = await raw.get(key)
-        other_record = await raw.get(f"azp:s:{other.id}")
+        other_record = await raw.get(f"azp:/azp_session:s:{other.id}")
         assert isinstance(original, bytes) and isinstance(other_record, bytes)
         assert await raw.set(key, TAMPERS[tamper](original, other_record), keepttl=True)
         assert await store.load(jar) is None
@@ -626,10 +627,11 @@ async def test_forged_cookies_are_refused_and_never_cached(
         "timestamp char": f"{payload}.{timestamp[:-1]}"
                            f"{'A' if timestamp[-1] != 'A' else 'B'}.{signature}",
         "another deployment's key": foreign_jar[COOKIE],
-        "the cookie store's salt": serializer(keys, SESSION_SALT).dumps(session.id),
-        "not an id": serializer(keys, ID_SALT).dumps("../../etc/passwd"),
-        "a number": serializer(keys, ID_SALT).dumps(12345),
-        "an id one char too long": serializer(keys, ID_SALT).dumps(session.id + "x"),
+        "the cookie store's salt": serializer(keys, app_salt(SESSION_SALT, "")).dumps(session.id),
+        "the salt without the app": serializer(keys, ID_SALT).dumps(session.id),
+        "not an id": serializer(keys, app_salt(ID_SALT, "")).dumps("../../etc/passwd"),
+        "a number": serializer(keys, app_salt(ID_SALT, "")).dumps(12345),
+        "an id one char too long": serializer(keys, app_salt(ID_SALT, "")).dumps(session.id + "x"),
         "no signature": payload,
         "garbage": "InRvdGFsbHktZ3Vlc3NlZCI.x.y",
     }

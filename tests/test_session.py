@@ -12,7 +12,7 @@ from proxy.identity import Identity
 from proxy.session.budget import CHUNK_SIZE, MAX_CHUNKS, SESSION_MAX
 from proxy.session.cookie_store import CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
-from proxy.session.signing import LOGIN_SALT, serializer
+from proxy.session.signing import LOGIN_SALT, app_salt, serializer
 from proxy.session.store import Session
 
 OLD, NEW = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -136,7 +136,7 @@ def test_login_cookies_are_signed_uncompressed_and_compressed_ones_still_read() 
     assert not spec.value.startswith(".")
     assert states.finish(login.state, {spec.name: spec.value}) == login
     older = LoginState.new("/older")
-    compressed = serializer([OLD], LOGIN_SALT).dumps(
+    compressed = serializer([OLD], app_salt(LOGIN_SALT, "")).dumps(
         {"s": older.state, "n": older.nonce, "v": older.verifier, "t": "/" + "a" * 200})
     assert compressed.startswith(".")
     assert states.finish(older.state, {states.prefix + older.state: compressed}).target == (

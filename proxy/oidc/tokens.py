@@ -11,10 +11,10 @@ from typing import Any
 
 import jwt
 
-from ..config import AzureConfig
+from ..config import CONSUMERS_TENANT_ID, AzureConfig
 from ..errors import LoginRejected
 from ..validators import is_guid
-from .discovery import TEMPLATE, Metadata
+from .discovery import TEMPLATE, Metadata, issuer_base
 from .jwks import KeySet
 
 LEEWAY = 120  # seconds of clock skew; MSAL uses the same
@@ -106,3 +106,22 @@ def tenant_allowed(azure: AzureConfig, tid: str) -> bool:
     if not azure.allowed_tenants:
         return azure.allow_any_tenant or not azure.multi_tenant
     return tid.lower() in {t.lower() for t in azure.allowed_tenants}
+
+
+def session_mismatch(azure: AzureConfig, aud: str, iss: str, tid: str) -> str | None:
+    """Why a stored session, made for `aud` and issued by `iss` for tenant `tid`, is not
+    one this configuration would issue now (None: it is). Checked on every request, so a
+    reload or restart that changes client_id, the cloud or the tenant ends old sessions.
+    Config only, no I/O: a domain-name tenant is bound by its client_id and issuer form."""
+    if not aud or not hmac.compare_digest(aud.encode(), azure.client_id.encode()):
+        return "made-for-another-client-id"
+    expected = f"{issuer_base(azure)}/{tid}/v2.0"  # an alias cloud host issues canonically
+    if not iss or iss.lower() != expected.lower():
+        return "made-by-another-issuer"
+    tenant = azure.tenant_id.lower()
+    if (is_guid(tenant) and tid.lower() != tenant) or (
+            tenant == "consumers" and tid.lower() != CONSUMERS_TENANT_ID.lower()):
+        return "made-for-another-tenant"
+    if not tenant_allowed(azure, tid):
+        return "tenant-not-allowed"
+    return None

@@ -10,7 +10,7 @@ from ..errors import SessionTooLarge
 from ..identity import Identity
 from .budget import CHUNK_SIZE, MAX_CHUNKS, SESSION_MAX
 from .cookies import CookieSpec, session_cookie_names
-from .signing import SESSION_SALT, VerifiedCookies, serializer
+from .signing import SESSION_SALT, VerifiedCookies, app_salt, serializer
 from .store import Session
 
 
@@ -30,10 +30,10 @@ async def _no_lock() -> AsyncIterator[bool]:
 class CookieStore:
     server_side = False
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, app: str = "") -> None:
         self.name = config.cookie_name
         self.max_age = config.max_age
-        self._serializer = serializer(config.signing_keys, SESSION_SALT)
+        self._serializer = serializer(config.signing_keys, app_salt(SESSION_SALT, app))
         self._verified = VerifiedCookies(self._serializer, self.max_age, _identity)
 
     async def load(self, cookies: Mapping[str, str]) -> Session | None:

@@ -14,10 +14,11 @@ from .store import SessionStore
 
 
 def build_store(config: SessionConfig,
-                wrap: Callable[[Backend], Backend] = lambda b: b) -> SessionStore:
-    """The configured store; `wrap` decorates a server-side backend (metrics)."""
+                wrap: Callable[[Backend], Backend] = lambda b: b, app: str = "") -> SessionStore:
+    """The configured store for application `app` (its client_id: salts and keys are
+    derived from it); `wrap` decorates a server-side backend (metrics)."""
     if config.store == "memory":
-        return ServerSideStore(config, wrap(MemoryBackend(config.memory_max_sessions)))
+        return ServerSideStore(config, wrap(MemoryBackend(config.memory_max_sessions)), app)
     if config.store == "redis":
-        return ServerSideStore(config, wrap(RedisBackend(connect(config))))
-    return CookieStore(config)
+        return ServerSideStore(config, wrap(RedisBackend(connect(config))), app)
+    return CookieStore(config, app)

@@ -19,7 +19,7 @@ from itsdangerous import BadData
 from ..config import SessionConfig
 from .budget import COOKIE_BUDGET, cookie_bytes
 from .cookies import CookieSpec
-from .signing import LOGIN_SALT, serializer
+from .signing import LOGIN_SALT, app_salt, serializer
 
 LOGIN_TTL = 600
 MAX_PENDING = 5  # login cookies kept per browser; older ones are evicted at the next start
@@ -47,11 +47,12 @@ class LoginState:
 
 
 class LoginStates:
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, app: str = "") -> None:
         self.prefix = f"{config.cookie_name}_login_"
         self.session_name = config.cookie_name
         # Random strings do not compress: signed without zlib (which cost 15 µs each).
-        self._serializer = serializer(config.signing_keys, LOGIN_SALT, compress=False)
+        self._serializer = serializer(config.signing_keys, app_salt(LOGIN_SALT, app),
+                                      compress=False)
         self._used: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=LOGIN_TTL)
 
     def start(self, login: LoginState, cookies: Mapping[str, str]) -> list[CookieSpec]:

@@ -17,7 +17,7 @@ from ..identity import Identity
 from .backend import Backend
 from .cookies import CookieSpec, chunk_names, session_cookie_names
 from .crypto import RecordCipher, RecordUnreadable
-from .signing import VERIFIED_CACHE_TTL, VerifiedCookies, serializer
+from .signing import VERIFIED_CACHE_TTL, VerifiedCookies, app_salt, serializer
 from .store import Session, Tokens
 
 ID_SALT = "azp.session.id"
@@ -29,11 +29,14 @@ OPENED_CACHE_SIZE = 2048  # decrypted records of sessions used in the last minut
 class ServerSideStore:
     server_side = True
 
-    def __init__(self, config: SessionConfig, backend: Backend) -> None:
+    def __init__(self, config: SessionConfig, backend: Backend, app: str = "") -> None:
         self.name = config.cookie_name
         self.max_age = config.max_age
         self.idle_timeout = config.idle_timeout
-        self._ids = serializer(config.signing_keys, ID_SALT)
+        self._ids = serializer(config.signing_keys, app_salt(ID_SALT, app))
+        # Every key is namespaced per application (client_id and cookie name): proxies that
+        # share one Redis never read, refresh or end each other's sessions.
+        self._ns = f"{app}/{config.cookie_name}:"
         self._cipher = RecordCipher(config.signing_keys)
         self._backend = backend
         self._verified = VerifiedCookies(self._ids, self.max_age, _opaque_id)
@@ -52,7 +55,7 @@ class ServerSideStore:
         return await self.reload(session_id) if session_id else None
 
     async def reload(self, session_id: str) -> Session | None:
-        sealed = await self._backend.get("s:" + session_id)
+        sealed = await self._backend.get(self._ns + "s:" + session_id)
         if sealed is None:
             return None
         now = time.time()
@@ -70,7 +73,7 @@ class ServerSideStore:
         if now - session.created > self.max_age:
             return None
         if self.idle_timeout and now - seen > self.idle_timeout:
-            await self._backend.delete("s:" + session_id)
+            await self._backend.delete(self._ns + "s:" + session_id)
             return None
         if self.idle_timeout and now - seen > min(60.0, self.idle_timeout / 10):
             await self._write(session, seen=now)  # sliding idle window, written sparingly
@@ -79,11 +82,12 @@ class ServerSideStore:
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
         previous = self._session_id(cookies)
         if previous:
-            await self._backend.delete("s:" + previous)
+            await self._backend.delete(self._ns + "s:" + previous)
         fresh = Session(session.identity, secrets.token_urlsafe(32), time.time(), session.tokens)
         await self._write(fresh, seen=fresh.created)
         if fresh.identity.sid:
-            await self._backend.add_to_set("sid:" + fresh.identity.sid, fresh.id, self.max_age)
+            await self._backend.add_to_set(self._ns + "sid:" + fresh.identity.sid, fresh.id,
+                                           self.max_age)
         value = self._ids.dumps(fresh.id)
         stale = [CookieSpec(n, "", None) for n in chunk_names(cookies, self.name)]
         return [*stale, CookieSpec(self.name, value, int(self.max_age))]
@@ -98,25 +102,25 @@ class ServerSideStore:
                                   "created": session.created, "seen": seen,
                                   "tokens": session.tokens.to_dict() if session.tokens else None}
         sealed = self._cipher.seal(json.dumps(record).encode(), session.id)
-        await self._backend.set("s:" + session.id, sealed, max(ttl, 1.0))
+        await self._backend.set(self._ns + "s:" + session.id, sealed, max(ttl, 1.0))
 
     async def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
         session_id = self._session_id(cookies)
         if session_id:
-            await self._backend.delete("s:" + session_id)
+            await self._backend.delete(self._ns + "s:" + session_id)
         return [CookieSpec(n, "", None) for n in session_cookie_names(cookies, self.name)]
 
     async def clear_id(self, session_id: str) -> None:
-        await self._backend.delete("s:" + session_id)
+        await self._backend.delete(self._ns + "s:" + session_id)
 
     async def end_sid(self, sid: str) -> int:
-        ids = await self._backend.pop_set("sid:" + sid)
+        ids = await self._backend.pop_set(self._ns + "sid:" + sid)
         for session_id in ids:
-            await self._backend.delete("s:" + session_id)
+            await self._backend.delete(self._ns + "s:" + session_id)
         return len(ids)
 
     def refresh_lock(self, session_id: str) -> AbstractAsyncContextManager[bool]:
-        return self._backend.lock("refresh:" + session_id, REFRESH_LOCK_TTL)
+        return self._backend.lock(self._ns + "refresh:" + session_id, REFRESH_LOCK_TTL)
 
     async def ping(self) -> None:
         await self._backend.ping()

@@ -20,6 +20,12 @@ VERIFIED_CACHE_TTL = 60.0
 T = TypeVar("T")
 
 
+def app_salt(salt: str, app: str) -> str:
+    """The salt of one purpose for one application (its client_id): two proxies that share
+    a secret still cannot read each other's cookies."""
+    return f"{salt}:{app}"
+
+
 class _Uncompressed(URLSafeTimedSerializer):
     """Never zlib-compresses what it signs (it still reads compressed values)."""
 

@@ -72,6 +72,6 @@ def store_config(store: str, redis_url: str) -> dict[str, Any]:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if TALLY:
-        terminalreporter.section("attacks: tried / refused / crashed (5xx, tracebacks)")
+        terminalreporter.section("attacks: tried / refused / crashed (5xx, tracebacks) / reached")
         for line in summary_lines():
             terminalreporter.write_line(line)

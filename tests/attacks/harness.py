@@ -192,7 +192,8 @@ TOUCHED: list[str] = []  # families tallied by the running test
 
 def tally(family: str, *, refused: bool, crashed: bool, reached: bool = False) -> None:
     """One attack: refused as it must be, or not; `crashed` means a 5xx (or no answer);
-    `reached`: the upstream got the request with the user's identity attached."""
+    `reached` means what it was after (a request, a token, an identity) got to the upstream
+    or the browser all the same."""
     counts = TALLY.setdefault(family, Counter())
     counts["tried"] += 1
     counts["refused"] += refused
@@ -211,9 +212,9 @@ def tally_tracebacks(count: int) -> None:
 def summary_lines() -> list[str]:
     width = max((len(f) for f in TALLY), default=10)
     lines = [f"{'family':<{width}}  tried  refused  5xx  tracebacks logged  "
-             "reached upstream with identity"]
+             "reached upstream or browser"]
     for family in sorted(TALLY):
         c = TALLY[family]
         lines.append(f"{family:<{width}}  {c['tried']:>5}  {c['refused']:>7}  {c['5xx']:>3}  "
-                     f"{c['traceback']:>17}  {c['reached']:>30}")
+                     f"{c['traceback']:>17}  {c['reached']:>27}")
     return lines

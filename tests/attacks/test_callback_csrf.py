@@ -15,7 +15,8 @@ import pytest
 from itsdangerous import TimestampSigner
 from yarl import URL
 
-from proxy.session.signing import LOGIN_SALT, serializer
+from proxy.mock_entra import DEFAULT_CLIENT_ID
+from proxy.session.signing import LOGIN_SALT, app_salt, serializer
 from tests.attacks.conftest import ShieldFactory, store_config
 from tests.attacks.harness import Upstream, raw_exchange, tally, tracebacks
 from tests.conftest import SECRET, Browsers, Stack, port_of
@@ -72,9 +73,10 @@ def resign(value: str, age: float) -> str:
         def get_timestamp(self) -> int:
             return int(time.time() - age)
 
-    s = serializer([SECRET], LOGIN_SALT)
+    salt = app_salt(LOGIN_SALT, DEFAULT_CLIENT_ID)
+    s = serializer([SECRET], salt)
     s.signer = Then
-    payload: Any = serializer([SECRET], LOGIN_SALT).loads(value)
+    payload: Any = serializer([SECRET], salt).loads(value)
     return s.dumps(payload)
 
 

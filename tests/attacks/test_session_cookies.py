@@ -16,14 +16,17 @@ import zlib
 import aiohttp
 import pytest
 
-from proxy.session.signing import LOGIN_SALT, SESSION_SALT, serializer
+from proxy.mock_entra import DEFAULT_CLIENT_ID
+from proxy.session import signing
+from proxy.session.signing import LOGIN_SALT, app_salt, serializer
 from tests.attacks.conftest import ShieldFactory, sign_in, store_config
 from tests.attacks.harness import Upstream, raw_exchange, tally, tracebacks
 from tests.conftest import ALICE, SECRET, Browsers, Stack, port_of
 
 BOB = "bob@contoso.example"
 STORES = ["cookie", "memory", "redis"]
-ID_SALT = "azp.session.id"  # proxy.session.server_store.ID_SALT
+ID_SALT = app_salt("azp.session.id", DEFAULT_CLIENT_ID)  # proxy.session.server_store.ID_SALT
+SESSION_SALT = app_salt(signing.SESSION_SALT, DEFAULT_CLIENT_ID)
 OTHER_SECRET = "another-secret-that-is-long-enough-0123456789"
 IDENTITY = {"oid": "00000000-0000-0000-0000-00000000000a",
             "tid": "11111111-1111-4111-8111-111111111111",
@@ -68,7 +71,7 @@ def forgeries(store: str, alice: str, bob: str) -> dict[str, str]:
         "base64-junk": b64(secrets.token_bytes(96)),
         "other-secret": serializer([OTHER_SECRET], ID_SALT if store != "cookie"
                                    else SESSION_SALT).dumps(own_shape),
-        "login-state-salt": serializer([SECRET], LOGIN_SALT).dumps(
+        "login-state-salt": serializer([SECRET], app_salt(LOGIN_SALT, DEFAULT_CLIENT_ID)).dumps(
             {"s": "x" * 43, "n": "n", "v": "v" * 43, "t": "/"}),
         "other-store-salt": other_store,
         "percent-encoded": alice.replace(".", "%2E"),

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from itsdangerous import TimestampSigner
 
-from proxy.session.signing import SESSION_SALT, serializer
+from proxy.mock_entra import DEFAULT_CLIENT_ID, OTHER_TENANT_ID
+from proxy.session.signing import SESSION_SALT, app_salt, serializer
 from tests.conftest import ALICE, HTML, Stack, StackFactory, free_port
 
 SPOOFS = [
@@ -107,12 +108,13 @@ async def test_trusted_proxy_may_append_forwarded_for(make_stack: StackFactory) 
     assert seen["x-request-id"] == ["abc-123"]
 
 
-def forge(secret: str, payload: dict[str, Any], age: float = 0.0) -> str:
+def forge(secret: str, payload: dict[str, Any], age: float = 0.0,
+          app: str = DEFAULT_CLIENT_ID) -> str:
     class OldSigner(TimestampSigner):
         def get_timestamp(self) -> int:
             return int(time.time() - age)
 
-    s = serializer([secret], SESSION_SALT)
+    s = serializer([secret], app_salt(SESSION_SALT, app))
     s.signer = OldSigner
     return s.dumps(payload)
 
@@ -136,10 +138,21 @@ async def test_tampered_foreign_and_expired_cookies_are_refused(stack: Stack) ->
     payload, _, rest = good.partition(".")
     tampered = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + rest
     from tests.conftest import SECRET
+    # The proxy's own shape: made for this client_id and issuer (the tenant's).
+    tid = stack.config.azure.tenant_id
+    iss = f"{stack.config.azure.cloud_instance.rstrip('/')}/{tid}/v2.0"
+    own = {**IDENTITY, "tid": tid, "aud": stack.config.azure.client_id, "iss": iss}
     cases = {
         "tampered": tampered,
         "other secret": forge("another-secret-that-is-long-enough-0123456789", IDENTITY),
-        "expired": forge(SECRET, IDENTITY, age=8 * 3600 + 60),
+        "expired": forge(SECRET, own, age=8 * 3600 + 60),
+        "another app's salt": forge(SECRET, own, age=60, app="another-client-id"),
+        "another client_id": forge(SECRET, {**own, "aud": "another-client-id"}, age=60),
+        "another issuer": forge(SECRET, {**own, "iss": iss.replace("/v2.0", "/v1")},
+                                age=60),
+        "no audience": forge(SECRET, {k: v for k, v in own.items() if k != "aud"}, age=60),
+        "another tenant": forge(SECRET, {**own, "tid": OTHER_TENANT_ID, "iss": iss.replace(
+            tid, OTHER_TENANT_ID)}, age=60),
         "truncated": good[:-5],
     }
     browser = stack.new_browser()
@@ -148,7 +161,7 @@ async def test_tampered_foreign_and_expired_cookies_are_refused(stack: Stack) ->
             async with browser.get(stack.url + "/oauth2/userinfo",
                                    headers={"Cookie": f"azp_session={value}"}) as resp:
                 assert resp.status == 401, name
-        fresh = forge(SECRET, IDENTITY, age=60)
+        fresh = forge(SECRET, own, age=60)
         async with browser.get(stack.url + "/oauth2/userinfo",
                                headers={"Cookie": f"azp_session={fresh}"}) as resp:
             assert resp.status == 200  # the forger above had the real secret: proves the oracle

@@ -107,7 +107,9 @@ async def test_records_in_redis_are_encrypted(make_stack: StackFactory, redis_ur
     issued = stack.mock.issued[-1]
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = [k async for k in client.scan_iter("azp:s:*")]
+        # Keys are namespaced per application: client_id and cookie name.
+        pattern = f"azp:{stack.config.azure.client_id}/azp_session:s:*"
+        keys = [k async for k in client.scan_iter(pattern)]
         values = [await client.get(k) for k in keys]
     finally:
         await client.aclose()
