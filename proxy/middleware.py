@@ -14,8 +14,20 @@ from .headers import Network, peer_trusted
 from .logs import fields
 from .pages import error_response
 from .session.cookies import CookieSpec
-from .state import (AUTHORITY, COOKIES, METRICS, REQUEST_ID, ROUTE, STATE, TENANT,
-                    UPSTREAM_STATUS, UPSTREAM_TIME, USER, StateCell, get_state)
+from .state import (
+    AUTHORITY,
+    COOKIES,
+    METRICS,
+    REQUEST_ID,
+    ROUTE,
+    STATE,
+    TENANT,
+    UPSTREAM_STATUS,
+    UPSTREAM_TIME,
+    USER,
+    StateCell,
+    get_state,
+)
 
 access_log = logging.getLogger("proxy.access")
 log = logging.getLogger("proxy")
