@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from . import __version__, logs
 from .config_load import ConfigSource, Loaded, redacted
 from .errors import ConfigError
+
+log = logging.getLogger("proxy")
 
 # Flags for the settings people pass most; each overrides env and file (see `source`).
 FLAGS = {
@@ -44,12 +47,12 @@ def source(args: argparse.Namespace) -> ConfigSource:
     return ConfigSource(named or "proxy.toml", required=bool(named), flags=tuple(flags))
 
 
-def _config(args: argparse.Namespace) -> Loaded:
+def _config(args: argparse.Namespace, report: bool = True) -> Loaded:
     from .app import check_files
 
     loaded = source(args).read(os.environ)
     check_files(loaded.config)  # a bad certificate or key file fails check-config too
-    for warning in loaded.warnings:
+    for warning in loaded.warnings if report else ():
         print(f"config warning: {warning}", file=sys.stderr)
     return loaded
 
@@ -57,11 +60,15 @@ def _config(args: argparse.Namespace) -> Loaded:
 def _run(args: argparse.Namespace) -> int:
     from .workers import serve, supervise
 
-    config = _config(args).config
+    loaded = _config(args, report=False)
+    config = loaded.config
+    # From here on every line on stderr is a log event (one JSON object each in json).
     logs.setup(config.server.log_format, config.server.log_level)
-    print(f"azure-auth-proxy {__version__} listening on {config.server.listen} "
-          f"for {config.server.public_url} ({config.server.workers} worker(s))",
-          file=sys.stderr, flush=True)
+    log.info("started", extra=logs.fields(
+        version=__version__, listen=config.server.listen, public_url=config.server.public_url,
+        workers=config.server.workers))
+    for warning in loaded.warnings:
+        log.warning("config warning: %s", warning)
     if config.server.workers > 1:
         return supervise(config, source(args))
     serve(config, source(args))
@@ -145,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"config error: {problem}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:
-        print(f"azure-auth-proxy: {exc}", file=sys.stderr)
+        if logs.configured():  # e.g. the port is taken: still one event in the chosen format
+            log.error("cannot serve: %s", exc)
+        else:
+            print(f"azure-auth-proxy: {exc}", file=sys.stderr)
         return 1
 
 

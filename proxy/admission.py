@@ -31,7 +31,7 @@ from .oidc.tokens import session_mismatch
 from .refresh import ensure_fresh
 from .routes import Route
 from .session.store import Session
-from .state import COOKIES, REQUEST_ID, USER, State, session_cookies
+from .state import COOKIES, REQUEST_ID, TENANT, USER, State, session_cookies
 
 log = logging.getLogger("proxy.auth")
 
@@ -66,6 +66,7 @@ async def admit(request: web.Request, state: State, route: Route | None,
             raise SignInRequired(gate.missing)
     identity = session.identity
     request[USER] = identity.user
+    request[TENANT] = identity.tid
     if gate.authorize:
         decision = (route.policy if route else state.policy).decide(identity)
         if not decision.allowed:

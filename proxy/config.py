@@ -60,6 +60,8 @@ class ServerConfig:
     metrics_listen: str = ""
     log_format: str = "text"
     log_level: str = "info"
+    access_log: bool = True
+    server_header: str = "azure-auth-proxy"  # no version: it tells an attacker nothing
     allowed_redirect_hosts: tuple[str, ...] = ()
     drain_timeout: Duration = 30.0  # on SIGTERM: how long in-flight requests may finish
     # Slow or idle clients (nginx: client_header_timeout, keepalive_timeout, worker_connections)

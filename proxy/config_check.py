@@ -15,6 +15,7 @@ from .validators import DOMAIN as _DOMAIN
 from .validators import is_guid, is_loopback_host
 
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SERVER_HEADER = re.compile(r"^[!-~]([ -~]{0,98}[!-~])?$")  # visible ASCII, inner spaces
 
 
 def _url_problem(value: str, *, allow_path: bool) -> str | None:
@@ -82,6 +83,11 @@ def check_server(config: Config) -> list[str]:
             out.append(f"server.{key}: must be more than 0, e.g. \"20s\"")
     if s.max_connections < 1:
         out.append(f"server.max_connections: {s.max_connections} must be at least 1")
+    if not _SERVER_HEADER.match(s.server_header):
+        # aiohttp fills an absent Server with its own and Python's versions, so "send none"
+        # cannot be had: the choice is a product name without them.
+        out.append(f"server.server_header: {s.server_header!r} must be 1-100 visible "
+                   "characters, e.g. \"azure-auth-proxy\"")
     for h in s.allowed_redirect_hosts:
         if not _DOMAIN.match(h.removeprefix("*.").removeprefix(".")) and not is_loopback_host(h):
             out.append(f"server.allowed_redirect_hosts: {h!r} must be a host name or *.domain")

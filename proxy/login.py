@@ -15,7 +15,7 @@ from .pages import NO_STORE
 from .session.login_state import LoginStateError
 from .session.store import Session, tokens_from
 from .signin import begin_login, cookie_deletes, end_session, redirect, signed_out_page
-from .state import COOKIES, METRICS, REQUEST_ID, USER, get_state, session_cookies
+from .state import COOKIES, METRICS, REQUEST_ID, TENANT, USER, get_state, session_cookies
 
 log = logging.getLogger("proxy.auth")
 # Errors a person can act on (cancelled, not assigned, needs consent) versus a broken IdP.
@@ -91,6 +91,7 @@ async def _complete_login(request: web.Request) -> web.Response:
                     exc.context.get("size"), exc.context.get("groups"))
         raise
     request[USER] = identity.user
+    request[TENANT] = identity.tid
     log.info("login completed request_id=%s user=%s tid=%s", request[REQUEST_ID],
              identity.user, identity.tid)
     return redirect(login.target)

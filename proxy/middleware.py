@@ -10,10 +10,24 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .errors import BadRequest, ProxyError
-from .headers import peer_trusted
+from .headers import Network, peer_trusted
+from .logs import fields
 from .pages import error_response
 from .session.cookies import CookieSpec
-from .state import COOKIES, METRICS, REQUEST_ID, ROUTE, STATE, USER, StateCell, get_state
+from .state import (
+    AUTHORITY,
+    COOKIES,
+    METRICS,
+    REQUEST_ID,
+    ROUTE,
+    STATE,
+    TENANT,
+    UPSTREAM_STATUS,
+    UPSTREAM_TIME,
+    USER,
+    StateCell,
+    get_state,
+)
 
 access_log = logging.getLogger("proxy.access")
 log = logging.getLogger("proxy")
@@ -49,6 +63,46 @@ def _endpoint(request: web.Request) -> str:
                                               "/ready")) else "-"
 
 
+def client_address(request: web.Request, trusted: tuple[Network, ...]) -> str | None:
+    """The real client: the peer, unless it is a trusted proxy; then the nearest address in
+    X-Forwarded-For that is not one (what a trusted proxy appended), never a spoofable
+    left-hand entry that an untrusted hop wrote."""
+    peer = request.remote
+    if not peer_trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",")]
+    for hop in reversed(hops):
+        if not hop:
+            break
+        if not peer_trusted(hop, trusted):
+            return hop[:64]
+        peer = hop
+    return peer
+
+
+def _bytes_sent(request: web.Request, response: web.StreamResponse | None) -> int:
+    if response is None or request.method == "HEAD":
+        return 0
+    if response.prepared:  # streamed: what was written so far
+        return response.body_length
+    return (response.content_length or 0) if isinstance(response, web.Response) else 0
+
+
+def _access(request: web.Request, cell: StateCell, response: web.StreamResponse | None,
+            status: int, elapsed: float) -> None:
+    route = request.get(ROUTE)
+    upstream_time = request.get(UPSTREAM_TIME)
+    access_log.info("access", extra=fields(
+        request_id=request[REQUEST_ID], method=request.method,
+        host=request.get(AUTHORITY) or request.headers.get("Host", "")[:260],
+        path=request.path[:512], status=status, duration_ms=round(elapsed * 1000, 1),
+        bytes=_bytes_sent(request, response), user=request.get(USER),
+        tenant=request.get(TENANT), client=client_address(request, cell.current.trusted),
+        user_agent=request.headers.get("User-Agent", "")[:256] or None,
+        route=route.name if route else None, upstream_status=request.get(UPSTREAM_STATUS),
+        upstream_ms=None if upstream_time is None else round(upstream_time * 1000, 1)))
+
+
 @web.middleware
 async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     # A middleware, not a wrapper around each route's handler (3% fewer instructions per
@@ -61,6 +115,7 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = _request_id(request, cell)
     request[COOKIES] = []
     status = 500
+    response: web.StreamResponse | None = None
     try:
         try:
             if not request.raw_path.startswith("/"):
@@ -81,6 +136,9 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not response.prepared:
             apply_cookies(request, response, request[COOKIES])
             response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
+            # Ours, or an upstream's that sent none: never aiohttp's default, which names
+            # the Python and aiohttp versions. An upstream's own Server is left as it is.
+            response.headers.setdefault("Server", cell.current.config.server.server_header)
         return response
     finally:
         cell.inflight -= 1
@@ -88,8 +146,5 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         label = route.name if route else _endpoint(request)
         elapsed = time.monotonic() - started
         app[METRICS].observe(label, status, elapsed)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s %.1fms user=%s route=%s request_id=%s",
-                request.method, request.path[:512], status, elapsed * 1000,
-                request.get(USER, "-"), route.name if route else "-", request[REQUEST_ID])
+        if cell.current.config.server.access_log and access_log.isEnabledFor(logging.INFO):
+            _access(request, cell, response, status, elapsed)

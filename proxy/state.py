@@ -80,8 +80,13 @@ def session_cookies(request: web.Request) -> dict[str, str]:
 # Per-request values the middleware and handlers share.
 REQUEST_ID = web.RequestKey("request_id", str)
 USER = web.RequestKey("user", str)
+TENANT = web.RequestKey("tenant", str)  # the signed-in user's tid, for the access line
 ROUTE = web.RequestKey("route", Route)
 # The request's Host, normalized (request_target.py): what X-Forwarded-Host and a preserved
 # Host carry, never the client's spelling of it.
 AUTHORITY = web.RequestKey("authority", str)
 COOKIES = web.RequestKey("cookies", list[CookieSpec])  # applied to whatever response goes out
+# What the upstream answered and how long it took to (its response head, in seconds): set by
+# upstream.py, written by the access line.
+UPSTREAM_STATUS = web.RequestKey("upstream_status", int)
+UPSTREAM_TIME = web.RequestKey("upstream_time", float)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -17,7 +18,7 @@ from yarl import URL
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
-from .state import AUTHORITY, METRICS, STATE
+from .state import AUTHORITY, METRICS, STATE, UPSTREAM_STATUS, UPSTREAM_TIME
 from .upstream_client import UpstreamClientError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("proxy.upstream")
@@ -62,6 +63,7 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
     if is_websocket(request):
         return await _websocket(request, route, headers, http)
     timeout = route.timeout
+    started = time.monotonic()
     try:
         upstream = await pool.request(request.method, route.origin,
                                       route.upstream_target(request.raw_path), headers,
@@ -72,6 +74,8 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
             raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") \
                 from None
         raise UpstreamUnavailable(f"The app behind {route.name} is unreachable.") from None
+    request[UPSTREAM_TIME] = time.monotonic() - started  # to the response head
+    request[UPSTREAM_STATUS] = upstream.status
     try:
         return await _answer(request, route, upstream, timeout)
     finally:
@@ -114,6 +118,7 @@ async def _answer(request: web.Request, route: Route, upstream: UpstreamResponse
                                   headers=response_headers(upstream.headers, cookie_prefix))
     if length is not None:
         response.content_length = length
+    _server_header(request, response)
     await response.prepare(request)
     try:
         while chunk := await upstream.read_chunk(timeout):
@@ -129,6 +134,12 @@ async def _answer(request: web.Request, route: Route, upstream: UpstreamResponse
     return response
 
 
+def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Streamed answers are sent before the middleware sees them: the same rule here (the
+    upstream's own Server kept, else ours, never aiohttp's versions)."""
+    response.headers.setdefault("Server", request.app[STATE].current.config.server.server_header)
+
+
 def _count(request: web.Request, route: Route, kind: str) -> None:
     request.app[METRICS].upstream_errors.labels(route.name, kind).inc()
 
@@ -139,6 +150,7 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
         headers.popall(name, None)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
                  if p.strip()]
+    started = time.monotonic()
     try:
         async with asyncio.timeout(route.timeout):  # the handshake; the socket may idle after
             upstream = await http.ws_connect(
@@ -150,10 +162,13 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
     except aiohttp.ClientError:
         raise UpstreamUnavailable(f"The app behind {route.name} refused the WebSocket.") \
             from None
+    request[UPSTREAM_TIME] = time.monotonic() - started
+    request[UPSTREAM_STATUS] = 101
     async with upstream:
         client = web.WebSocketResponse(
             protocols=[upstream.protocol] if upstream.protocol else (),
             autoping=False, max_msg_size=WS_MAX_MESSAGE)
+        _server_header(request, client)
         await client.prepare(request)
         request.app[STATE].websockets.add(client)
         pumps = [asyncio.create_task(_pump(client, upstream)),

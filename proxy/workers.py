@@ -155,7 +155,8 @@ def supervise(config: Config, source: ConfigSource) -> int:
                 _mark_dead(process)
                 if not stopping:
                     log.error("worker pid %s exited with %s; starting another",
-                              process.pid, process.exitcode)
+                              process.pid, process.exitcode,
+                              extra=logs.fields(pid=process.pid, exit_code=process.exitcode))
                     time.sleep(RESPAWN_PAUSE)
                     workers.append(start())
     finally:

@@ -110,10 +110,21 @@ DESCRIPTIONS = {
         "differ from `listen` (metrics never appear on the public port). Empty: off."
     ),
     "server.log_format": (
-        "`text` or `json`. One line per request (method, path, status, duration, user, route, "
-        "request id) plus sign-in events, on stderr; never tokens, cookies or secrets."
+        "`text` or `json`: every line on stderr is one event; in `json` one JSON object "
+        "(`time`, `level`, `logger`, `event`, the event's fields, `traceback` for errors), in "
+        "`text` the same fields as `key=value` (values escaped, quoted when they hold a space, "
+        "quote or `=`). Never tokens, cookies, codes or secrets. README.md (Logs) has examples."
     ),
     "server.log_level": "`debug`, `info`, `warning` or `error` (any case).",
+    "server.access_log": (
+        "One `access` event per request: request id, method, host, path (never the query), "
+        "status, duration, bytes sent, user, tenant, client address (through "
+        "`trusted_proxies` only), user agent, route, upstream status and time. `false`: off."
+    ),
+    "server.server_header": (
+        "`Server` on the proxy's own answers (and on an upstream's that has none): a product "
+        "name with no version. An upstream's own `Server` passes unchanged."
+    ),
     "server.allowed_redirect_hosts": (
         "Extra hosts that `rd=` and post-login targets may name in absolute URLs, besides "
         "`public_url`'s own origin. `*.example.com` (or `.example.com`) matches subdomains "

@@ -373,7 +373,7 @@ def test_run_on_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
         result = cli("run", "-c", str(path), cwd=tmp_path, timeout=30)
     assert result.returncode == 1
     no_traceback(result)
-    errors = [line for line in stderr_lines(result) if "listening on" not in line]
+    errors = [line for line in stderr_lines(result) if " INFO proxy started " not in line]
     assert len(errors) == 1, result.stderr
     assert str(port) in errors[0]
 

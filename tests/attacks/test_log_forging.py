@@ -95,3 +95,40 @@ def test_tracebacks_are_indented_and_escaped() -> None:
     text = formatter.format(record)
     assert forged(text) == []
     assert text.splitlines()[0].endswith("unhandled x\\x0ay")
+
+
+FIELD = re.compile(r' ([a-z_]+)=("(?:[^"\\]|\\.)*"|[^ "]+)')
+ACCESS_KEYS = ["request_id", "method", "host", "path", "status", "duration_ms", "bytes", "user",
+               "tenant", "client", "user_agent", "route", "upstream_status", "upstream_ms"]
+FORGED_FIELDS = ['x" user=ceo@contoso.example status=200 route="/admin',
+                 "a b user=ceo@contoso.example", 'q=" tenant=evil', "\\\" user=ceo"]
+
+
+def access_fields(log: str) -> list[list[tuple[str, str]]]:
+    """The fields of each access line, read as a log parser would; a line whose tail is not
+    entirely ` key=value` tokens fails."""
+    out = []
+    for line in log.splitlines():
+        if " proxy.access access" not in line:
+            continue
+        tail = line.split(" proxy.access access", 1)[1]
+        pairs = [(m.group(1), m.group(2)) for m in FIELD.finditer(tail)]
+        assert "".join(f" {k}={v}" for k, v in pairs) == tail, line
+        out.append(pairs)
+    return out
+
+
+@pytest.mark.parametrize("agent", FORGED_FIELDS)
+async def test_a_header_value_cannot_forge_an_access_field(
+        shield: ShieldFactory, upstream: Upstream, text_log: io.StringIO, agent: str) -> None:
+    stack = await shield()
+    exchange = await raw_exchange(port_of(stack), (
+        f"GET /public/a%20b%22%3D HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {agent}\r\n"
+        f"Connection: close\r\n\r\n").encode())
+    lines = access_fields(text_log.getvalue())
+    forged_any = any([k for k, _ in pairs] != ACCESS_KEYS for pairs in lines)
+    tally("log-forging", refused=bool(lines) and not forged_any,
+          crashed=any(s >= 500 for s in exchange.statuses))
+    assert len(lines) == 1 and not forged_any, text_log.getvalue()
+    fields = dict(lines[0])
+    assert fields["user"] == "-" and fields["path"] == '"/public/a b\\"="'

@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import build_app
 from proxy.config_load import from_dict
+from proxy.logs import JsonFormatter, TextFormatter
 from proxy.mock_entra import DEFAULT_CLIENT_ID, MockEntra, create_app
 from tests import echo_upstream
 from tests.attacks.harness import raw_exchange
@@ -200,8 +201,10 @@ def _b64decode(text: str) -> bytes:
 
 
 def formatted(records: list[logging.LogRecord]) -> str:
-    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
-    return "\n".join(formatter.format(r) for r in records)
+    """Each record as both log formats write it: every field of an event (host, user agent,
+    client, path, ...) is searched, and JSON (unescaped values) as well as text."""
+    text, as_json = TextFormatter(), JsonFormatter()
+    return "\n".join(f.format(r) for r in records for f in (text, as_json))
 
 
 async def test_no_secret_in_any_log_line_in_process(world: World,
@@ -217,16 +220,18 @@ async def test_no_secret_in_any_log_line_in_process(world: World,
         await server.close()
     log = formatted(caplog.records)
     for event in ("login completed", "tokens refreshed", "refresh rejected",  # captured
-                  "idp_error=access_denied", "GET /callback/azuread 401",
-                  "GET /oauth2/sign_out 302"):
+                  "idp_error=access_denied", "path=/callback/azuread status=401",
+                  "path=/oauth2/sign_out status=302"):
         assert event in log, event
     assert leaks(log, seen) == []
 
 
-async def test_no_secret_in_the_stderr_of_the_proxy_process(world: World,
-                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_no_secret_in_the_stderr_of_the_proxy_process(world: World, tmp_path: Path,
+                                                            log_format: str) -> None:
     port = free_port()
     config = proxy_config(world, port)
+    config["server"]["log_format"] = log_format
     (tmp_path / "proxy.toml").write_text(to_toml(config))
     stderr = tmp_path / "stderr.log"
     with stderr.open("w") as sink:
@@ -240,9 +245,14 @@ async def test_no_secret_in_the_stderr_of_the_proxy_process(world: World,
         proc.terminate()
         await asyncio.get_running_loop().run_in_executor(None, proc.wait, 15)
     log = stderr.read_text()
+    if log_format == "json":
+        assert all(json.loads(line) for line in log.splitlines())
+        log += "\n" + "\n".join(TextFormatter().format(logging.makeLogRecord({
+            "msg": entry.pop("event"), "fields": entry})) for entry in map(
+                json.loads, log.splitlines()))  # both spellings: "a b" and a\u0020b
     for event in ("login completed", "tokens refreshed", "refresh rejected",
-                  "idp_error=access_denied", "GET /callback/azuread 401",
-                  "GET /oauth2/sign_out 302"):
+                  "idp_error=access_denied", "path=/callback/azuread status=401",
+                  "path=/oauth2/sign_out status=302"):
         assert event in log, event
     assert leaks(log, seen) == []
 
