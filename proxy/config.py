@@ -62,6 +62,7 @@ class ServerConfig:
     log_level: str = "info"
     allowed_redirect_hosts: tuple[str, ...] = ()
     drain_timeout: Duration = 30.0  # on SIGTERM: how long in-flight requests may finish
+    worker_stuck_timeout: Duration = 30.0  # workers > 1: replace a worker whose loop is this quiet
 
     @property
     def host_port(self) -> tuple[str, int]:

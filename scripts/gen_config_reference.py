@@ -123,6 +123,11 @@ DESCRIPTIONS = {
         "On shutdown (SIGTERM), how long in-flight requests may take to finish; open "
         "WebSockets are closed with code 1001."
     ),
+    "server.worker_stuck_timeout": (
+        "With `workers` > 1: a worker's event loop reports to the supervisor every second; "
+        "one silent this long (a callback that never returns, a stopped process) is killed "
+        "and replaced. 2 s to 1 h. A starting worker has at least 60 s to begin serving."
+    ),
     # [azure]
     "azure.client_id": (
         "**Required.** The app registration's Application (client) ID, a GUID (not the app's "

@@ -1,0 +1,164 @@
+"""The supervisor of `workers > 1` fails fast on what no restart fixes, backs off and gives up
+on workers that keep crashing, and replaces a worker whose event loop stops (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from proxy.mock_entra import MockEntra
+from tests.conftest import ALICE, HTML, free_port
+from tests.flows.test_streaming import wait_ready
+from tests.flows.test_workers import children
+from tests.support.proxy_toml import write_proxy_toml
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+
+
+def run_proxy(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "proxy", "run", "-c", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env())
+
+
+async def finished(proc: subprocess.Popen[str], within: float) -> tuple[int, list[str]]:
+    """The exit code and stderr lines after the banner, waiting without blocking the loop
+    (the mock IdP and upstream run on it)."""
+    for _ in range(int(within * 10)):
+        if proc.poll() is not None:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        proc.kill()
+        raise AssertionError(f"still running after {within} s: {proc.communicate()[1]}")
+    err = proc.communicate()[1]
+    lines = err.splitlines()
+    assert lines and "listening on" in lines[0], err
+    return proc.returncode, lines[1:]
+
+
+def two_workers(tmp_path: Path, port: int, idp: str, upstream: str, redis_url: str,
+                server: dict[str, Any] | None = None) -> Path:
+    key = tmp_path / "assertion.pem"
+    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return write_proxy_toml(tmp_path / "proxy.toml", port, idp, upstream, {
+        "server": {"workers": 2, **(server or {})},
+        "session": {"store": "redis", "redis_url": redis_url},
+        "identity": {"assertion_key_file": key}})
+
+
+async def test_a_taken_port_ends_the_command_with_one_line_naming_the_address(
+        tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    config = two_workers(tmp_path, port, "http://127.0.0.1:9", "http://127.0.0.1:9", redis_url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        proc = subprocess.run([sys.executable, "-m", "proxy", "run", "-c", str(config)],
+                              capture_output=True, text=True, env=env(), timeout=20)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"azure-auth-proxy: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+async def test_a_file_the_workers_cannot_use_ends_the_command_with_one_line(
+        tmp_path: Path, mock_server: tuple[MockEntra, str], upstream_url: str,
+        redis_url: str) -> None:
+    # The supervisor does not load the app, so the workers check the files; the first
+    # worker's one line ends the command, not a restart loop.
+    config = two_workers(tmp_path, free_port(), mock_server[1], upstream_url, redis_url)
+    (tmp_path / "assertion.pem").write_text("not a key\n")
+    code, lines = await finished(run_proxy(config), within=60)
+    assert code == 1
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("azure-auth-proxy: config error: identity.assertion_key_file")
+
+
+async def test_workers_that_keep_crashing_at_start_make_it_back_off_then_give_up(
+        tmp_path: Path, mock_server: tuple[MockEntra, str], upstream_url: str,
+        redis_url: str) -> None:
+    port = free_port()
+    config = two_workers(tmp_path, port, mock_server[1], upstream_url, redis_url,
+                         {"metrics_listen": f"127.0.0.1:{free_port()}"})
+    proc = run_proxy(config)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}")
+        workers = children(proc.pid)
+        environ = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
+        metrics_dir = next(v.split(b"=", 1)[1] for v in environ
+                           if v.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
+        # A real fault: the shared metrics directory vanished (a tmp cleaner), so every new
+        # worker fails while building its metrics.
+        shutil.rmtree(metrics_dir)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        code, lines = await finished(proc, within=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 1
+    assert "Traceback" in "\n".join(lines)  # each crash is worth its traceback
+    pauses = [float(line.split(" in ")[-1].split()[0]) for line in lines
+              if "starting another in" in line]
+    assert pauses == sorted(pauses) and pauses[-1] >= 4 * pauses[0], pauses
+    assert lines[-1].startswith("azure-auth-proxy: workers exited 5 times within 30 s"), lines
+    assert lines[-1].endswith("giving up")
+    assert not children(proc.pid)
+
+
+async def test_a_stuck_worker_is_replaced_and_the_proxy_keeps_serving(
+        tmp_path: Path, mock_server: tuple[MockEntra, str], upstream_url: str,
+        redis_url: str) -> None:
+    mock, idp = mock_server
+    port = free_port()
+    config = two_workers(tmp_path, port, idp, upstream_url, redis_url,
+                         {"worker_stuck_timeout": "2s"})
+    proc = run_proxy(config)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url)
+        for _ in range(300):  # both workers serving (beating) before one is stopped
+            if len(children(proc.pid)) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        stuck = children(proc.pid)[0]
+        os.kill(stuck, signal.SIGSTOP)  # its loop no longer runs: no beats
+        for _ in range(900):  # a worker not yet serving has 60 s before it counts as stuck
+            alive = children(proc.pid)
+            if stuck not in alive and len(alive) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert stuck not in children(proc.pid)
+        assert len(children(proc.pid)) >= 2
+        mock.auto_user = ALICE
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            async with client.get(url + "/", headers=HTML) as resp:
+                assert resp.status == 200
+            for _ in range(20):  # new connections reach only live workers
+                async with aiohttp.ClientSession(cookie_jar=client.cookie_jar) as fresh:
+                    async with fresh.get(url + "/x", timeout=aiohttp.ClientTimeout(10)) as resp:
+                        assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        code, lines = await finished(proc, within=30)
+        assert code == 0
+        assert any(f"worker pid {stuck} has not answered" in line for line in lines), lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
