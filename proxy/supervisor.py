@@ -3,23 +3,24 @@ event loop stops beating, backs off when they crash right after start, and stops
 with one line on a fault no restart can cure (the port cannot be bound, a bad file).
 
 It never imports the application (aiohttp, cryptography, the app modules): it only watches,
-so it stays a few MiB. Workers start with multiprocessing's spawn and import what they need.
+so it stays a few MiB. Workers are fresh interpreters (subprocess, not multiprocessing, whose
+spawn also starts a resource-tracker process of ~13 MiB) that import what they need.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import multiprocessing
 import os
+import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from .config import Config
@@ -37,8 +38,8 @@ STARTUP_GRACE = 60.0  # before its first beat a worker imports and builds: allow
 
 @dataclass
 class Worker:
-    process: BaseProcess
-    beats: Connection  # the read end of the worker's heartbeat pipe
+    process: subprocess.Popen[bytes]
+    beats: int  # the read end of the worker's heartbeat pipe
     started: float
     last_beat: float = 0.0  # 0: not serving yet
     message: bytearray = field(default_factory=bytearray)  # a fatal line, if one came
@@ -62,10 +63,14 @@ def probe_listen(listen: str, host: str, port: int) -> str | None:
     return None
 
 
-def _run_worker(source: ConfigSource, beats: Connection) -> None:
-    from .workers import worker_main  # in the child only: the supervisor stays small
+# The worker's command: `python -c WORKER SOURCE FD`; it imports proxy.workers itself.
+WORKER = "import sys; from proxy.workers import worker_cli; worker_cli(sys.argv[1:])"
 
-    worker_main(source, beats)
+
+def source_arg(source: ConfigSource) -> str:
+    """The config source as one argument (file, flags; never the env, which workers inherit)."""
+    return json.dumps({"path": source.path, "required": source.required,
+                       "flags": source.flags})
 
 
 def supervise(config: Config, source: ConfigSource) -> int:
@@ -82,7 +87,6 @@ def supervise(config: Config, source: ConfigSource) -> int:
 class _Supervisor:
     def __init__(self, config: Config, source: ConfigSource) -> None:
         self.config, self.source = config, source
-        self.context = multiprocessing.get_context("spawn")
         self.workers: list[Worker] = []
         self.due: list[float] = []  # when to start the replacements that wait out a backoff
         self.crashes: list[float] = []  # times of recent start crashes
@@ -90,11 +94,13 @@ class _Supervisor:
         self.failure = ""  # the one line to print when giving up
 
     def start(self) -> None:
-        beats, child_end = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=_run_worker, args=(self.source, child_end),
-                                       daemon=False)
-        process.start()
-        child_end.close()  # the child holds its copy: EOF on ours when it dies
+        beats, child_end = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", WORKER, source_arg(self.source), str(child_end)],
+                pass_fds=(child_end,))
+        finally:
+            os.close(child_end)  # the child holds its copy: EOF on ours when it dies
         now = time.monotonic()
         self.workers.append(Worker(process, beats, now))
 
@@ -106,8 +112,8 @@ class _Supervisor:
 
     def forward(self, signum: int) -> None:
         for worker in self.workers:
-            if worker.process.pid is not None and worker.process.is_alive():
-                os.kill(worker.process.pid, signum)
+            if worker.process.poll() is None:
+                worker.process.send_signal(signum)
 
     def give_up(self, line: str) -> None:
         if not self.failure:
@@ -124,13 +130,15 @@ class _Supervisor:
         while self.workers or self.due:
             now = time.monotonic()
             timeout = min([1.0, *(max(0.0, t - now) for t in self.due)])
-            handles = [w.process.sentinel for w in self.workers] + [w.beats for w in self.workers]
-            ready = wait(handles, timeout=timeout)
+            try:  # a dying worker closes its end of the pipe: readable at once
+                ready = select.select([w.beats for w in self.workers], [], [], timeout)[0]
+            except InterruptedError:  # pragma: no cover - Python retries select itself
+                ready = []
             now = time.monotonic()
             for worker in self.workers:
                 if worker.beats in ready:
                     self.read_beats(worker, now)
-            for worker in [w for w in self.workers if not w.process.is_alive()]:
+            for worker in [w for w in self.workers if w.process.poll() is not None]:
                 self.workers.remove(worker)
                 self.ended(worker, now)
             self.check_stuck(now)
@@ -145,9 +153,9 @@ class _Supervisor:
     def read_beats(self, worker: Worker, now: float) -> None:
         # Raw bytes, not pickled messages: "." is a beat; "!" starts the fatal line.
         try:
-            data = os.read(worker.beats.fileno(), 4096)
+            data = os.read(worker.beats, 4096)
         except OSError:
-            return  # the worker ended; its sentinel says so
+            return  # the worker ended; its exit code says so
         if not worker.message and b"!" in data:
             data = data[data.index(b"!"):]
         if worker.message or data.startswith(b"!"):
@@ -156,9 +164,9 @@ class _Supervisor:
             worker.last_beat = now
 
     def ended(self, worker: Worker, now: float) -> None:
-        worker.beats.close()
-        _mark_dead(worker.process)
-        code = worker.process.exitcode
+        os.close(worker.beats)
+        _mark_dead(worker.process.pid)
+        code = worker.process.returncode
         if code == FATAL_EXIT:
             line = worker.message[1:].decode(errors="replace").strip()
             self.give_up(line or "a worker could not start")
@@ -183,22 +191,22 @@ class _Supervisor:
         for worker in self.workers:
             since = worker.last_beat or worker.started
             allowed = limit if worker.last_beat else max(limit, STARTUP_GRACE)
-            if now - since > allowed and worker.process.pid is not None:
+            if now - since > allowed:
                 log.error("worker pid %s has not answered for %.0f s (worker_stuck_timeout); "
                           "replacing it", worker.process.pid, now - since)
-                os.kill(worker.process.pid, signal.SIGKILL)
-                worker.last_beat = now  # killed once; its sentinel fires next
+                worker.process.kill()
+                worker.last_beat = now  # killed once; its pipe reports the end next
 
 
-def _mark_dead(process: BaseProcess) -> None:
+def _mark_dead(pid: int) -> None:
     """prometheus-client's multiprocess.mark_process_dead, without importing the library:
     drop the dead worker's live-gauge files, so gauges count only live workers."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    if process.pid is None or not directory:
+    if not directory:
         return
     try:
         for name in os.listdir(directory):
-            if name.startswith("gauge_live") and name.endswith(f"_{process.pid}.db"):
+            if name.startswith("gauge_live") and name.endswith(f"_{pid}.db"):
                 os.remove(os.path.join(directory, name))
     except OSError:  # the directory went away: nothing left to drop
         pass

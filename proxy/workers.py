@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
-import multiprocessing
 import os
 import signal
 import sys
-from multiprocessing.connection import Connection
 
 from aiohttp import web
 
@@ -45,7 +44,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve(config: Config, source: ConfigSource, *, reuse_port: bool = False,
-          beats: Connection | None = None) -> None:
+          beats: int | None = None) -> None:
     from .app import build_app, check_files
 
     def reload_config() -> Config:
@@ -67,7 +66,7 @@ def serve(config: Config, source: ConfigSource, *, reuse_port: bool = False,
 
 
 async def _serve(app: web.Application, config: Config, reuse_port: bool,
-                 beats: Connection | None) -> None:
+                 beats: int | None) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting, close WebSockets (1001), let
     in-flight requests (uploads included) finish within drain_timeout, then clean up.
     aiohttp's own shutdown would drop request bytes that arrive after it begins."""
@@ -90,7 +89,7 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool,
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if beats is not None:
-        _beat(loop, beats.fileno())
+        _beat(loop, beats)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
@@ -116,11 +115,18 @@ def _beat(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     loop.call_later(BEAT_EVERY, _beat, loop, fd)
 
 
-def worker_main(source: ConfigSource, beats: Connection) -> None:
+def worker_cli(argv: list[str]) -> None:
+    """`python -c supervisor.WORKER SOURCE FD`: SOURCE as supervisor.source_arg wrote it."""
+    given = json.loads(argv[0])
+    flags = tuple((key, value, flag) for key, value, flag in given["flags"])
+    worker_main(ConfigSource(given["path"], given["required"], flags), int(argv[1]))
+
+
+def worker_main(source: ConfigSource, beats: int) -> None:
     """A supervised worker: the same config as the supervisor (file, flags, current env)."""
     from .app import check_files
 
-    os.set_blocking(beats.fileno(), False)  # a full pipe must never block the event loop
+    os.set_blocking(beats, False)  # a full pipe must never block the event loop
     try:
         config = source.load(os.environ)
         logs.setup(config.server.log_format, config.server.log_level)
@@ -128,7 +134,7 @@ def worker_main(source: ConfigSource, beats: Connection) -> None:
         serve(config, source, reuse_port=True, beats=beats)
     except (ConfigError, ListenError) as exc:
         line = "; ".join(f"config error: {p}" for p in exc.problems) \
-            if isinstance(exc, ConfigError) else exc.strerror
-        os.set_blocking(beats.fileno(), True)
-        os.write(beats.fileno(), b"!" + line.encode())
+            if isinstance(exc, ConfigError) else str(exc.strerror)
+        os.set_blocking(beats, True)
+        os.write(beats, b"!" + line.encode())
         sys.exit(FATAL_EXIT)

@@ -44,7 +44,7 @@ def run_proxy(config: Path) -> subprocess.Popen[str]:
 
 
 def stderr_of(proc: subprocess.Popen[str]) -> str:
-    config = Path(proc.args[-1])  # type: ignore[index]
+    config = Path(proc.args[-1])  # type: ignore[index,arg-type]
     return (config.parent / "stderr.txt").read_text()
 
 
