@@ -17,7 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from proxy.config_load import ConfigSource
 from proxy.mock_entra import MockEntra
+from proxy.supervisor import probe_listen, supervise
 from tests.conftest import ALICE, HTML, free_port
 from tests.flows.test_streaming import wait_ready
 from tests.flows.test_workers import children
@@ -104,32 +106,40 @@ async def test_a_file_the_workers_cannot_use_ends_the_command_with_one_line(
     assert lines[0].startswith("azure-auth-proxy: config error: identity.assertion_key_file")
 
 
-async def test_workers_that_keep_crashing_at_start_make_it_back_off_then_give_up(
-        tmp_path: Path, mock_server: tuple[MockEntra, str], upstream_url: str,
-        redis_url: str) -> None:
+def test_workers_that_keep_crashing_at_start_make_it_back_off_then_give_up(
+        tmp_path: Path, redis_url: str, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     # A real fault the supervisor's probe does not cover: the metrics listener's port is
     # taken, so every worker fails while it starts (after its import, with a traceback).
+    # The supervisor runs in this process (its code counts for coverage); workers are real.
     metrics_port = free_port()
-    config = two_workers(tmp_path, free_port(), mock_server[1], upstream_url, redis_url,
-                         {"metrics_listen": f"127.0.0.1:{metrics_port}"})
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", metrics_port))
-        taken.listen()
-        proc = run_proxy(config)
-        try:
-            code, lines = await finished(proc, within=100)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+    config_path = two_workers(tmp_path, free_port(), "http://127.0.0.1:9", "http://127.0.0.1:9",
+                              redis_url, {"metrics_listen": f"127.0.0.1:{metrics_port}"})
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # supervise sets it; restored after
+    handlers = {n: signal.getsignal(n) for n in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    source = ConfigSource(str(config_path))
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", metrics_port))
+            taken.listen()
+            code = supervise(source.load({}), source)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    lines = capfd.readouterr().err.splitlines()
     assert code == 1
     assert "Traceback" in "\n".join(lines)  # each crash is worth its traceback
-    pauses = [float(line.split(" in ")[-1].split()[0]) for line in lines
+    pauses = [float(line.split(" in ")[-1].split()[0]) for line in caplog.messages
               if "starting another in" in line]
-    assert pauses == [0.5, 1.0, 2.0, 4.0], lines
+    assert pauses == [0.5, 1.0, 2.0, 4.0], caplog.messages
     assert lines[-1].startswith("azure-auth-proxy: workers exited 5 times within 30 s"), lines
     assert lines[-1].endswith("giving up")
-    assert not children(proc.pid)
+    assert not children(os.getpid())
+
+
+def test_probe_names_an_address_that_cannot_be_bound() -> None:
+    assert probe_listen("nonexistent.invalid:80", "nonexistent.invalid", 80)
+    assert probe_listen("127.0.0.1:0", "127.0.0.1", 0) is None
 
 
 @pytest.mark.timeout(200)  # a worker stopped before it serves has the 60 s start grace
