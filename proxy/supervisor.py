@@ -63,8 +63,11 @@ def probe_listen(listen: str, host: str, port: int) -> str | None:
     return None
 
 
-# The worker's command: `python -c WORKER SOURCE FD`; it imports proxy.workers itself.
-WORKER = "import sys; from proxy.workers import worker_cli; worker_cli(sys.argv[1:])"
+# The worker's command: `python -c WORKER SOURCE FD`; it imports proxy.workers itself. It
+# first ignores SIGHUP, which would otherwise end a worker still importing (the app installs
+# its reload handler once built; the config it reads is the newest anyway).
+WORKER = ("import signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+          "from proxy.workers import worker_cli; worker_cli(sys.argv[1:])")
 
 
 def source_arg(source: ConfigSource) -> str:

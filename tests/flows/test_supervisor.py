@@ -175,6 +175,17 @@ async def test_a_stuck_worker_is_replaced_and_the_proxy_keeps_serving(
                 async with aiohttp.ClientSession(cookie_jar=client.cookie_jar) as fresh:
                     async with fresh.get(url + "/x", timeout=aiohttp.ClientTimeout(10)) as resp:
                         assert resp.status == 200
+        # As before, serving workers reload their config; one still starting (the
+        # replacement may be) ignores it rather than dying of it, and reads the file anyway.
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(300):
+            if stderr_of(proc).count("config reloaded") >= 1:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)
+        assert 1 <= stderr_of(proc).count("config reloaded") <= 2
+        assert "exited with -1;" not in stderr_of(proc)  # no worker ended by the SIGHUP
+        assert proc.poll() is None and len(workers_of(proc.pid)) == 2
         proc.send_signal(signal.SIGTERM)
         code, lines = await finished(proc, within=30)
         assert code == 0
