@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -47,21 +46,34 @@ def source(args: argparse.Namespace) -> ConfigSource:
     return ConfigSource(named or "proxy.toml", required=bool(named), flags=tuple(flags))
 
 
-def _config(args: argparse.Namespace, report: bool = True) -> Loaded:
-    from .app import check_files
-
+def _config(args: argparse.Namespace, *, files: bool = True, report: bool = True) -> Loaded:
     loaded = source(args).read(os.environ)
-    check_files(loaded.config)  # a bad certificate or key file fails check-config too
+    if files:  # a bad certificate or key file fails check-config too
+        from .app import check_files
+
+        check_files(loaded.config)
     for warning in loaded.warnings if report else ():
         print(f"config warning: {warning}", file=sys.stderr)
     return loaded
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .workers import serve, supervise
-
-    loaded = _config(args, report=False)
+    # With several workers this process only supervises: it must not import the app (the
+    # memory of every module the workers need). Each worker checks the files and reports a
+    # bad one as its one line, which ends the command.
+    loaded = _config(args, files=False, report=False)
     config = loaded.config
+    supervised = config.server.workers > 1
+    if supervised:
+        from .supervisor import probe_listen
+
+        if problem := probe_listen(config.server.listen, *config.server.host_port):
+            print(f"azure-auth-proxy: {problem}", file=sys.stderr)  # before any worker
+            return 1
+    else:
+        from .app import check_files
+
+        check_files(config)
     # From here on every line on stderr is a log event (one JSON object each in json).
     logs.setup(config.server.log_format, config.server.log_level)
     log.info("started", extra=logs.fields(
@@ -69,8 +81,12 @@ def _run(args: argparse.Namespace) -> int:
         workers=config.server.workers))
     for warning in loaded.warnings:
         log.warning("config warning: %s", warning)
-    if config.server.workers > 1:
+    if supervised:
+        from .supervisor import supervise
+
         return supervise(config, source(args))
+    from .workers import serve
+
     serve(config, source(args))
     return 0
 
@@ -84,6 +100,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .demo import run_demo
 
     logs.setup("text", "info")
@@ -95,6 +113,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _mock(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .mock_entra import MockEntra, run_mock
 
     async def serve() -> None:

@@ -68,6 +68,7 @@ class ServerConfig:
     header_timeout: Duration = 20.0  # a connection's first request head must arrive within this
     keepalive_timeout: Duration = 75.0  # an idle keep-alive connection is closed after this
     max_connections: int = 10000  # open client connections per process; more are refused
+    worker_stuck_timeout: Duration = 30.0  # workers > 1: replace a worker whose loop is this quiet
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -65,6 +65,9 @@ def check_server(config: Config) -> list[str]:
         out.append(f"server.workers: {s.workers} must be between 1 and 64")
     elif s.workers > 1 and s.listen.endswith(":0"):
         out.append("server.workers: several workers need a fixed port in server.listen")
+    if not 2 <= s.worker_stuck_timeout <= 3600:  # workers beat every second
+        out.append(f"server.worker_stuck_timeout: {s.worker_stuck_timeout:g} s must be "
+                   "between 2 s and 1 h")
     if s.metrics_listen:
         m_host, _, m_port = s.metrics_listen.rpartition(":")
         if not m_host or not m_port.isdigit() or not 0 < int(m_port) <= 65535:

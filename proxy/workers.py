@@ -1,36 +1,38 @@
-"""Serving: one process, or `workers` processes sharing the port through SO_REUSEPORT.
+"""Serving: one process, or one worker of `workers` processes sharing the port through
+SO_REUSEPORT under proxy/supervisor.py.
 
-The supervisor forwards SIGTERM (drain) and SIGHUP (reload) to its workers and replaces a
-worker that dies. Metrics then use prometheus-client's multiprocess mode, so any worker's
-/metrics shows the sum of all.
+A worker beats on a pipe from its event loop (the supervisor replaces one that falls silent)
+and reports a fault no restart can fix (a bad file, a port it cannot bind) as one line there,
+exiting with FATAL_EXIT. Metrics then use prometheus-client's multiprocess mode, so any
+worker's /metrics shows the sum of all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
-import multiprocessing
 import os
-import shutil
 import signal
 import sys
-import tempfile
-import time
-from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
-from types import FrameType
 
 from aiohttp import web
 
 from . import logs
 from .config import Config
 from .config_load import ConfigSource
+from .errors import ConfigError
 from .runner import ProxyRunner
+from .supervisor import FATAL_EXIT
 
 log = logging.getLogger("proxy")
-RESPAWN_PAUSE = 1.0
 FILES_BESIDES_CONNECTIONS = 256  # listeners, Redis, IdP and metrics sockets, logs, modules
+BEAT_EVERY = 1.0  # seconds between heartbeats; server.worker_stuck_timeout is at least 2 s
+
+
+class ListenError(OSError):
+    """The listening address cannot be bound: no restart fixes that."""
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -42,7 +44,8 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def serve(config: Config, source: ConfigSource, *, reuse_port: bool = False) -> None:
+def serve(config: Config, source: ConfigSource, *, reuse_port: bool = False,
+          beats: int | None = None) -> None:
     from .app import build_app, check_files
 
     def reload_config() -> Config:
@@ -58,7 +61,7 @@ def serve(config: Config, source: ConfigSource, *, reuse_port: bool = False) -> 
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(_serve(build_app(config, loader=reload_config), config,
-                                       reuse_port))
+                                       reuse_port, beats))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -87,7 +90,8 @@ def raise_file_limit(max_connections: int) -> None:
                     FILES_BESIDES_CONNECTIONS)
 
 
-async def _serve(app: web.Application, config: Config, reuse_port: bool) -> None:
+async def _serve(app: web.Application, config: Config, reuse_port: bool,
+                 beats: int | None) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting, close WebSockets (1001), let
     in-flight requests (uploads included) finish within drain_timeout, then clean up.
     aiohttp's own shutdown would drop request bytes that arrive after it begins."""
@@ -98,12 +102,19 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool) -> None
     await runner.setup()
     host, port = config.server.host_port
     site = web.TCPSite(runner, host or None, port, reuse_port=reuse_port or None)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(exc.errno, f"cannot listen on {config.server.listen}: "
+                          f"{exc.strerror or exc}") from None
     # Everything built so far (modules, config, app, clients) lives as long as the process:
     # move it out of the collector's sight, so full collections only walk request garbage.
     gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if beats is not None:
+        _beat(loop, beats)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
@@ -117,59 +128,38 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool) -> None
     await runner.cleanup()
 
 
-def _worker(source: ConfigSource) -> None:
-    config = source.load(os.environ)
-    logs.setup(config.server.log_format, config.server.log_level)
-    serve(config, source, reuse_port=True)
-
-
-def supervise(config: Config, source: ConfigSource) -> int:
-    """Run config.server.workers worker processes until SIGTERM/SIGINT; 0 on a clean stop."""
-    metrics_dir = tempfile.mkdtemp(prefix="azp-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    context = multiprocessing.get_context("spawn")
-    stopping = False
-
-    def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(source,), daemon=False)
-        process.start()
-        return process
-
-    workers = [start() for _ in range(config.server.workers)]
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            stopping = True
-        for process in workers:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+def _beat(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """One byte to the supervisor now and every BEAT_EVERY seconds, from the loop itself: a
+    loop stuck in a callback stops beating, and the supervisor replaces the worker."""
     try:
-        while workers:
-            wait([p.sentinel for p in workers], timeout=1.0)
-            for process in [p for p in workers if not p.is_alive()]:
-                workers.remove(process)
-                _mark_dead(process)
-                if not stopping:
-                    log.error("worker pid %s exited with %s; starting another",
-                              process.pid, process.exitcode,
-                              extra=logs.fields(pid=process.pid, exit_code=process.exitcode))
-                    time.sleep(RESPAWN_PAUSE)
-                    workers.append(start())
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+        os.write(fd, b".")
+    except BlockingIOError:
+        pass  # the supervisor is behind; it only needs the latest beat
+    except OSError:
+        return  # the supervisor is gone
+    loop.call_later(BEAT_EVERY, _beat, loop, fd)
 
 
-def _mark_dead(process: BaseProcess) -> None:
-    from prometheus_client import multiprocess
+def worker_cli(argv: list[str]) -> None:
+    """`python -c supervisor.WORKER SOURCE FD`: SOURCE as supervisor.source_arg wrote it."""
+    given = json.loads(argv[0])
+    flags = tuple((key, value, flag) for key, value, flag in given["flags"])
+    worker_main(ConfigSource(given["path"], given["required"], flags), int(argv[1]))
 
-    if process.pid is not None:
-        multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
 
+def worker_main(source: ConfigSource, beats: int) -> None:
+    """A supervised worker: the same config as the supervisor (file, flags, current env)."""
+    from .app import check_files
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(supervise(ConfigSource(sys.argv[1]).load(), ConfigSource(sys.argv[1])))
+    os.set_blocking(beats, False)  # a full pipe must never block the event loop
+    try:
+        config = source.load(os.environ)
+        logs.setup(config.server.log_format, config.server.log_level)
+        check_files(config)
+        serve(config, source, reuse_port=True, beats=beats)
+    except (ConfigError, ListenError) as exc:
+        line = "; ".join(f"config error: {p}" for p in exc.problems) \
+            if isinstance(exc, ConfigError) else str(exc.strerror)
+        os.set_blocking(beats, True)
+        os.write(beats, b"!" + line.encode())
+        sys.exit(FATAL_EXIT)

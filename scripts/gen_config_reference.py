@@ -154,6 +154,11 @@ DESCRIPTIONS = {
         "also holds an upstream connection), within the hard limit; a WARNING says if "
         "that cannot hold even this + 256."
     ),
+    "server.worker_stuck_timeout": (
+        "With `workers` > 1: a worker's event loop reports to the supervisor every second; "
+        "one silent this long (a callback that never returns, a stopped process) is killed "
+        "and replaced. 2 s to 1 h. A starting worker has at least 60 s to begin serving."
+    ),
     # [azure]
     "azure.client_id": (
         "**Required.** The app registration's Application (client) ID, a GUID (not the app's "

@@ -533,6 +533,8 @@ def test_identity_feature_settings_are_checked(tmp_path: Path, identity: Section
     ({"workers": "0"}, "server.workers"),
     ({"workers": "1000"}, "server.workers"),
     ({"workers": "2", "listen": '"127.0.0.1:0"'}, "server.workers"),
+    ({"worker_stuck_timeout": '"1s"'}, "server.worker_stuck_timeout"),  # beats come every 1 s
+    ({"worker_stuck_timeout": '"2h"'}, "server.worker_stuck_timeout"),
 ])
 def test_worker_settings_are_checked(tmp_path: Path, server: Section, key: str) -> None:
     assert names(problems_of(tmp_path, render({"server": server})), key)
