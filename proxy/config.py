@@ -182,6 +182,8 @@ class UpstreamConfig:
     strip_prefix: bool = False
     case_sensitive: bool = False  # path prefix compared case-sensitively (default: any case)
     timeout: Duration = 60.0
+    connect_timeout: Duration = 10.0
+    max_connections: int = 512  # open connections to this upstream's origin, idle or busy
     access: AccessPolicyConfig | None = None
 
 

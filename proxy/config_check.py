@@ -234,6 +234,10 @@ def check_upstream(u: UpstreamConfig, where: str) -> list[str]:
             out.append(f"{where}.public: {pattern!r} is not a valid regex ({exc})")
     if u.timeout <= 0:
         out.append(f"{where}.timeout: must be greater than 0")
+    if u.connect_timeout <= 0:
+        out.append(f"{where}.connect_timeout: must be greater than 0")
+    if u.max_connections < 1:
+        out.append(f"{where}.max_connections: must be at least 1")
     if u.access is not None:
         out += check_policy(u.access, f"{where}.access")
     return out

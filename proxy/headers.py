@@ -22,7 +22,9 @@ ALWAYS_OWNED = frozenset({
     "x-forwarded-roles", "x-forwarded-object-id", "x-forwarded-tenant-id",
     "x-forwarded-preferred-username",
 })
-_NEVER_FORWARDED = HOP_BY_HOP | {"host"}  # Host is set for the upstream by the proxy
+# Host is set for the upstream by the proxy; so is the body's framing (Content-Length here,
+# Transfer-Encoding being hop-by-hop), from the length the proxy read the body by.
+_NEVER_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
 _NOT_PASSED_BACK = HOP_BY_HOP | {"content-length"}  # aiohttp frames the body it sends
 # Set by the proxy from what it saw; from untrusted peers the client's copies are lies.
 FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",

@@ -66,6 +66,8 @@ class Route:
     strip_prefix: bool
     case_sensitive: bool  # false: /ADMIN is /admin, as ASP.NET, IIS and Express read it
     timeout: float
+    connect_timeout: float
+    max_connections: int  # open connections to `origin` at once
     policy: Policy
     audience: str  # the upstream's origin: the `aud` of identity assertions sent to it
     base: str  # the upstream URL without a trailing slash, for joining raw paths
@@ -126,6 +128,7 @@ def _route(i: int, u: UpstreamConfig, default: AccessPolicyConfig) -> Route:
         public=tuple(re.compile(p) for p in u.public),
         preserve_host=u.preserve_host, strip_prefix=u.strip_prefix,
         case_sensitive=u.case_sensitive, timeout=u.timeout,
+        connect_timeout=u.connect_timeout, max_connections=u.max_connections,
         policy=Policy.from_config(u.access if u.access is not None else default),
         audience=str(url.origin()), base=u.url.rstrip("/"), origin=_origin(url),
         prefix=url.raw_path.rstrip("/"),

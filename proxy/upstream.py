@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
+from .errors import BadRequest, ClientTimeout, UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
 from .state import AUTHORITY, METRICS, STATE
@@ -63,14 +63,23 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
         return await _websocket(request, route, headers, http)
     timeout = route.timeout
     try:
+        # The framing the upstream sees is the proxy's: the length aiohttp read the body
+        # by (the client's Content-Length header is not forwarded as such).
         upstream = await pool.request(request.method, route.origin,
                                       route.upstream_target(request.raw_path), headers,
-                                      await _request_body(request), timeout)
+                                      await _request_body(request), timeout,
+                                      length=request.content_length,
+                                      connect_timeout=route.connect_timeout,
+                                      max_connections=route.max_connections)
     except UpstreamClientError as exc:
         _count(request, route, "unreachable" if exc.kind == "broken_body" else exc.kind)
         if exc.kind == "timeout":
             raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") \
                 from None
+        if exc.kind == "pool_full":
+            raise UpstreamBusy(f"The app behind {route.name} is busy.") from None
+        if exc.kind == "client_timeout":
+            raise ClientTimeout("The request body stopped arriving.") from None
         raise UpstreamUnavailable(f"The app behind {route.name} is unreachable.") from None
     try:
         return await _answer(request, route, upstream, timeout)
@@ -81,8 +90,8 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
 async def _request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | None:
     """None without a body; small bodies of known length whole (sent with the head in one
     write); anything else streamed as it arrives."""
-    if not request.body_exists:
-        return None
+    if not request.body_exists:  # an explicit empty body keeps its "Content-Length: 0"
+        return b"" if request.content_length == 0 else None
     length = request.content_length
     if length is not None and length <= SMALL_BODY:
         try:

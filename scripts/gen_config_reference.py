@@ -395,8 +395,18 @@ DESCRIPTIONS = {
         "`/Admin` from `/admin`."
     ),
     "upstreams.timeout": (
-        "Connect timeout and the longest silence while waiting for or reading the response "
-        "(not a total limit; streams may run longer). For WebSockets: the closing handshake."
+        "The longest silence while waiting for or reading the response, and between bytes "
+        "of a streamed request body from the client (past it: 408 and the upstream "
+        "connection dropped); not a total limit, streams may run longer. For WebSockets: "
+        "the handshake and the closing handshake."
+    ),
+    "upstreams.connect_timeout": (
+        "How long opening a connection to the upstream (TCP and TLS) may take; past it, 504."
+    ),
+    "upstreams.max_connections": (
+        "Most connections open at once to this upstream's origin (`scheme://host:port`), "
+        "idle or busy. A request past it waits for one to come free, at most "
+        "`connect_timeout`, then gets 503. Routes sharing an origin share its connections."
     ),
     "upstreams.access": (
         "Table `[upstreams.access]`: this route's own policy, replacing `[access]` (see "
