@@ -790,7 +790,7 @@ async def test_idle_connections_beyond_max_idle_are_closed(make_pool: MakePool,
 
 
 @pytest.mark.parametrize("limit", ["keepalive", "max_idle", "high_water", "max_head",
-                                   "max_header_lines", "max_reason", "connect_timeout",
+                                   "max_header_lines", "max_field", "max_reason", "connect_timeout",
                                    "max_connections"])
 @pytest.mark.parametrize("value", [0, -1])
 def test_pool_limits_must_be_positive(limit: str, value: int) -> None:
@@ -1206,23 +1206,28 @@ def answering_once(answer: bytes) -> Handler:
 
 
 HEAD_CASES = [
-    # (answer, within the caps?) with max_head=4096, max_header_lines=10, max_reason=32
+    # (answer, within the caps?) with max_head=4096, max_header_lines=10, max_reason=32,
+    # max_field=1024
     (b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 9 + b"Content-Length: 0\r\n\r\n", True),
     (b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 10 + b"Content-Length: 0\r\n\r\n", False),
     (b"HTTP/1.1 200 " + b"r" * 32 + b"\r\nContent-Length: 0\r\n\r\n", True),
     (b"HTTP/1.1 200 " + b"r" * 33 + b"\r\nContent-Length: 0\r\n\r\n", False),
-    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 3900 + b"\r\nContent-Length: 0\r\n\r\n", True),
-    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 4100 + b"\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 1000 + b"\r\nContent-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 1100 + b"\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\n" + (b"X-B: " + b"b" * 900 + b"\r\n") * 4
+     + b"Content-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 200 OK\r\n" + (b"X-B: " + b"b" * 900 + b"\r\n") * 5
+     + b"Content-Length: 0\r\n\r\n", False),
     (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 1000 + OK, False),
 ]
 
 
 @pytest.mark.parametrize(("answer", "fits"), HEAD_CASES, ids=[
-    "lines-at-cap", "lines-past-cap", "reason-at-cap", "reason-past-cap", "head-under-cap",
-    "head-past-cap", "endless-1xx"])
+    "lines-at-cap", "lines-past-cap", "reason-at-cap", "reason-past-cap", "field-under-cap",
+    "field-past-cap", "head-under-cap", "head-past-cap", "endless-1xx"])
 async def test_answer_head_is_capped(make_pool: MakePool, serve: Serve, answer: bytes,
                                      fits: bool) -> None:
-    pool = make_pool(max_head=4096, max_header_lines=10, max_reason=32)
+    pool = make_pool(max_head=4096, max_header_lines=10, max_reason=32, max_field=1024)
     upstream = await serve(answering_once(answer))
     if fits:
         response, _ = await fetch(pool, upstream)

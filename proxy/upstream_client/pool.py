@@ -28,18 +28,21 @@ class UpstreamPool:
     from its upstream pauses (it resumes at a quarter of that).
 
     Limits on what an upstream may cost: `max_head` bytes of an answer's head (1xx answers
-    included), `max_header_lines` and `max_reason` bytes of its reason phrase (past any,
-    BrokenAnswer); `connect_timeout` seconds to connect, apart from the answer's timeout;
-    `max_connections` open per origin, beyond which a request queues for one at most
-    `connect_timeout` (then PoolFull). The last two are defaults a request may override."""
+    included), `max_header_lines`, `max_field` bytes of one header's name and value and
+    `max_reason` bytes of its reason phrase (past any, BrokenAnswer; the last three are
+    aiohttp's client defaults, so nothing it accepted is refused now); `connect_timeout`
+    seconds to connect, apart from the answer's timeout; `max_connections` open per
+    origin, beyond which a request queues for one at most `connect_timeout` (then
+    PoolFull). The last two are defaults a request may override."""
 
     def __init__(self, *, keepalive: float = 30.0, max_idle: int = 256,
                  high_water: int = 256 * 1024, max_head: int = 64 * 1024,
-                 max_header_lines: int = 100, max_reason: int = 512,
+                 max_header_lines: int = 128, max_field: int = 8190, max_reason: int = 8190,
                  connect_timeout: float = 10.0, max_connections: int = 512) -> None:
         for name, value in (("keepalive", keepalive), ("max_idle", max_idle),
                             ("high_water", high_water), ("max_head", max_head),
-                            ("max_header_lines", max_header_lines), ("max_reason", max_reason),
+                            ("max_header_lines", max_header_lines), ("max_field", max_field),
+                            ("max_reason", max_reason),
                             ("connect_timeout", connect_timeout),
                             ("max_connections", max_connections)):
             if not value > 0:
@@ -47,7 +50,7 @@ class UpstreamPool:
         self.keepalive = keepalive
         self.max_idle = max_idle
         self.high_water = high_water
-        self.caps = (max_head, max_header_lines, max_reason)
+        self.caps = (max_head, max_header_lines, max_reason, max_field)
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self._open: dict[Origin, int] = {}  # connections per origin, idle or busy

@@ -30,7 +30,7 @@ class UpstreamResponse:
                  "_head_bytes", "_field_bytes")
 
     def __init__(self, conn: Connection, head: bool, high_water: int,
-                 caps: tuple[int, int, int]) -> None:
+                 caps: tuple[int, int, int, int]) -> None:
         self.status = 0
         self.reason = ""
         self.headers: CIMultiDict[str] = CIMultiDict()
@@ -39,7 +39,8 @@ class UpstreamResponse:
         self._conn = conn
         self._head = head
         self._high_water = high_water  # buffered body bytes before reading pauses
-        # (head bytes, header lines, reason bytes): past any, the answer is refused. One
+        # (head bytes, header lines, reason bytes, bytes of one field's name and value):
+        # past any, the answer is refused. One
         # tuple from the pool, so the hot path passes one argument rather than three.
         self._caps = caps
         self._head_bytes = 0  # bytes fed before the final head was whole (1xx included)
@@ -79,8 +80,10 @@ class UpstreamResponse:
         if not self._complete:
             raw = self._raw
             raw.append((name, value))
-            self._field_bytes += len(name) + len(value) + 4  # ": " and CRLF
-            if len(raw) > self._caps[1] or self._field_bytes > self._caps[0]:
+            size = len(name) + len(value)
+            self._field_bytes += size + 4  # ": " and CRLF
+            caps = self._caps
+            if len(raw) > caps[1] or self._field_bytes > caps[0] or size > caps[3]:
                 raw.clear()  # keep nothing more of an answer that is refused anyway
                 self._fail(BrokenAnswer("the upstream's answer head is too large"))
 
