@@ -708,8 +708,12 @@ async def test_body_not_read_whole_closes_the_connection(pool: UpstreamPool, ser
 async def test_bytes_after_a_whole_answer_drop_the_connection(pool: UpstreamPool, serve: Serve,
                                                               extra: bytes) -> None:
     upstream = await serve(answering(OK + extra, OK))
-    _, body = await fetch(pool, upstream)
-    assert body == b"ok"
+    if extra == b"garbage":  # not HTTP: the first answer's framing is in doubt
+        with pytest.raises(BrokenAnswer):
+            await fetch(pool, upstream)
+    else:
+        _, body = await fetch(pool, upstream)
+        assert body == b"ok"
     _, body = await fetch(pool, upstream)
     assert body == b"ok"
     assert upstream.accepted == 2

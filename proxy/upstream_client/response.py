@@ -164,7 +164,13 @@ class UpstreamResponse:
             self._fail(BrokenAnswer("the upstream switched protocols unasked"))
         except httptools.HttpParserError:
             if self._complete:
-                self._reusable = False  # garbage after a whole answer: drop the connection
+                # Bytes that are not HTTP right after a whole answer: the upstream may mean
+                # a longer body than the proxy read, so the answer is refused where it can
+                # still be (aiohttp's strict parser does the same), and never reused.
+                self._reusable = False
+                if self._error is None:
+                    self._error = BrokenAnswer("the upstream sent bytes after its answer")
+                self._wake()
             else:
                 self._fail(BrokenAnswer("the upstream's answer is not valid HTTP/1.1"))
         if not self._headers_done:
