@@ -11,6 +11,7 @@ from yarl import URL
 from .config import TENANT_ALIASES, AccessPolicyConfig, Config, SessionConfig, UpstreamConfig
 from .config_check_identity import check_identity, check_ui
 from .config_check_redis import check_redis
+from .upstream_tls import TLS_KEYS, tls_settings
 from .validators import DOMAIN as _DOMAIN
 from .validators import is_guid, is_loopback_host
 
@@ -238,8 +239,28 @@ def check_upstream(u: UpstreamConfig, where: str) -> list[str]:
         out.append(f"{where}.connect_timeout: must be greater than 0")
     if u.max_connections < 1:
         out.append(f"{where}.max_connections: must be at least 1")
+    if not u.url.lower().startswith("https://"):
+        out += [f"{where}.{key}: only for https:// upstreams" for key in TLS_KEYS
+                if getattr(u, key)]
+    if u.client_key_file and not u.client_cert_file:
+        out.append(f"{where}.client_key_file: needs client_cert_file")
     if u.access is not None:
         out += check_policy(u.access, f"{where}.access")
+    return out
+
+
+def _check_shared_origins(config: Config) -> list[str]:
+    """Routes to one origin share its pooled connections, hence its TLS settings."""
+    first: dict[tuple[str, str, int | None], tuple[int, tuple[str, str, str, str, bool]]] = {}
+    out = []
+    for index, u in enumerate(config.upstreams):
+        url = URL(u.url)
+        origin = (url.scheme, url.host or "", url.port)
+        settings = tls_settings(u)
+        if origin in first and first[origin][1] != settings:
+            out.append(f"upstreams[{index}].ca_file: TLS settings differ from "
+                       f"upstreams[{first[origin][0]}], which has the same origin")
+        first.setdefault(origin, (index, settings))
     return out
 
 
@@ -273,4 +294,5 @@ def check(config: Config) -> list[str]:
         if key in seen:
             out.append(f"{where}.path: {upstream.path!r} is already routed for this host")
         seen.add(key)
+    out += _check_shared_origins(config)
     return out

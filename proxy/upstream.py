@@ -70,7 +70,8 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
                                       await _request_body(request), timeout,
                                       length=request.content_length,
                                       connect_timeout=route.connect_timeout,
-                                      max_connections=route.max_connections)
+                                      max_connections=route.max_connections,
+                                      tls=route.tls, server_name=route.server_name)
     except UpstreamClientError as exc:
         _count(request, route, "unreachable" if exc.kind == "broken_body" else exc.kind)
         if exc.kind == "timeout":
@@ -153,6 +154,8 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
             upstream = await http.ws_connect(
                 target_url(route, request.raw_path, websocket=True), headers=headers,
                 protocols=protocols, autoping=False, max_msg_size=WS_MAX_MESSAGE,
+                ssl=route.tls if route.tls is not None else True,
+                server_hostname=route.server_name,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=route.timeout))
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") from None

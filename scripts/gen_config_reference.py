@@ -408,6 +408,27 @@ DESCRIPTIONS = {
         "idle or busy. A request past it waits for one to come free, at most "
         "`connect_timeout`, then gets 503. Routes sharing an origin share its connections."
     ),
+    "upstreams.ca_file": (
+        "`https://` only: a PEM file of the CA(s) that issue the upstream's certificate, "
+        "trusted instead of the system store (a private CA). The certificate must still name "
+        "the host (or `server_name`); a wrong name or an unknown CA is a 502."
+    ),
+    "upstreams.client_cert_file": (
+        "`https://` only: a PEM client certificate presented to the upstream (mTLS); it may "
+        "hold the key too, else set `client_key_file`."
+    ),
+    "upstreams.client_key_file": (
+        "The unencrypted PEM key of `client_cert_file`, when it is a separate file."
+    ),
+    "upstreams.server_name": (
+        "`https://` only: the name the upstream's certificate must carry, also sent as SNI "
+        "(default: the URL's host). For upstreams reached by IP or an internal alias."
+    ),
+    "upstreams.tls_insecure_skip_verify": (
+        "`https://` only: `true` accepts any certificate (no chain or name check). Never "
+        "the default, never implied by another key; logged as a warning at every start and "
+        "reload. Routes sharing an origin must agree on every TLS key."
+    ),
     "upstreams.access": (
         "Table `[upstreams.access]`: this route's own policy, replacing `[access]` (see "
         "below)."
