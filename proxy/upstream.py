@@ -26,6 +26,7 @@ SMALL_BODY = 64 * 1024
 # fragments) in memory, so one unfinished message could grow the proxy without limit. Past
 # this, the side that sent it is closed with 1009 (message too big), and so is the other.
 WS_MAX_MESSAGE = 4 * 1024 * 1024
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # checked first: cheaper than the header
 _WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                  "sec-websocket-protocol", "sec-websocket-accept")
 
@@ -62,13 +63,15 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
     if is_websocket(request):
         return await _websocket(request, route, headers, http)
     timeout = route.timeout
+    body = await _request_body(request)
     try:
-        # The framing the upstream sees is the proxy's: the length aiohttp read the body
-        # by (the client's Content-Length header is not forwarded as such).
+        # The framing the upstream sees is the proxy's: for a streamed body, the length
+        # aiohttp reads it by (the client's Content-Length header is not forwarded).
         upstream = await pool.request(request.method, route.origin,
                                       route.upstream_target(request.raw_path), headers,
-                                      await _request_body(request), timeout,
-                                      length=request.content_length,
+                                      body, timeout,
+                                      length=None if body is None or isinstance(body, bytes)
+                                      else request.content_length,
                                       connect_timeout=route.connect_timeout,
                                       max_connections=route.max_connections,
                                       tls=route.tls, server_name=route.server_name)
@@ -92,7 +95,7 @@ async def _request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | 
     """None without a body; small bodies of known length whole (sent with the head in one
     write); anything else streamed as it arrives."""
     if not request.body_exists:  # an explicit empty body keeps its "Content-Length: 0"
-        return b"" if request.content_length == 0 else None
+        return b"" if request.method in _BODY_METHODS and request.content_length == 0 else None
     length = request.content_length
     if length is not None and length <= SMALL_BODY:
         try:
