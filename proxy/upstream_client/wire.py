@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from .errors import BrokenAnswer
 
 LAST_CHUNK = b"0\r\n\r\n"
+# istr keys: a CIMultiDict lookup with one skips folding the key's case on every request.
+_CONTENT_LENGTH = istr("Content-Length")
+_TRANSFER_ENCODING = istr("Transfer-Encoding")
 
 
 def request_head(method: str, target: str, headers: CIMultiDict[str],
@@ -19,7 +22,7 @@ def request_head(method: str, target: str, headers: CIMultiDict[str],
     Content-Length for bytes, or for a stream of known `length`; chunked for a stream of
     unknown length; nothing without a body. A framing header among `headers` is dropped:
     one forwarded from the client must not decide where the upstream thinks a body ends."""
-    if "content-length" in headers or "transfer-encoding" in headers:
+    if _CONTENT_LENGTH in headers or _TRANSFER_ENCODING in headers:
         headers = headers.copy()
         headers.popall("content-length", None)
         headers.popall("transfer-encoding", None)
