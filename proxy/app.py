@@ -33,6 +33,7 @@ from .state import METRICS, STATE, State, StateCell, get_state
 from .upstream import new_client
 from .upstream_client import UpstreamPool
 from .upstream_identity import IdentityHeaders
+from .upstream_tls import tls_context, warn_insecure
 
 log = logging.getLogger("proxy")
 # Session cookies can be chunked to several 4 KB cookies: accept header lines that large.
@@ -103,6 +104,7 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
         config = loader()
         credential = load_credential(config.azure)
         routes = RouteTable(config.upstreams, config.access)
+        warn_insecure(config.upstreams)
         new = build_state(config, idp_http=old.entra.http, upstream_http=old.upstream_http,
                           upstream_pool=old.upstream_pool, credential=credential,
                           routes=routes, metrics=app[METRICS], previous=old)
@@ -125,6 +127,8 @@ def check_files(config: Config) -> None:
     load_credential(config.azure)
     if config.identity.assertion_header and config.identity.assertion_key_file:
         _signer(config, None)
+    for index, upstream in enumerate(config.upstreams):
+        tls_context(upstream, f"upstreams[{index}]")
 
 
 def build_app(config: Config, loader: ConfigLoader | None = None, *,
@@ -141,6 +145,7 @@ def build_app(config: Config, loader: ConfigLoader | None = None, *,
     logs.quiet_aiohttp()
     # Built here so a bad regex, table or certificate fails at startup, not on a request.
     routes = RouteTable(config.upstreams, config.access)
+    warn_insecure(config.upstreams)
     credential = load_credential(config.azure)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -202,6 +202,13 @@ class UpstreamConfig:
     case_sensitive: bool = False  # path prefix compared case-sensitively (default: any case)
     timeout: Duration = 60.0
     assertion_audience: str = ""  # the assertion's `aud` for this route; "" = derived
+    connect_timeout: Duration = 10.0
+    max_connections: int = 512  # open connections to this upstream's origin, idle or busy
+    ca_file: str = ""  # https only: trust this CA (PEM) instead of the system's
+    client_cert_file: str = ""  # mTLS: the certificate (and key, unless client_key_file)
+    client_key_file: str = ""
+    server_name: str = ""  # the name verified and sent as SNI (default: the URL's host)
+    tls_insecure_skip_verify: bool = False  # never implied; logged loudly at every start
     access: AccessPolicyConfig | None = None
 
 

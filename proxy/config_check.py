@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import warnings
 
 from yarl import URL
 
-from .config import TENANT_ALIASES, AccessPolicyConfig, Config, SessionConfig, UpstreamConfig
+from .config import TENANT_ALIASES, Config, SessionConfig
 from .config_check_identity import check_identity, check_ui
 from .config_check_redis import check_redis
+from .config_check_upstream import check_policy, check_shared_origins, check_upstream
 from .validators import DOMAIN as _DOMAIN
 from .validators import is_guid, is_loopback_host
 
@@ -211,48 +211,6 @@ def _covers(cookie_domain: str, public_url: str) -> bool:
     return not host or host == domain or host.endswith("." + domain)
 
 
-def check_policy(policy: AccessPolicyConfig, where: str) -> list[str]:
-    out = [f"{where}.domains: {d!r} is not a domain name"
-           for d in policy.domains if not _DOMAIN.match(d.lstrip("@"))]
-    out += [f"{where}.tenants: {t!r} must be a tenant GUID" for t in policy.tenants
-            if not is_guid(t)]
-    out += [f"{where}.emails: {e!r} must contain exactly one @" for e in policy.emails
-            if e.count("@") != 1]
-    return out
-
-
-def check_upstream(u: UpstreamConfig, where: str) -> list[str]:
-    out: list[str] = []
-    if not u.url:
-        out.append(f"{where}.url: required (e.g. \"http://127.0.0.1:8080\")")
-    else:
-        try:
-            url = URL(u.url)
-            if url.scheme not in ("http", "https") or not url.host:
-                out.append(f"{where}.url: {u.url!r} must be an absolute http(s) URL")
-            elif url.query_string or url.fragment:
-                out.append(f"{where}.url: {u.url!r} must not carry a query or fragment")
-        except (ValueError, TypeError):
-            out.append(f"{where}.url: {u.url!r} is not a URL")
-    if not u.path.startswith("/"):
-        out.append(f"{where}.path: {u.path!r} must start with /")
-    if u.host and not _DOMAIN.match(u.host.removeprefix("*.")) and not is_loopback_host(u.host):
-        out.append(f"{where}.host: {u.host!r} must be a host name or *.domain")
-    for pattern in u.public:
-        try:
-            with warnings.catch_warnings():
-                # Python warns where a regex's meaning will change: ambiguous, so refused.
-                warnings.simplefilter("error", FutureWarning)
-                re.compile(pattern)
-        except (re.error, FutureWarning) as exc:
-            out.append(f"{where}.public: {pattern!r} is not a valid regex ({exc})")
-    if u.timeout <= 0:
-        out.append(f"{where}.timeout: must be greater than 0")
-    if u.access is not None:
-        out += check_policy(u.access, f"{where}.access")
-    return out
-
-
 def config_warnings(config: Config) -> list[str]:
     """Values that may be intended but usually break sign-in: "key: problem" lines that do
     not stop the proxy. Entra's groups claim carries group object IDs; it carries names only
@@ -283,4 +241,5 @@ def check(config: Config) -> list[str]:
         if key in seen:
             out.append(f"{where}.path: {upstream.path!r} is already routed for this host")
         seen.add(key)
+    out += check_shared_origins(config)
     return out

@@ -16,8 +16,10 @@
     - IdPTimeout (504)
   + SessionTooLarge (500)         the identity does not fit the cookie store's budget
   + StoreUnavailable (503)        the session store (Redis) does not answer: fail closed
+  + ClientTimeout (408)           the client stopped sending its request body
   + UpstreamError
     - UpstreamUnavailable (502)   connection refused/reset
+    - UpstreamBusy (503)          every connection the upstream may have is in use
     - UpstreamTimeout (504)
 """
 
@@ -124,6 +126,16 @@ class UpstreamError(ProxyError):
 
 class UpstreamUnavailable(UpstreamError):
     status = 502
+
+
+class ClientTimeout(ProxyError):
+    status = 408
+    title = "Request timeout"
+
+
+class UpstreamBusy(UpstreamError):
+    status = 503
+    title = "Upstream busy"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -25,7 +25,9 @@ ALWAYS_OWNED = frozenset({
 # "user" or "app" on every authenticated request: an app (app-only bearer token, where a
 # route allows apps) is never passed on as if it were a person.
 PRINCIPAL_TYPE = "X-Forwarded-Principal-Type"
-_NEVER_FORWARDED = HOP_BY_HOP | {"host"}  # Host is set for the upstream by the proxy
+# Host is set for the upstream by the proxy; so is the body's framing (Content-Length here,
+# Transfer-Encoding being hop-by-hop), from the length the proxy read the body by.
+_NEVER_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
 _NOT_PASSED_BACK = HOP_BY_HOP | {"content-length"}  # aiohttp frames the body it sends
 # Set by the proxy from what it saw; from untrusted peers the client's copies are lies.
 FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -11,6 +12,7 @@ from yarl import URL
 
 from .authorize import Policy
 from .config import AccessPolicyConfig, UpstreamConfig
+from .upstream_tls import tls_context
 
 # A public path must be unambiguous: no encoded or literal separators, dot segments or path
 # parameters that an upstream might read differently from us (oauth2-proxy/Pomerium advisories).
@@ -66,6 +68,10 @@ class Route:
     strip_prefix: bool
     case_sensitive: bool  # false: /ADMIN is /admin, as ASP.NET, IIS and Express read it
     timeout: float
+    connect_timeout: float
+    max_connections: int  # open connections to `origin` at once
+    tls: ssl.SSLContext | None  # https: this route's context (None: system trust)
+    server_name: str | None  # https: the name verified and sent as SNI (None: the host)
     policy: Policy
     audience: str  # the `aud` of identity assertions sent on this route (route_audience)
     base: str  # the upstream URL without a trailing slash, for joining raw paths
@@ -132,11 +138,14 @@ def _origin(url: URL) -> tuple[str, str, int]:
 
 def _route(i: int, u: UpstreamConfig, default: AccessPolicyConfig) -> Route:
     url = URL(u.url)
+    tls = tls_context(u, f"upstreams[{i}]")
     return Route(
         index=i, path=u.path, host=u.host.lower(), upstream=url,
         public=tuple(re.compile(p) for p in u.public),
         preserve_host=u.preserve_host, strip_prefix=u.strip_prefix,
         case_sensitive=u.case_sensitive, timeout=u.timeout,
+        connect_timeout=u.connect_timeout, max_connections=u.max_connections,
+        tls=tls, server_name=u.server_name or None,
         policy=Policy.from_config(u.access if u.access is not None else default),
         audience=route_audience(u), base=u.url.rstrip("/"), origin=_origin(url),
         prefix=url.raw_path.rstrip("/"),

@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
+from .errors import BadRequest, ClientTimeout, UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
 from .state import AUTHORITY, METRICS, STATE, UPSTREAM_STATUS, UPSTREAM_TIME
@@ -27,6 +27,7 @@ SMALL_BODY = 64 * 1024
 # fragments) in memory, so one unfinished message could grow the proxy without limit. Past
 # this, the side that sent it is closed with 1009 (message too big), and so is the other.
 WS_MAX_MESSAGE = 4 * 1024 * 1024
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # checked first: cheaper than the header
 _WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                  "sec-websocket-protocol", "sec-websocket-accept")
 
@@ -64,15 +65,27 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
         return await _websocket(request, route, headers, http)
     timeout = route.timeout
     started = time.monotonic()
+    body = await _request_body(request)
     try:
+        # The framing the upstream sees is the proxy's: for a streamed body, the length
+        # aiohttp reads it by (the client's Content-Length header is not forwarded).
         upstream = await pool.request(request.method, route.origin,
                                       route.upstream_target(request.raw_path), headers,
-                                      await _request_body(request), timeout)
+                                      body, timeout,
+                                      length=None if body is None or isinstance(body, bytes)
+                                      else request.content_length,
+                                      connect_timeout=route.connect_timeout,
+                                      max_connections=route.max_connections,
+                                      tls=route.tls, server_name=route.server_name)
     except UpstreamClientError as exc:
         _count(request, route, "unreachable" if exc.kind == "broken_body" else exc.kind)
         if exc.kind == "timeout":
             raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") \
                 from None
+        if exc.kind == "pool_full":
+            raise UpstreamBusy(f"The app behind {route.name} is busy.") from None
+        if exc.kind == "client_timeout":
+            raise ClientTimeout("The request body stopped arriving.") from None
         raise UpstreamUnavailable(f"The app behind {route.name} is unreachable.") from None
     request[UPSTREAM_TIME] = time.monotonic() - started  # to the response head
     request[UPSTREAM_STATUS] = upstream.status
@@ -85,8 +98,8 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
 async def _request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | None:
     """None without a body; small bodies of known length whole (sent with the head in one
     write); anything else streamed as it arrives."""
-    if not request.body_exists:
-        return None
+    if not request.body_exists:  # an explicit empty body keeps its "Content-Length: 0"
+        return b"" if request.method in _BODY_METHODS and request.content_length == 0 else None
     length = request.content_length
     if length is not None and length <= SMALL_BODY:
         try:
@@ -156,6 +169,8 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
             upstream = await http.ws_connect(
                 target_url(route, request.raw_path, websocket=True), headers=headers,
                 protocols=protocols, autoping=False, max_msg_size=WS_MAX_MESSAGE,
+                ssl=route.tls if route.tls is not None else True,
+                server_hostname=route.server_name,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=route.timeout))
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"The app behind {route.name} did not answer in time.") from None

@@ -474,8 +474,39 @@ DESCRIPTIONS = {
         "docs/upstream-verification.md."
     ),
     "upstreams.timeout": (
-        "Connect timeout and the longest silence while waiting for or reading the response "
-        "(not a total limit; streams may run longer). For WebSockets: the closing handshake."
+        "The longest silence while waiting for or reading the response, and between bytes "
+        "of a streamed request body from the client (past it: 408 and the upstream "
+        "connection dropped); not a total limit, streams may run longer. For WebSockets: "
+        "the handshake and the closing handshake."
+    ),
+    "upstreams.connect_timeout": (
+        "How long opening a connection to the upstream (TCP and TLS) may take; past it, 504."
+    ),
+    "upstreams.max_connections": (
+        "Most connections open at once to this upstream's origin (`scheme://host:port`), "
+        "idle or busy. A request past it waits for one to come free, at most "
+        "`connect_timeout`, then gets 503. Routes sharing an origin share its connections."
+    ),
+    "upstreams.ca_file": (
+        "`https://` only: a PEM file of the CA(s) that issue the upstream's certificate, "
+        "trusted instead of the system store (a private CA). The certificate must still name "
+        "the host (or `server_name`); a wrong name or an unknown CA is a 502."
+    ),
+    "upstreams.client_cert_file": (
+        "`https://` only: a PEM client certificate presented to the upstream (mTLS); it may "
+        "hold the key too, else set `client_key_file`."
+    ),
+    "upstreams.client_key_file": (
+        "The unencrypted PEM key of `client_cert_file`, when it is a separate file."
+    ),
+    "upstreams.server_name": (
+        "`https://` only: the name the upstream's certificate must carry, also sent as SNI "
+        "(default: the URL's host). For upstreams reached by IP or an internal alias."
+    ),
+    "upstreams.tls_insecure_skip_verify": (
+        "`https://` only: `true` accepts any certificate (no chain or name check). Never "
+        "the default, never implied by another key; logged as a warning at every start and "
+        "reload. Routes sharing an origin must agree on every TLS key."
     ),
     "upstreams.access": (
         "Table `[upstreams.access]`: this route's own policy, replacing `[access]` (see "

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -16,7 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
-from proxy.upstream_client import ConnectFailed, UpstreamPool
+from proxy.config import UpstreamConfig
+from proxy.errors import ConfigError
+from proxy.upstream_client import BrokenAnswer, ConnectFailed, UpstreamPool
+from proxy.upstream_tls import tls_context, warn_insecure
+from tests.conftest import StackFactory
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 Key = ec.EllipticCurvePrivateKey
@@ -137,3 +143,130 @@ async def test_a_certificate_for_another_name_is_refused(
     port = await serve_tls(pki.server_context(x509.DNSName("other.example")))
     with pytest.raises(ConnectFailed):
         await get(port)
+
+
+# ------------------------------------------------------- per-upstream TLS (ca_file, mTLS, ...)
+
+LOOPBACK = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+
+
+def client_cert(pki: Pki, common: str = "the proxy") -> Path:
+    """A client certificate (and its key, in one PEM file) issued by the test CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(_name(common)).issuer_name(_name("test ca"))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .sign(pki.key, hashes.SHA256()))
+    path = pki.directory / f"client-{common.replace(' ', '-')}.pem"
+    path.write_bytes(_pem(cert) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return path
+
+
+@pytest.fixture
+def private_pki(tmp_path: Path) -> Pki:
+    """A CA the system store does not know (no SSL_CERT_FILE pointing at it)."""
+    return Pki(tmp_path)
+
+
+async def get_with(port: int, upstream: UpstreamConfig) -> bytes:
+    pool = UpstreamPool()
+    try:
+        response = await pool.request(
+            "GET", ("https", "127.0.0.1", port), "/", CIMultiDict({"Host": "127.0.0.1"}), None,
+            2.0, tls=tls_context(upstream, "upstreams[0]"),
+            server_name=upstream.server_name or None)
+        try:
+            return await response.read(2.0)
+        finally:
+            response.release()
+    finally:
+        await pool.close()
+
+
+def https(**tls: Any) -> UpstreamConfig:
+    return UpstreamConfig(url="https://127.0.0.1:1", **tls)
+
+
+async def test_ca_file_trusts_a_private_ca_the_system_does_not(
+        private_pki: Pki, serve_tls: Callable[[ssl.SSLContext], asyncio.Task[int]]) -> None:
+    port = await serve_tls(private_pki.server_context(LOOPBACK))
+    with pytest.raises(ConnectFailed):
+        await get_with(port, https())  # the system store: unknown CA
+    assert await get_with(port, https(ca_file=str(private_pki.ca_file))) == b"ok"
+
+
+async def test_ca_file_still_refuses_a_wrong_name_or_another_ca(
+        private_pki: Pki, serve_tls: Callable[[ssl.SSLContext], asyncio.Task[int]]) -> None:
+    upstream = https(ca_file=str(private_pki.ca_file))
+    wrong_name = await serve_tls(private_pki.server_context(x509.DNSName("other.example")))
+    with pytest.raises(ConnectFailed):
+        await get_with(wrong_name, upstream)
+    stranger = await serve_tls(private_pki.server_context(LOOPBACK, stranger=True))
+    with pytest.raises(ConnectFailed):
+        await get_with(stranger, upstream)
+
+
+async def test_server_name_is_the_name_checked(
+        private_pki: Pki, serve_tls: Callable[[ssl.SSLContext], asyncio.Task[int]]) -> None:
+    port = await serve_tls(private_pki.server_context(x509.DNSName("app.internal")))
+    ca = str(private_pki.ca_file)
+    assert await get_with(port, https(ca_file=ca, server_name="app.internal")) == b"ok"
+    with pytest.raises(ConnectFailed):
+        await get_with(port, https(ca_file=ca, server_name="other.internal"))
+
+
+async def test_client_certificate_is_presented_for_mtls(
+        private_pki: Pki, serve_tls: Callable[[ssl.SSLContext], asyncio.Task[int]]) -> None:
+    server = private_pki.server_context(LOOPBACK)
+    server.verify_mode = ssl.CERT_REQUIRED  # mTLS: no client certificate, no connection
+    server.load_verify_locations(private_pki.ca_file)
+    port = await serve_tls(server)
+    ca = str(private_pki.ca_file)
+    # Refused at the handshake, or (TLS 1.3, where the client's handshake ends first) by a
+    # close before any answer: a 502 either way.
+    with pytest.raises((ConnectFailed, BrokenAnswer)):
+        await get_with(port, https(ca_file=ca))
+    assert await get_with(port, https(ca_file=ca,
+                                      client_cert_file=str(client_cert(private_pki)))) == b"ok"
+
+
+async def test_skip_verify_accepts_any_certificate_and_says_so(
+        private_pki: Pki, serve_tls: Callable[[ssl.SSLContext], asyncio.Task[int]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    port = await serve_tls(private_pki.server_context(x509.DNSName("x.example"), stranger=True))
+    assert await get_with(port, https(tls_insecure_skip_verify=True)) == b"ok"
+    with caplog.at_level(logging.WARNING, logger="proxy.upstream"):
+        warn_insecure((https(), https(tls_insecure_skip_verify=True)))
+    assert [r.getMessage()[:41] for r in caplog.records] == [
+        "upstreams[1].tls_insecure_skip_verify = t"]
+
+
+def test_unusable_tls_files_are_one_line_naming_the_key(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.pem")
+    for key, upstream in (("ca_file", https(ca_file=missing)),
+                          ("client_cert_file", https(client_cert_file=missing))):
+        with pytest.raises(ConfigError) as caught:
+            tls_context(upstream, "upstreams[0]")
+        assert len(caught.value.problems) == 1
+        assert caught.value.problems[0].startswith(f"upstreams[0].{key}: ")
+
+
+async def test_https_upstream_through_the_proxy(
+        make_stack: StackFactory, private_pki: Pki,
+        serve_tls: Callable[[ssl.SSLContext], asyncio.Task[int]]) -> None:
+    good = await serve_tls(private_pki.server_context(LOOPBACK))
+    misnamed = await serve_tls(private_pki.server_context(x509.DNSName("other.example")))
+    ca = str(private_pki.ca_file)
+    stack = await make_stack({"upstreams": [
+        {"path": "/good", "url": f"https://127.0.0.1:{good}", "public": ["^/"], "ca_file": ca},
+        {"path": "/misnamed", "url": f"https://127.0.0.1:{misnamed}", "public": ["^/"],
+         "ca_file": ca},
+    ]})
+    async with stack.client.get(stack.url + "/good/x") as resp:
+        assert resp.status == 200 and await resp.read() == b"ok"
+    async with stack.client.get(stack.url + "/misnamed/x") as resp:
+        assert resp.status == 502

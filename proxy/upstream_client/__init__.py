@@ -13,9 +13,16 @@ keep-alive connection), `pool` (idle connections per origin, one exchange) and `
 """
 
 from .connection import Origin
-from .errors import BrokenAnswer, ConnectFailed, ReadTimeout, UpstreamClientError
+from .errors import (
+    BrokenAnswer,
+    ClientStalled,
+    ConnectFailed,
+    PoolFull,
+    ReadTimeout,
+    UpstreamClientError,
+)
 from .pool import UpstreamPool
 from .response import UpstreamResponse
 
-__all__ = ["BrokenAnswer", "ConnectFailed", "Origin", "ReadTimeout", "UpstreamClientError",
-           "UpstreamPool", "UpstreamResponse"]
+__all__ = ["BrokenAnswer", "ClientStalled", "ConnectFailed", "Origin", "PoolFull", "ReadTimeout",
+           "UpstreamClientError", "UpstreamPool", "UpstreamResponse"]

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, cast
 
-from .errors import BrokenAnswer, expire
+from .errors import BrokenAnswer, ClientStalled, expire
 from .wire import LAST_CHUNK, chunk
 
 if TYPE_CHECKING:
@@ -41,7 +41,9 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            self.pool.gone(self.origin)
         if self.response is not None:
             self.response.lost(self.reused)
         drain = self._drain
@@ -80,17 +82,32 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    async def send_body(self, body: AsyncIterable[bytes], chunked: bool,
+    async def send_body(self, body: AsyncIterable[bytes], length: int | None,
                         timeout: float) -> None:
-        """Stream a request body after its head: raw, or as chunks and the last chunk.
-        Each write waits while the upstream is not reading, at most `timeout`."""
-        async for data in body:
+        """Stream a request body after its head: `length` bytes raw, or (length None) as
+        chunks and the last chunk. Each write waits while the upstream is not reading, at
+        most `timeout`; so does each read from the client: one that drips its upload
+        slower than that is cut (ClientStalled) rather than holding the connection."""
+        chunked = length is None
+        sent = 0
+        source = aiter(body)
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await anext(source)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise ClientStalled("the client stopped sending its request body") from None
             if not data:
                 continue  # an empty chunk would end a chunked body early
+            sent += len(data)
             self.write(chunk(data) if chunked else data)
             await self.drain(timeout)
         if chunked:
             self.write(LAST_CHUNK)
+        elif sent != length:  # the upstream would read the next request as this body
+            raise BrokenAnswer("the request body did not match its length")
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -104,5 +121,6 @@ class Connection(asyncio.Protocol):
         self.response = None
         if not self.closed:
             self.closed = True
+            self.pool.gone(self.origin)
             if self.transport is not None:
                 self.transport.abort()

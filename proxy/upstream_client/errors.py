@@ -19,6 +19,19 @@ class ReadTimeout(UpstreamClientError):
     kind = "timeout"
 
 
+class PoolFull(UpstreamClientError):
+    """Every connection the origin may have is busy, and none came free in time."""
+
+    kind = "pool_full"
+
+
+class ClientStalled(UpstreamClientError):
+    """The client sent no byte of its request body for longer than the route's timeout:
+    the exchange is dropped (and its upstream connection with it), answered 408."""
+
+    kind = "client_timeout"
+
+
 class BrokenAnswer(UpstreamClientError):
     """The connection closed or the upstream sent something that is not HTTP/1.1."""
 

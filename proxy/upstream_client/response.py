@@ -26,9 +26,11 @@ class UpstreamResponse:
     __slots__ = ("status", "reason", "headers", "content_length", "chunked", "_conn",
                  "_head", "_names", "_raw", "_headers_done", "_informational", "_complete",
                  "_keep_alive", "_reusable", "_until_eof", "_chunks", "_buffered", "_error",
-                 "_waiter", "_received", "_parser", "_sender", "_high_water")
+                 "_waiter", "_received", "_parser", "_sender", "_high_water", "_caps",
+                 "_head_bytes", "_field_bytes")
 
-    def __init__(self, conn: Connection, head: bool, high_water: int) -> None:
+    def __init__(self, conn: Connection, head: bool, high_water: int,
+                 caps: tuple[int, int, int, int]) -> None:
         self.status = 0
         self.reason = ""
         self.headers: CIMultiDict[str] = CIMultiDict()
@@ -37,6 +39,14 @@ class UpstreamResponse:
         self._conn = conn
         self._head = head
         self._high_water = high_water  # buffered body bytes before reading pauses
+        # (head bytes, header lines, reason bytes, bytes of one field's name and value):
+        # past any, the answer is refused. One
+        # tuple from the pool, so the hot path passes one argument rather than three.
+        self._caps = caps
+        self._head_bytes = 0  # bytes fed before the final head was whole (1xx included)
+        # Bytes of the head's fields, 1xx answers' included: a head (or a run of 1xx) may
+        # come in one piece, which the count in feed() does not see.
+        self._field_bytes = 0
         self._raw: list[tuple[bytes, bytes]] = []
         self._names = b""
         self._headers_done = False
@@ -63,13 +73,22 @@ class UpstreamResponse:
     def on_status(self, reason: bytes) -> None:
         if not self._complete:
             self._names += reason
+            if len(self._names) > self._caps[2]:
+                self._fail(BrokenAnswer("the upstream's reason phrase is too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._complete:
-            self._raw.append((name, value))
+            raw = self._raw
+            raw.append((name, value))
+            size = len(name) + len(value)
+            self._field_bytes += size + 4  # ": " and CRLF
+            caps = self._caps
+            if len(raw) > caps[1] or self._field_bytes > caps[0] or size > caps[3]:
+                raw.clear()  # keep nothing more of an answer that is refused anyway
+                self._fail(BrokenAnswer("the upstream's answer head is too large"))
 
     def on_headers_complete(self) -> None:
-        if self._complete:
+        if self._complete or self._error is not None:
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -85,7 +104,15 @@ class UpstreamResponse:
         length = None
         coded = False
         for name, value in self._raw:
-            text = value.decode("utf-8", "surrogateescape")
+            # One rule for bytes that are not UTF-8: 502. aiohttp's writer encodes header
+            # values as UTF-8, so such bytes cannot reach the client unchanged (with
+            # surrogateescape they were silently dropped on the way out).
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                self._raw = []
+                self._fail(BrokenAnswer("the upstream sent a header that is not UTF-8"))
+                return
             headers.add(name.decode("latin-1"), text)
             lowered = name.lower()
             if lowered == b"content-length":
@@ -129,15 +156,29 @@ class UpstreamResponse:
     # -- connection events ----------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         self._received = True
+        if self._error is not None:
+            return  # a refused answer: drop what follows (the pool closes the connection)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(BrokenAnswer("the upstream switched protocols unasked"))
         except httptools.HttpParserError:
             if self._complete:
-                self._reusable = False  # garbage after a whole answer: drop the connection
+                # Bytes that are not HTTP right after a whole answer: the upstream may mean
+                # a longer body than the proxy read, so the answer is refused where it can
+                # still be (aiohttp's strict parser does the same), and never reused.
+                self._reusable = False
+                if self._error is None:
+                    self._error = BrokenAnswer("the upstream sent bytes after its answer")
+                self._wake()
             else:
                 self._fail(BrokenAnswer("the upstream's answer is not valid HTTP/1.1"))
+        if not self._headers_done:
+            # llhttp keeps a header it has not seen the end of, so a head without end would
+            # grow without limit: count what came before it was whole (1xx answers too).
+            self._head_bytes += len(data)
+            if self._head_bytes > self._caps[0]:
+                self._fail(BrokenAnswer("the upstream's answer head is too large"))
 
     def lost(self, reused: bool) -> None:
         if self._complete:

@@ -1,0 +1,79 @@
+"""Checks of [[upstreams]] tables and access policies: one "key: problem" line each."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+from yarl import URL
+
+from .config import AccessPolicyConfig, Config, UpstreamConfig
+from .upstream_tls import TLS_KEYS, tls_settings
+from .validators import DOMAIN as _DOMAIN
+from .validators import is_guid, is_loopback_host
+
+
+def check_policy(policy: AccessPolicyConfig, where: str) -> list[str]:
+    out = [f"{where}.domains: {d!r} is not a domain name"
+           for d in policy.domains if not _DOMAIN.match(d.lstrip("@"))]
+    out += [f"{where}.tenants: {t!r} must be a tenant GUID" for t in policy.tenants
+            if not is_guid(t)]
+    out += [f"{where}.emails: {e!r} must contain exactly one @" for e in policy.emails
+            if e.count("@") != 1]
+    return out
+
+
+def check_upstream(u: UpstreamConfig, where: str) -> list[str]:
+    out: list[str] = []
+    if not u.url:
+        out.append(f"{where}.url: required (e.g. \"http://127.0.0.1:8080\")")
+    else:
+        try:
+            url = URL(u.url)
+            if url.scheme not in ("http", "https") or not url.host:
+                out.append(f"{where}.url: {u.url!r} must be an absolute http(s) URL")
+            elif url.query_string or url.fragment:
+                out.append(f"{where}.url: {u.url!r} must not carry a query or fragment")
+        except (ValueError, TypeError):
+            out.append(f"{where}.url: {u.url!r} is not a URL")
+    if not u.path.startswith("/"):
+        out.append(f"{where}.path: {u.path!r} must start with /")
+    if u.host and not _DOMAIN.match(u.host.removeprefix("*.")) and not is_loopback_host(u.host):
+        out.append(f"{where}.host: {u.host!r} must be a host name or *.domain")
+    for pattern in u.public:
+        try:
+            with warnings.catch_warnings():
+                # Python warns where a regex's meaning will change: ambiguous, so refused.
+                warnings.simplefilter("error", FutureWarning)
+                re.compile(pattern)
+        except (re.error, FutureWarning) as exc:
+            out.append(f"{where}.public: {pattern!r} is not a valid regex ({exc})")
+    if u.timeout <= 0:
+        out.append(f"{where}.timeout: must be greater than 0")
+    if u.connect_timeout <= 0:
+        out.append(f"{where}.connect_timeout: must be greater than 0")
+    if u.max_connections < 1:
+        out.append(f"{where}.max_connections: must be at least 1")
+    if not u.url.lower().startswith("https://"):
+        out += [f"{where}.{key}: only for https:// upstreams" for key in TLS_KEYS
+                if getattr(u, key)]
+    if u.client_key_file and not u.client_cert_file:
+        out.append(f"{where}.client_key_file: needs client_cert_file")
+    if u.access is not None:
+        out += check_policy(u.access, f"{where}.access")
+    return out
+
+
+def check_shared_origins(config: Config) -> list[str]:
+    """Routes to one origin share its pooled connections, hence its TLS settings."""
+    first: dict[tuple[str, str, int | None], tuple[int, tuple[str, str, str, str, bool]]] = {}
+    out = []
+    for index, u in enumerate(config.upstreams):
+        url = URL(u.url)
+        origin = (url.scheme, url.host or "", url.port)
+        settings = tls_settings(u)
+        if origin in first and first[origin][1] != settings:
+            out.append(f"upstreams[{index}].ca_file: TLS settings differ from "
+                       f"upstreams[{first[origin][0]}], which has the same origin")
+        first.setdefault(origin, (index, settings))
+    return out
