@@ -93,8 +93,8 @@ async def jwks(request: web.Request) -> web.Response:
     if tenant is None:
         return json_error(unknown_tenant(segment), base, now)
     document = mock.keys.jwks(
-        issuer=tenant.issuer(base),
-        cloud_instance_name=CLOUD_INSTANCE_NAME,
+        issuer=mock.faults.jwks_issuer or tenant.issuer(base),
+        cloud_instance_name=mock.faults.jwks_cloud_instance_name or CLOUD_INSTANCE_NAME,
         with_kid=not mock.faults.jwks_without_kid,
     )
     return web.json_response(document, headers={"Cache-Control": DISCOVERY_CACHE_CONTROL})
