@@ -105,6 +105,11 @@ def test_future_iat_or_nbf_leeway_is_exactly_leeway_seconds(signer: rsa.RSAPriva
             now=at - LEEWAY - 1)
 
 
+def test_nbf_is_optional(signer: rsa.RSAPrivateKey) -> None:
+    # OIDC Core does not require nbf (Entra sends it): without one, only iat/exp decide.
+    assert "nbf" not in check(signer, claims(nbf=None))
+
+
 def test_pyjwt_applies_the_same_leeway(signer: rsa.RSAPrivateKey) -> None:
     # With our clock at real time, pyjwt's own check is what refuses (and what accepts).
     now = time.time()
