@@ -202,6 +202,14 @@ def test_required_claims(signer: rsa.RSAPrivateKey, claim: str, reason: str) -> 
     refused(reason, signer, claims(**{claim: None}))
 
 
+def test_malformed_and_otherwise_invalid_tokens_say_so(signer: rsa.RSAPrivateKey) -> None:
+    with pytest.raises(LoginRejected) as info:
+        validate_id_token("not-a-jwt", keys=keyset(signer, KEY), metadata=metadata(),
+                          azure=AZURE, nonce=NONCE, now=NOW)
+    assert info.value.reason == "the token is not a well-formed JWT"
+    refused("the token is invalid (InvalidSubjectError)", signer, claims(sub=7))
+
+
 def test_a_long_algorithm_name_is_cut_in_the_reason(signer: rsa.RSAPrivateKey) -> None:
     def part(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
