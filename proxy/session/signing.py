@@ -67,3 +67,7 @@ class VerifiedCookies(Generic[T]):
             return None
         self._cache.put(digest, value, now, until=expires)
         return value
+
+    def __contains__(self, digest: object) -> bool:
+        """Whether a verified value is held for this digest, expired or not."""
+        return digest in self._cache
