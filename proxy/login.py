@@ -8,7 +8,15 @@ import re
 
 from aiohttp import web
 
-from .errors import AccessDenied, BadRequest, IdPDenied, IdPFailure, ProxyError, SessionTooLarge
+from .errors import (
+    AccessDenied,
+    BadRequest,
+    IdPDenied,
+    IdPFailure,
+    LoginRejected,
+    ProxyError,
+    SessionTooLarge,
+)
 from .metrics import reason
 from .oidc.tokens import tenant_allowed
 from .pages import NO_STORE
@@ -44,6 +52,11 @@ async def callback(request: web.Request) -> web.Response:
         response = await _complete_login(request)
     except ProxyError as exc:
         logins.labels("failed", reason(exc)).inc()
+        if isinstance(exc, LoginRejected):
+            # The operator's only clue to which ID token check failed (a key of another
+            # tenant, a stale nonce...); reasons are fixed texts, never token contents.
+            log.warning("login refused request_id=%s reason=%s", request[REQUEST_ID],
+                        exc.reason)
         raise
     logins.labels("completed", "").inc()
     return response

@@ -34,10 +34,9 @@ def _decoded_forms(target: str) -> list[str]:
     return forms
 
 
-def _host_allowed(host: str, own_host: str, allowed: tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    if host == own_host.lower():
-        return True
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """`host` (lowercase, no trailing dot: urlsplit's hostname as is_safe passes it) is in
+    `allowed_redirect_hosts`. The proxy's own host is is_safe's to judge (scheme and port)."""
     for pattern in allowed:
         pattern = pattern.lower()
         if pattern.startswith(("*.", ".")):
@@ -79,7 +78,7 @@ def is_safe(target: str, public_url: str, allowed_hosts: tuple[str, ...] = ()) -
         own_port = own.port or _DEFAULT_PORTS.get(own.scheme)
         if parts.scheme != own.scheme or (port or _DEFAULT_PORTS[parts.scheme]) != own_port:
             return False
-    elif not _host_allowed(host, own.hostname or "", allowed_hosts):
+    elif not _host_allowed(host, allowed_hosts):
         return False
     return _tail_safe(target[len(parts.scheme) + 3 + len(parts.netloc):] or "/")
 

@@ -136,6 +136,39 @@ def test_policy_and_across_kinds_or_within() -> None:
     assert not policy(tenants=("22222222-2222-4222-8222-222222222222",)).decide(ALICE).allowed
 
 
+BOB = Identity(oid="o2", tid="22222222-2222-4222-8222-222222222222",
+               preferred_username="bob@contoso.com")  # no verified email at all
+ADMIN_TENANT = ("11111111-1111-4111-8111-111111111111",)
+
+
+@pytest.mark.parametrize(("rules", "who", "reason"), [
+    ({"emails": ("carol@contoso.com",)}, ALICE, "no verified email in the allowed list"),
+    ({"emails": ("bob@contoso.com",)}, BOB, "no verified email (Entra's xms_edov) to check"),
+    ({"domains": ("fabrikam.com",)}, ALICE, "verified email domain not allowed"),
+    ({"domains": ("contoso.com",)}, BOB, "no verified email (Entra's xms_edov) to check"),
+    ({"groups": ("g9",)}, ALICE, "not a member of an allowed group"),
+    ({"roles": ("admin",)}, ALICE, "no allowed app role"),  # app roles are case-sensitive
+    ({"tenants": ADMIN_TENANT}, BOB, "tenant not allowed"),
+    # AND across kinds: each rule passed is not enough while another fails.
+    ({"emails": ("alice@contoso.com",), "roles": ("Reader",)}, ALICE, "no allowed app role"),
+    ({"domains": ("contoso.com",), "tenants": ("x",)}, ALICE, "tenant not allowed"),
+    ({"groups": ("G1",), "domains": ("x.com",)}, ALICE, "verified email domain not allowed"),
+])
+def test_policy_refusals_name_the_rule(rules: dict[str, tuple[str, ...]], who: Identity,
+                                       reason: str) -> None:
+    decision = policy(**rules).decide(who)
+    assert (decision.allowed, decision.reason) == (False, reason)
+
+
+def test_policy_allows_what_each_rule_lists() -> None:
+    for rules in ({"emails": ("Alice@Contoso.com",)}, {"domains": ("@CONTOSO.com",)},
+                  {"groups": ("g1",)}, {"roles": ("Admin",)}, {"tenants": ADMIN_TENANT},
+                  {"emails": ("alice@contoso.com",), "domains": ("contoso.com",),
+                   "groups": ("G1",), "roles": ("Admin",), "tenants": ADMIN_TENANT}):
+        decision = policy(**rules).decide(ALICE)
+        assert (decision.allowed, decision.reason) == (True, "allowed"), rules
+
+
 def test_domain_rule_needs_exactly_one_at() -> None:
     tricky = Identity(oid="o", tid="t", email="evil@contoso.com@attacker.com")
     assert not policy(domains=("contoso.com",)).decide(tricky).allowed

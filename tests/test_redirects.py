@@ -201,6 +201,14 @@ def test_allowed_hosts_are_only_those_configured(target: str) -> None:
     assert safe_target(target, PUBLIC_URL) == "/"
 
 
+@pytest.mark.parametrize("host", [".tools.example.com", "..tools.example.com",
+                                  "x.tools.example.com", "tools.example.com.evil.org"])
+def test_own_host_is_only_the_own_host(host: str) -> None:
+    # Only the exact public host (any case, trailing dot) is "own"; nothing that contains it.
+    assert not is_safe(f"https://{host}/x", PUBLIC_URL)
+    assert is_safe("https://TOOLS.example.com./x", PUBLIC_URL)
+
+
 @pytest.mark.parametrize("pattern", ["*.example.com", ".example.com"])
 @pytest.mark.parametrize(("target", "expected"), [
     ("https://a.example.com/x", True),
@@ -214,6 +222,8 @@ def test_allowed_hosts_are_only_those_configured(target: str) -> None:
     ("https://evil.org?.example.com", False),
     ("https://a.example.com//evil.org", False),
     ("javascript://a.example.com/%0aalert(1)", False),
+    # The bare suffix is no host of the pattern ("*." needs a label before the dot).
+    ("https://.example.com/x", False),
 ])
 def test_wildcard_allowed_host(pattern: str, target: str, expected: bool) -> None:
     assert is_safe(target, PUBLIC_URL, (pattern,)) is expected

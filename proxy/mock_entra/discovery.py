@@ -97,8 +97,8 @@ async def jwks(request: web.Request) -> web.Response:
         return json_error(unknown_tenant(segment), base, now)
     client = mock.clients.get(request.query.get("appid", ""))
     document = mock.keys.jwks(
-        issuer=tenant.issuer(issuer_base(request)),
-        cloud_instance_name=CLOUD_INSTANCE_NAME,
+        issuer=mock.faults.jwks_issuer or tenant.issuer(issuer_base(request)),
+        cloud_instance_name=mock.faults.jwks_cloud_instance_name or CLOUD_INSTANCE_NAME,
         with_kid=not mock.faults.jwks_without_kid,
         app_key=mock.keys.app_key(client.client_id) if client and client.app_signing_key else None,
     )

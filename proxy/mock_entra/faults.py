@@ -42,6 +42,10 @@ class Faults:
     token_delay: float = 0.0
     # JWKS keys without kid/x5t; combine with id_token_header={"kid": DELETE} as needed.
     jwks_without_kid: bool = False
+    # Publish the keys with this `issuer` / `cloud_instance_name` instead of the tenant's:
+    # a key that belongs to another tenant or cloud (the key-issuer binding, ENTRA.md §3).
+    jwks_issuer: str | None = None
+    jwks_cloud_instance_name: str | None = None
     # Return the (Graph) access token in the id_token field.
     access_token_as_id_token: bool = False
     # Graph and userinfo answer this status.

@@ -185,6 +185,37 @@ async def test_oidcc_client_test_kid_absent_multiple_jwks(
     RESULTS["oidcc-client-test-kid-absent-multiple-jwks"] = outcome
 
 
+# The JWKS publishes the (genuine, correctly signing) key with another tenant's issuer or
+# another cloud's name: a token whose iss/tid are this tenant's must still be refused, since
+# Entra binds each key to one issuer (ENTRA.md §3). On a fresh proxy the first JWKS fetch is
+# the faulted one, so no key is cached from before.
+KEY_BINDING = [
+    ("rp-jwks-key-issuer-other-tenant", "jwks_issuer",
+     "the signing key belongs to another issuer"),
+    ("rp-jwks-key-cloud-other", "jwks_cloud_instance_name",
+     "the signing key belongs to another cloud"),
+]
+
+
+@pytest.mark.parametrize(("module", "fault", "reason"), KEY_BINDING,
+                         ids=[m for m, _, _ in KEY_BINDING])
+async def test_signing_key_bound_to_another_issuer(
+        rp: Stack, app_upstream: Upstream, idp_log: IdpLog, caplog: pytest.LogCaptureFixture,
+        module: str, fault: str, reason: str) -> None:
+    value = issuer(rp, OTHER_TENANT_ID) if fault == "jwks_issuer" else "microsoftonline.de"
+    setattr(rp.mock.faults, fault, value)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        hop = await sign_in(rp, browser)
+        await assert_refused(rp, app_upstream, idp_log, browser, hop, 401, reason)
+    # Only the key is wrong: the token itself names this tenant, as an honest one would.
+    token = jwt.decode(rp.mock.issued[-1]["id_token"], options={"verify_signature": False})
+    assert (token["tid"], token["iss"]) == (DEFAULT_TENANT_ID, issuer(rp))
+    refused = [r.getMessage() for r in caplog.records if "login refused" in r.getMessage()]
+    assert len(refused) == 1 and reason in refused[0], refused
+    assert f"request_id={hop.headers['X-Request-Id']}" in refused[0]
+    RESULTS[module] = f"refused: {hop.status} {reason}"
+
+
 async def test_oidcc_client_test_userinfo_invalid_sub(rp: Stack, app_upstream: Upstream,
                                                       idp_log: IdpLog) -> None:
     # The proxy takes identity from the validated ID token and never calls userinfo, so a
