@@ -4,13 +4,11 @@ accessTokenAcceptedVersion, and the v1 discovery document and keys."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestServer
 
 from proxy.mock_entra import (
     CALLER_CLIENT_ID,
@@ -20,7 +18,6 @@ from proxy.mock_entra import (
     STRANGER_CLIENT_ID,
     STRANGER_CLIENT_SECRET,
     MockEntra,
-    create_app,
 )
 from tests.support.entra_tokens import app_token, claims_of, user_token
 
@@ -28,12 +25,8 @@ URI = f"api://{DEFAULT_CLIENT_ID}"
 
 
 @pytest.fixture
-async def entra() -> AsyncIterator[tuple[MockEntra, str]]:
-    mock = MockEntra()
-    server = TestServer(create_app(mock), host="127.0.0.1")
-    await server.start_server()
-    yield mock, str(server.make_url("")).rstrip("/")
-    await server.close()
+def entra(mock_server: tuple[MockEntra, str]) -> tuple[MockEntra, str]:
+    return mock_server  # the suite's mock Entra ID (tests/conftest.py)
 
 
 async def get_json(url: str) -> Any:

@@ -110,11 +110,13 @@ async def serve_tls() -> AsyncIterator[Callable[[ssl.SSLContext], asyncio.Task[i
         await server.wait_closed()
 
 
-async def get(port: int) -> bytes:
+async def get(port: int, **tls: Any) -> bytes:
+    """GET / from 127.0.0.1:port over TLS, through a pool of its own (`tls`: the request's
+    tls= and server_name= options)."""
     pool = UpstreamPool()
     try:
         response = await pool.request("GET", ("https", "127.0.0.1", port), "/",
-                                      CIMultiDict({"Host": "127.0.0.1"}), None, 2.0)
+                                      CIMultiDict({"Host": "127.0.0.1"}), None, 2.0, **tls)
         try:
             return await response.read(2.0)
         finally:
@@ -173,18 +175,8 @@ def private_pki(tmp_path: Path) -> Pki:
 
 
 async def get_with(port: int, upstream: UpstreamConfig) -> bytes:
-    pool = UpstreamPool()
-    try:
-        response = await pool.request(
-            "GET", ("https", "127.0.0.1", port), "/", CIMultiDict({"Host": "127.0.0.1"}), None,
-            2.0, tls=tls_context(upstream, "upstreams[0]"),
-            server_name=upstream.server_name or None)
-        try:
-            return await response.read(2.0)
-        finally:
-            response.release()
-    finally:
-        await pool.close()
+    return await get(port, tls=tls_context(upstream, "upstreams[0]"),
+                     server_name=upstream.server_name or None)
 
 
 def https(**tls: Any) -> UpstreamConfig:

@@ -63,7 +63,9 @@ def _failure(status: int, base: str, now: float) -> web.Response:
     return json_error(err, base, now)
 
 
-async def openid_configuration(request: web.Request) -> web.Response:
+def _tenant_or_error(request: web.Request) -> Tenant | web.Response:
+    """The tenant a discovery request names, or the error Entra answers instead (an injected
+    outage, or an unknown tenant)."""
     mock = request.app[MOCK]
     base, now = origin(request), mock.clock()
     if mock.faults.discovery_status is not None:
@@ -72,6 +74,15 @@ async def openid_configuration(request: web.Request) -> web.Response:
     tenant = mock.resolve_tenant(segment)
     if tenant is None:
         return json_error(unknown_tenant(segment), base, now)
+    return tenant
+
+
+async def openid_configuration(request: web.Request) -> web.Response:
+    mock = request.app[MOCK]
+    base = origin(request)
+    tenant = _tenant_or_error(request)
+    if isinstance(tenant, web.Response):
+        return tenant
     issuer = mock.faults.discovery_issuer or tenant.issuer(issuer_base(request))
     return web.json_response(
         discovery_document(base, tenant, issuer),
@@ -113,13 +124,10 @@ async def v1_openid_configuration(request: web.Request) -> web.Response:
     (`/common/discovery/keys` for the multi-tenant segments), as Entra serves them.
     """
     mock = request.app[MOCK]
-    base, now = origin(request), mock.clock()
-    if mock.faults.discovery_status is not None:
-        return _failure(mock.faults.discovery_status, base, now)
-    segment = request.match_info["tenant"]
-    tenant = mock.resolve_tenant(segment)
-    if tenant is None:
-        return json_error(unknown_tenant(segment), base, now)
+    base = origin(request)
+    tenant = _tenant_or_error(request)
+    if isinstance(tenant, web.Response):
+        return tenant
     endpoints = f"{base}/{tenant.canonical}"
     keys = f"{base}/{tenant.canonical if tenant.kind == 'tenant' else 'common'}/discovery/keys"
     document = {
