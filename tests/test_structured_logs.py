@@ -29,6 +29,7 @@ from proxy.mock_entra import MockEntra, create_app
 from tests.conftest import ALICE, HTML, StackFactory, base_config, deep_merge, free_port
 from tests.flows.test_streaming import wait_ready
 from tests.support.proxy_toml import to_toml
+from tests.support.text_log import captured_text_log
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_SERVER = "upstream-httpd/9.9 (its own)"
@@ -166,16 +167,8 @@ def test_a_crash_is_one_json_object_with_the_traceback_as_a_field() -> None:
 
 @pytest.fixture
 def text_sink() -> Iterator[io.StringIO]:
-    sink = io.StringIO()
-    handler = logging.StreamHandler(sink)
-    handler.setFormatter(TextFormatter())
-    access = logging.getLogger("proxy.access")
-    access.addHandler(handler)
-    level = access.level
-    access.setLevel(logging.INFO)
-    yield sink
-    access.removeHandler(handler)
-    access.setLevel(level)
+    with captured_text_log("proxy.access") as sink:
+        yield sink
 
 
 def test_text_fields_cannot_be_forged() -> None:

@@ -18,6 +18,7 @@ from tests.attacks.conftest import ShieldFactory
 from tests.attacks.harness import Upstream, raw_exchange, tally
 from tests.conftest import Browsers, port_of
 from tests.flows.test_login_security import fetch, start_login
+from tests.support.text_log import captured_text_log
 
 FAKE = "2026-01-01 00:00:00,000 INFO proxy.auth login completed user=ceo@contoso.example"
 LINE_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+ |\| )")
@@ -35,16 +36,8 @@ PAYLOADS = [
 @pytest.fixture
 def text_log() -> Iterator[io.StringIO]:
     """The proxy's own text formatter on the root logger, as `log_format = "text"` sets it."""
-    sink = io.StringIO()
-    handler = logging.StreamHandler(sink)
-    handler.setFormatter(TextFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield sink
-    root.removeHandler(handler)
-    root.setLevel(level)
+    with captured_text_log() as sink:
+        yield sink
 
 
 def forged(log: str) -> list[str]:
