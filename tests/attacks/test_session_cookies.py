@@ -62,7 +62,10 @@ def forgeries(store: str, alice: str, bob: str) -> dict[str, str]:
         "extended": alice + "A",
         "extra-part": alice + ".x",
         "payload-flipped": payload[:-1] + ("A" if payload[-1] != "A" else "B") + "." + rest,
-        "signature-flipped": f"{payload}.{stamp}.{signature[:-2]}AA",
+        # The first character carries six signature bits (the last one may carry only padding
+        # bits, which base64 decoding ignores), so this always changes the signature.
+        "signature-flipped": f"{payload}.{stamp}.{'B' if signature[0] == 'A' else 'A'}"
+                             f"{signature[1:]}",
         "signature-of-bob": f"{payload}.{stamp}.{bob.rsplit('.', 1)[1]}",
         "payload-of-bob": bob.rsplit(".", 2)[0] + "." + rest,
         "unsigned-json": b64(json.dumps(IDENTITY).encode()) + ".AAAAAA.BBBBBBBB",
