@@ -74,6 +74,13 @@ SECTION_INTROS = {
         "`[{\"url\": \"http://127.0.0.1:8080\"}]` or TOML `[{ url = \"...\" }]`); the "
         "`--upstream [PATH=]URL` flag (repeatable) replaces both."
     ),
+    "upstreams.pass_authorization_header": (
+        "`true`: send `Authorization: Bearer <the user's access token for "
+        "azure.upstream_scopes>` (Grafana JWT auth, Kubernetes Dashboard); the client's own "
+        "`Authorization` is removed, also on public paths, and a request admitted by an "
+        "`[api]` bearer token is refused (403). Needs `session.store = \"memory\"` or "
+        "`\"redis\"`. See [upstream-token.md](upstream-token.md)."
+    ),
     "upstreams.access": (
         "Optional, per route: when a `[[upstreams]]` entry has an `[upstreams.access]` table, "
         "it **replaces** the global `[access]` policy for that route (it is not merged). An "
@@ -183,6 +190,13 @@ DESCRIPTIONS = {
         "an app-specific key published only at the JWKS URI with `?appid=<client_id>`, which "
         "the proxy then fetches (it also lists the tenant's keys). Without it, every sign-in "
         "of such an app is refused as signed with an unknown key."
+    ),
+    "azure.upstream_scopes": (
+        "The API whose access token is sent to upstreams with `pass_authorization_header`, "
+        "e.g. `[\"api://<app-id>/.default\"]`: scopes of one resource (Entra issues one "
+        "token per resource); `offline_access` is added. The token is obtained with the "
+        "session's refresh token, kept server-side and refreshed `session.refresh` before it "
+        "expires. The app registration needs that delegated permission, consented."
     ),
     "azure.tenant_id": (
         "Who may sign in: a tenant GUID or verified domain (single tenant), `organizations` "

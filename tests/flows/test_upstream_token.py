@@ -1,0 +1,109 @@
+"""pass_authorization_header: the upstream gets `Authorization: Bearer <the user's access
+token for its API>`, which it validates itself (pyjwt against the mock's keys), never the
+browser's; the token lives in the server-side session and is refreshed ahead of expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from tests.conftest import ALICE, Stack, StackFactory
+from tests.support import token_upstream as support
+from tests.support.entra_tokens import user_token
+from tests.support.token_upstream import (
+    API_ID,
+    API_SCOPE,
+    API_URI,
+    TokenUpstream,
+    api_grants,
+    register_api,
+    token_config,
+)
+
+token_upstream = support.token_upstream
+JSON = {"Accept": "application/json"}
+BOB = "bob@contoso.example"
+
+
+async def sign_in(stack: Stack, user: str = ALICE) -> None:
+    """Sign in without a protected request (which would already fetch the token)."""
+    stack.mock.auto_user = user
+    async with stack.client.get(stack.url + "/oauth2/start?rd=/healthz") as resp:
+        assert resp.status == 200 and resp.url.path == "/healthz"
+
+
+async def get(stack: Stack, path: str = "/dashboards", **headers: str) -> tuple[int, Any]:
+    async with stack.client.get(stack.url + path, headers={**JSON, **headers}) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def stack(request: pytest.FixtureRequest, make_stack: StackFactory, redis_url: str,
+                token_upstream: tuple[TokenUpstream, str]) -> Stack:
+    made = await make_stack(token_config(token_upstream[1], request.param, redis_url))
+    register_api(made.mock)
+    return made
+
+
+async def test_upstream_validates_the_users_token_and_never_sees_the_browsers(
+        stack: Stack, token_upstream: tuple[TokenUpstream, str]) -> None:
+    upstream, upstream_url = token_upstream
+    # A genuine token for the same API, for Bob: the upstream itself would accept it.
+    bobs = await user_token(stack.mock, stack.idp, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET,
+                            BOB, f"{API_URI}/{API_SCOPE}")
+    assert upstream.validate(bobs, await upstream.keys())["preferred_username"] == BOB
+    await sign_in(stack)
+    status, body = await get(stack, Authorization=f"Bearer {bobs}")
+    assert status == 200, body
+    claims = body["claims"]
+    assert claims["preferred_username"] == ALICE and claims["aud"] == API_ID
+    assert claims["scp"] == API_SCOPE and claims["azp"] == DEFAULT_CLIENT_ID
+    assert len(upstream.seen[-1]) == 1 and bobs not in upstream.seen[-1][0]
+    # A public path of the route: no sign-in, and the browser's header is dropped as well.
+    status, body = await get(stack, "/healthz", Authorization=f"Bearer {bobs}")
+    assert status == 200 and body == {"authorization": []}
+
+
+async def test_one_token_request_serves_the_session_until_it_is_due(stack: Stack) -> None:
+    await sign_in(stack)
+    first = [await get(stack) for _ in range(3)]
+    assert all(status == 200 for status, _ in first)
+    assert len({body["claims"]["uti"] for _, body in first}) == 1
+    assert api_grants(stack.mock) == 1
+
+
+async def test_concurrent_first_requests_ask_entra_once(stack: Stack) -> None:
+    await sign_in(stack)
+    answers = await asyncio.gather(*(get(stack) for _ in range(8)))
+    assert [status for status, _ in answers] == [200] * 8
+    assert api_grants(stack.mock) == 1  # one request per session at a time; the rest reuse it
+
+
+async def test_a_token_due_for_refresh_is_replaced_before_it_expires(
+        make_stack: StackFactory, token_upstream: tuple[TokenUpstream, str]) -> None:
+    # The API's tokens live 200 s, inside the 300 s refresh window: each use renews it.
+    stack = await make_stack(token_config(token_upstream[1], "memory"))
+    register_api(stack.mock, lifetime=200)
+    await sign_in(stack)
+    answers = [await get(stack) for _ in range(2)]
+    assert [status for status, _ in answers] == [200, 200]
+    first, second = (body["claims"] for _, body in answers)
+    assert first["uti"] != second["uti"] and second["exp"] >= first["exp"]
+    assert api_grants(stack.mock) == 2
+
+
+async def test_two_proxies_on_one_redis_share_the_token(
+        make_stack: StackFactory, redis_url: str,
+        token_upstream: tuple[TokenUpstream, str]) -> None:
+    config = token_config(token_upstream[1], "redis", redis_url)
+    one, two = await make_stack(config), await make_stack(config)
+    register_api(one.mock)
+    await sign_in(one)
+    assert (await get(one))[0] == 200
+    async with one.client.get(two.url + "/dashboards", headers=JSON) as resp:  # same cookie
+        assert resp.status == 200
+        assert (await resp.json())["claims"]["preferred_username"] == ALICE
+    assert api_grants(one.mock) == 1
