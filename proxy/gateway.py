@@ -45,13 +45,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
                              state.upstream_http, state.upstream_pool)
     try:
         session = await admit(request, state, route)
-    except SignInRequired:
+        headers = outgoing_headers(request, state, route)
+        if route.pass_authorization:  # (the client's Authorization is gone: outgoing_headers)
+            headers["Authorization"] = "Bearer " + await upstream_token(request, state, session)
+    except SignInRequired:  # no session, or it ended for want of the upstream's token
         if is_navigation(request):
             return await send_to_sign_in(request, state)
         raise
-    headers = outgoing_headers(request, state, route)
-    if route.pass_authorization:  # (the client's Authorization is gone: outgoing_headers)
-        headers["Authorization"] = "Bearer " + await upstream_token(request, state, session)
     # Everything the upstream learns about the user, after every client copy was stripped
     # (built once per identity: upstream_identity.py).
     state.upstream_identity.add(headers, session, route.audience)

@@ -4,10 +4,11 @@ upstream_scopes> offline_access`: one token per resource), kept in the server-si
 and asked again `session.refresh` before it expires; one request per session at a time.
 
 Never forwarded without it: a refresh token Entra rejects ends the session (sign in again);
-missing consent, or a rejection right after sign-in (which signing in again would not cure:
-no redirect loop), is a 403 saying why; an unreachable Entra is a 502/503/504 unless the
-token in hand is still valid. A request admitted by an `[api]` bearer token has no refresh
-token to ask with: it is refused (the caller's own token is for the proxy, not the app).
+missing consent, or a first request rejected right after sign-in (which signing in again
+would not cure: no redirect loop), is a 403 saying why; an unreachable Entra is a
+502/503/504 unless the token in hand is still valid. A request admitted by an `[api]`
+bearer token has no refresh token to ask with: it is refused (the caller's own token is
+for the proxy, not the app).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ async def _ask(request: web.Request, state: State, session: Session, tokens: Tok
             raise AccessDenied("Entra gives no token for this app's API: the app registration "
                                "lacks that permission or its consent (an administrator can "
                                "grant it).") from None
-        if time.time() - session.created < FRESH_SESSION:
+        if not tokens.upstream_token and time.time() - session.created < FRESH_SESSION:
+            # Never had one, just signed in: signing in again would get the same answer.
             raise AccessDenied("Entra refuses a token for this app's API, even right after "
                                "sign-in.") from None
         await state.sessions.clear_id(session.id)

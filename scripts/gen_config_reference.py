@@ -74,13 +74,6 @@ SECTION_INTROS = {
         "`[{\"url\": \"http://127.0.0.1:8080\"}]` or TOML `[{ url = \"...\" }]`); the "
         "`--upstream [PATH=]URL` flag (repeatable) replaces both."
     ),
-    "upstreams.pass_authorization_header": (
-        "`true`: send `Authorization: Bearer <the user's access token for "
-        "azure.upstream_scopes>` (Grafana JWT auth, Kubernetes Dashboard); the client's own "
-        "`Authorization` is removed, also on public paths, and a request admitted by an "
-        "`[api]` bearer token is refused (403). Needs `session.store = \"memory\"` or "
-        "`\"redis\"`. See [upstream-token.md](upstream-token.md)."
-    ),
     "upstreams.access": (
         "Optional, per route: when a `[[upstreams]]` entry has an `[upstreams.access]` table, "
         "it **replaces** the global `[access]` policy for that route (it is not merged). An "
@@ -521,6 +514,13 @@ DESCRIPTIONS = {
         "`https://` only: `true` accepts any certificate (no chain or name check). Never "
         "the default, never implied by another key; logged as a warning at every start and "
         "reload. Routes sharing an origin must agree on every TLS key."
+    ),
+    "upstreams.pass_authorization_header": (
+        "`true`: send `Authorization: Bearer <the user's access token for "
+        "azure.upstream_scopes>` (Grafana JWT auth, Kubernetes Dashboard); the client's own "
+        "`Authorization` is removed, also on public paths, and a request admitted by an "
+        "`[api]` bearer token is refused (403). Needs `session.store = \"memory\"` or "
+        "`\"redis\"`. See [upstream-token.md](upstream-token.md)."
     ),
     "upstreams.access": (
         "Table `[upstreams.access]`: this route's own policy, replacing `[access]` (see "

@@ -5,7 +5,6 @@ browser's; the token lives in the server-side session and is refreshed ahead of 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -17,27 +16,17 @@ from tests.support.token_upstream import (
     API_ID,
     API_SCOPE,
     API_URI,
+    JSON,
     TokenUpstream,
     api_grants,
+    get,
     register_api,
+    sign_in,
     token_config,
 )
 
 token_upstream = support.token_upstream
-JSON = {"Accept": "application/json"}
 BOB = "bob@contoso.example"
-
-
-async def sign_in(stack: Stack, user: str = ALICE) -> None:
-    """Sign in without a protected request (which would already fetch the token)."""
-    stack.mock.auto_user = user
-    async with stack.client.get(stack.url + "/oauth2/start?rd=/healthz") as resp:
-        assert resp.status == 200 and resp.url.path == "/healthz"
-
-
-async def get(stack: Stack, path: str = "/dashboards", **headers: str) -> tuple[int, Any]:
-    async with stack.client.get(stack.url + path, headers={**JSON, **headers}) as resp:
-        return resp.status, await resp.json()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -15,10 +15,12 @@ from aiohttp.test_utils import TestServer
 
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra
 from proxy.mock_entra.users import MockClient
+from tests.conftest import ALICE, Stack
 
 API_ID = "a9100000-0000-4000-8000-0000000a9100"  # the upstream API's app registration
 API_URI = "api://grafana.contoso.example"
 API_SCOPE = "user_impersonation"
+JSON = {"Accept": "application/json"}
 
 
 def register_api(mock: MockEntra, *, granted: bool = True, lifetime: int | None = None) -> None:
@@ -96,3 +98,15 @@ async def token_upstream(mock_server: tuple[MockEntra, str]
 def api_grants(mock: MockEntra) -> int:
     """Token requests the proxy made for the upstream API."""
     return sum(1 for r in mock.token_requests if API_URI in r.get("scope", ""))
+
+
+async def sign_in(stack: Stack, user: str = ALICE) -> None:
+    """Sign in without a protected request (which would already fetch the token)."""
+    stack.mock.auto_user = user
+    async with stack.client.get(stack.url + "/oauth2/start?rd=/healthz") as resp:
+        assert resp.status == 200 and resp.url.path == "/healthz"
+
+
+async def get(stack: Stack, path: str = "/dashboards", **headers: str) -> tuple[int, Any]:
+    async with stack.client.get(stack.url + path, headers={**JSON, **headers}) as resp:
+        return resp.status, await resp.json()
