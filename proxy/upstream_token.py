@@ -83,7 +83,6 @@ async def _ask(request: web.Request, state: State, session: Session, tokens: Tok
             # Never had one, just signed in: signing in again would get the same answer.
             raise AccessDenied("Entra refuses a token for this app's API, even right after "
                                "sign-in.") from None
-        await state.sessions.clear_id(session.id)
         await _ended(request, state, "refresh-rejected")
     except IdPError as exc:
         if _valid(tokens, time.time()):
@@ -122,6 +121,7 @@ async def _from_other(request: web.Request, state: State, session: Session) -> s
 
 
 async def _ended(request: web.Request, state: State, reason: str) -> NoReturn:
+    """Delete the session (its record, by the request's cookie) and its cookies."""
     log.info("session ended: no upstream token request_id=%s reason=%s", request[REQUEST_ID],
              reason)
     request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))

@@ -5,8 +5,11 @@ browser's; the token lives in the server-side session and is refreshed ahead of 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 
 import pytest
+import redis.asyncio as redis
 
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from tests.conftest import ALICE, Stack, StackFactory
@@ -96,3 +99,50 @@ async def test_two_proxies_on_one_redis_share_the_token(
         assert resp.status == 200
         assert (await resp.json())["claims"]["preferred_username"] == ALICE
     assert api_grants(one.mock) == 1
+
+
+async def test_refreshing_the_sign_in_tokens_keeps_the_upstream_token(
+        make_stack: StackFactory, token_upstream: tuple[TokenUpstream, str]) -> None:
+    stack = await make_stack(token_config(token_upstream[1], "memory"))
+    register_api(stack.mock, lifetime=3599)
+    stack.mock.access_token_lifetime = 200  # the sign-in's (Graph) token: refreshed every time
+    await sign_in(stack)
+    answers = [await get(stack) for _ in range(3)]
+    assert [status for status, _ in answers] == [200] * 3
+    assert len({body["claims"]["uti"] for _, body in answers}) == 1
+    sign_in_refreshes = [r for r in stack.mock.token_requests
+                         if r.get("grant_type") == "refresh_token" and API_URI not in r["scope"]]
+    assert len(sign_in_refreshes) >= 2 and api_grants(stack.mock) == 1
+
+
+async def test_while_another_replica_asks_entra_the_token_in_hand_serves_else_a_504(
+        make_stack: StackFactory, redis_url: str,
+        token_upstream: tuple[TokenUpstream, str]) -> None:
+    stack = await make_stack(token_config(token_upstream[1], "redis", redis_url))
+    register_api(stack.mock, lifetime=200)  # due at every use
+    await sign_in(stack)
+    client = redis.from_url(redis_url)
+    session_id = _id(stack)
+    [record] = [k.decode() async for k in client.scan_iter(f"azp:*azp_session:s:{session_id}")]
+    lock = f"azp:lock:{record.removeprefix('azp:').rpartition('s:')[0]}refresh:{session_id}"
+    try:
+        await client.set(lock, "other-replica", px=30_000)  # another replica is asking
+        status, body = await get(stack)
+        assert status == 504, body  # no token in hand: waited for the other, then gave up
+        await client.delete(lock)
+        status, first = await get(stack)
+        assert status == 200
+        await client.set(lock, "other-replica", px=30_000)
+        status, again = await get(stack)  # due, but valid for 200 s: used as it is
+        assert status == 200 and again["claims"]["uti"] == first["claims"]["uti"]
+        assert api_grants(stack.mock) == 1
+    finally:
+        await client.delete(lock)
+        await client.aclose()
+
+
+def _id(stack: Stack) -> str:
+    """The session id in the signed cookie (itsdangerous: payload.timestamp.signature)."""
+    cookie = next(c.value for c in stack.client.cookie_jar if c.key == "azp_session")
+    payload = cookie.split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))

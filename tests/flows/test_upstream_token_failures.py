@@ -55,6 +55,7 @@ async def test_a_dead_refresh_token_ends_the_session_and_sends_the_browser_to_si
     assert (await get(stack))[0] == 200
     stack.mock.revoke_refresh_tokens()
     before = forwarded(token_upstream[0])
+    cookie = next(c.value for c in stack.client.cookie_jar if c.key == "azp_session")
     with captured_text_log("proxy.auth") as log:
         async with stack.client.get(stack.url + "/", headers=HTML,
                                     allow_redirects=False) as resp:
@@ -62,6 +63,11 @@ async def test_a_dead_refresh_token_ends_the_session_and_sends_the_browser_to_si
             request_id = resp.headers["X-Request-Id"]
     assert f"request_id={request_id}" in log.getvalue()
     assert (await get(stack))[0] == 401  # the session is gone for API calls too
+    asked = api_grants(stack.mock)
+    async with stack.new_browser() as copied, copied.get(  # and server-side, not just here
+            stack.url + "/", headers={"Cookie": f"azp_session={cookie}"}) as resp:
+        assert resp.status == 401
+    assert api_grants(stack.mock) == asked  # refused as no session, Entra not asked again
     assert forwarded(token_upstream[0]) == before
 
 
@@ -111,3 +117,16 @@ async def test_an_api_callers_bearer_token_is_refused_not_passed_on(
     assert f"request_id={body['request_id']} user=" in log.getvalue()
     assert "reason=bearer-caller" in log.getvalue()
     assert forwarded(token_upstream[0]) == 0 and api_grants(stack.mock) == 0
+
+
+async def test_an_answer_without_an_access_token_is_a_502_never_an_empty_bearer(
+        stack: Stack, token_upstream: tuple[TokenUpstream, str]) -> None:
+    register_api(stack.mock)
+    await sign_in(stack)
+    stack.mock.faults.token_error = (200, {"token_type": "Bearer", "expires_in": 3599})
+    with captured_text_log("proxy.auth") as log:
+        status, body = await get(stack)
+    assert status == 502, body
+    assert f"request_id={body['request_id']} user=alice@contoso.example " \
+        "reason=no-access-token" in log.getvalue()
+    assert forwarded(token_upstream[0]) == 1
