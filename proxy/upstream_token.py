@@ -54,16 +54,26 @@ async def upstream_token(request: web.Request, state: State, session: Session) -
     window = state.config.session.refresh
     if not _due(tokens, window, time.time()):
         return tokens.upstream_token
-    async with state.sessions.refresh_lock(session.id) as mine:
-        if mine:
-            current = await state.sessions.reload(session.id)
-            if current is None or current.tokens is None:
-                await _ended(request, state, "session-gone")
-            elif not _due(current.tokens, window, time.time()):
-                return current.tokens.upstream_token  # got by whoever held the lock
-            else:
+    deadline = time.monotonic() + WAIT_FOR_OTHER
+    while True:
+        async with state.sessions.refresh_lock(session.id) as mine:
+            if mine:  # re-read under the lock: whoever held it may have done the work
+                current = await state.sessions.reload(session.id)
+                if current is None or current.tokens is None:
+                    await _ended(request, state, "session-gone")
+                if not _due(current.tokens, window, time.time()):
+                    return current.tokens.upstream_token
                 return await _ask(request, state, current, current.tokens)
-    return await _from_other(request, state, session)
+        # Another replica is asking Entra (for this token or the sign-in's): the token in
+        # hand if still valid, else try the lock again until it is free or time is up.
+        if _valid(tokens, time.time()):
+            return tokens.upstream_token
+        if time.monotonic() >= deadline:
+            log.warning("upstream token unavailable request_id=%s user=%s "
+                        "reason=other-replica-slow", request[REQUEST_ID],
+                        session.identity.user)
+            raise IdPTimeout("The token for this app is still being fetched; try again.")
+        await asyncio.sleep(POLL)
 
 
 async def _ask(request: web.Request, state: State, session: Session, tokens: Tokens) -> str:
@@ -76,9 +86,9 @@ async def _ask(request: web.Request, state: State, session: Session, tokens: Tok
         log.warning("upstream token refused by Entra request_id=%s user=%s error=%s "
                     "suberror=%s", request_id, user, error, sub)
         if error in _CONSENT or sub in _CONSENT:
-            raise AccessDenied("Entra gives no token for this app's API: the app registration "
-                               "lacks that permission or its consent (an administrator can "
-                               "grant it).") from None
+            raise AccessDenied(f"Entra gives no token for this app's API ({sub or error}): "
+                               "the app registration lacks that permission or its consent "
+                               "(an administrator can grant it).") from None
         if not tokens.upstream_token and time.time() - session.created < FRESH_SESSION:
             # Never had one, just signed in: signing in again would get the same answer.
             raise AccessDenied("Entra refuses a token for this app's API, even right after "
@@ -100,24 +110,6 @@ async def _ask(request: web.Request, state: State, session: Session, tokens: Tok
     await state.sessions.update(replace(session, tokens=fresh))
     log.info("upstream token obtained request_id=%s user=%s", request_id, user)
     return fresh.upstream_token
-
-
-async def _from_other(request: web.Request, state: State, session: Session) -> str:
-    """Another replica holds the session's lock: its token, or the one in hand if valid."""
-    if session.tokens is not None and _valid(session.tokens, time.time()):
-        return session.tokens.upstream_token
-    window = state.config.session.refresh
-    deadline = time.monotonic() + WAIT_FOR_OTHER
-    while time.monotonic() < deadline:
-        await asyncio.sleep(POLL)
-        current = await state.sessions.reload(session.id)
-        if current is None or current.tokens is None:
-            await _ended(request, state, "session-gone")
-        elif not _due(current.tokens, window, time.time()):
-            return current.tokens.upstream_token
-    log.warning("upstream token unavailable request_id=%s user=%s reason=other-replica-slow",
-                request[REQUEST_ID], session.identity.user)
-    raise IdPTimeout("The token for this app is still being fetched; try again.")
 
 
 async def _ended(request: web.Request, state: State, reason: str) -> NoReturn:

@@ -129,8 +129,10 @@ async def test_while_another_replica_asks_entra_the_token_in_hand_serves_else_a_
         await client.set(lock, "other-replica", px=30_000)  # another replica is asking
         status, body = await get(stack)
         assert status == 504, body  # no token in hand: waited for the other, then gave up
-        await client.delete(lock)
-        status, first = await get(stack)
+        waiting = asyncio.create_task(get(stack))
+        await asyncio.sleep(0.5)
+        await client.delete(lock)  # the other replica is done (and left no token): ask
+        status, first = await waiting
         assert status == 200
         await client.set(lock, "other-replica", px=30_000)
         status, again = await get(stack)  # due, but valid for 200 s: used as it is
