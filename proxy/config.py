@@ -103,6 +103,9 @@ class AzureConfig:
     client_private_key_file: str = ""  # PEM private key of that certificate
     # Claims mapping: Entra signs this app's tokens with its own key, at jwks_uri?appid=...
     app_signing_keys: bool = False
+    # The API whose access token upstreams with pass_authorization_header get, e.g.
+    # ["api://<app-id>/.default"]: scopes of one resource (Entra: one token per resource).
+    upstream_scopes: tuple[str, ...] = ()
 
     @property
     def authority(self) -> str:
@@ -209,6 +212,9 @@ class UpstreamConfig:
     client_key_file: str = ""
     server_name: str = ""  # the name verified and sent as SNI (default: the URL's host)
     tls_insecure_skip_verify: bool = False  # never implied; logged loudly at every start
+    # Authorization: Bearer <the user's access token for azure.upstream_scopes>; the
+    # client's own Authorization header is replaced (server-side session stores only).
+    pass_authorization_header: bool = False
     access: AccessPolicyConfig | None = None
 
 
