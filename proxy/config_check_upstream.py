@@ -24,7 +24,7 @@ def check_policy(policy: AccessPolicyConfig, where: str) -> list[str]:
     out += [f"{where}.auth_context: {c!r} must be an authentication context id, c1 to c99"
             for c in policy.auth_context if not CONTEXT_ID.match(c)]
     if policy.max_auth_age < 0 or (0 < policy.max_auth_age < 60):
-        out.append(f"{where}.max_auth_age: must be 0 (any) or at least 60s")
+        out.append(f"{where}.max_auth_age: must be 0 (any) or at least 1m")
     return out
 
 
