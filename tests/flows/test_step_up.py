@@ -196,3 +196,21 @@ async def test_forward_auth_applies_the_step_up(stepped: Stack) -> None:
     assert started.status == 200 and "c1" in started.authorize_params()["claims"]
     async with stepped.client.get(check, headers={"X-Forwarded-Uri": "/secure"}) as resp:
         assert resp.status == 202
+
+
+async def test_a_token_refresh_keeps_the_proof(make_stack: StackFactory,
+                                               upstream_url: str) -> None:
+    stack = await make_stack({
+        "session": {"store": "memory"},
+        "upstreams": [
+            {"path": "/", "url": upstream_url},
+            {"path": "/secure", "url": upstream_url, "access": {"auth_context": ["c1"]}},
+        ]})
+    stack.mock.auto_user = ALICE
+    stack.mock.access_token_lifetime = 60  # inside the refresh window: the next request refreshes
+    assert (await walk(stack.client, stack.url + "/secure")).status == 200
+    stack.mock.faults.id_token_claims = {"acrs": DELETE}  # the refreshed ID token has none
+    result = await walk(stack.client, stack.url + "/secure")
+    assert (result.status, result.hops) == (200, [])
+    refreshes = [r for r in stack.mock.token_requests if r.get("grant_type") == "refresh_token"]
+    assert refreshes and "acrs" not in last_id_token(stack)
