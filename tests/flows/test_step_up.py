@@ -22,6 +22,7 @@ from yarl import URL
 
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DELETE
 from tests.conftest import ALICE, HTML, Stack, StackFactory
+from tests.flows.test_bearer_api import api_config, api_token, call
 
 MAX_HOPS = 10
 JSON = {"Accept": "application/json"}
@@ -214,3 +215,19 @@ async def test_a_token_refresh_keeps_the_proof(make_stack: StackFactory,
     assert (result.status, result.hops) == (200, [])
     refreshes = [r for r in stack.mock.token_requests if r.get("grant_type") == "refresh_token"]
     assert refreshes and "acrs" not in last_id_token(stack)
+
+
+async def test_a_bearer_token_must_carry_the_proof_too(make_stack: StackFactory,
+                                                       upstream_url: str) -> None:
+    config = api_config(upstream_url)
+    config["upstreams"].insert(0, {"path": "/secure", "url": upstream_url,
+                                   "access": {"auth_context": ["c1"], "require_mfa": True}})
+    api = await make_stack(config)
+    status, body, challenge = await call(api, api_token(api.mock, api.idp), "/secure")
+    assert status == 401 and body["error"] == "step_up_required"
+    assert 'error="insufficient_claims"' in challenge and "acrs" in challenge
+    no_mfa = api_token(api.mock, api.idp, acrs=["c1"], amr=["pwd"])
+    assert (await call(api, no_mfa, "/secure"))[0] == 401
+    proven = api_token(api.mock, api.idp, acrs=["c1"], amr=["pwd", "mfa"])
+    assert (await call(api, proven, "/secure"))[0] == 200
+    assert (await call(api, api_token(api.mock, api.idp), "/"))[0] == 200
