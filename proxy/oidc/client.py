@@ -26,6 +26,7 @@ from ..errors import (
     ProxyError,
     TokenRejected,
 )
+from . import aadsts
 from .bearer import BearerRejected, is_v1_token, validate_access_token
 from .contracts import IdPMetrics, NoMetrics, PkceLogin
 from .credentials import CertificateCredential, CredentialError, client_auth_fields
@@ -195,9 +196,15 @@ class EntraClient:
         self.metrics.token_refreshed("ok")
         return body
 
-    async def _token_request(self, grant: dict[str, str]) -> dict[str, Any]:
+    async def app_token(self, scope: str) -> dict[str, Any]:
+        """The client credentials grant for `scope` (`doctor` probes the credential with it):
+        the same client authentication as every other token request of the proxy."""
+        return await self._token_request({"grant_type": "client_credentials"}, scope=scope)
+
+    async def _token_request(self, grant: dict[str, str],
+                             scope: str | None = None) -> dict[str, Any]:
         metadata = await self.metadata()
-        form = {**grant, "scope": " ".join(self.azure.scopes),
+        form = {**grant, "scope": " ".join(self.azure.scopes) if scope is None else scope,
                 **client_auth_fields(self.azure.client_id, self.azure.client_secret.reveal(),
                                      self.credential, metadata.token_endpoint)}
         try:
@@ -218,8 +225,14 @@ class EntraClient:
                 raise IdPUnavailable(f"The sign-in service's token endpoint is unavailable "
                                      f"(HTTP {status}).")
             cls = TokenRejected if error in _DEAD_GRANT else IdPFailure
+            code = aadsts.code_of(body)
+            description = body.get("error_description") if isinstance(body, dict) else None
             raise cls(f"The token endpoint refused the request "
-                      f"({(error or 'HTTP ' + str(status))[:60]}).", error=error[:60])
+                      f"({(error or 'HTTP ' + str(status))[:60]}"
+                      f"{f', AADSTS{code}' if code else ''}).", error=error[:60],
+                      aadsts=str(code or ""), reason=f"token-endpoint-{status}",
+                      detail=aadsts.first_line(description if isinstance(description, str)
+                                               else ""))
         return body
 
     async def overage_groups(self, claims: dict[str, Any], tokens: dict[str, Any]) -> list[str]:
