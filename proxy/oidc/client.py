@@ -227,9 +227,10 @@ class EntraClient:
             cls = TokenRejected if error in _DEAD_GRANT else IdPFailure
             code = aadsts.code_of(body)
             description = body.get("error_description") if isinstance(body, dict) else None
+            fix = aadsts.page_text(aadsts.hint(code, self.config))
             raise cls(f"The token endpoint refused the request "
                       f"({(error or 'HTTP ' + str(status))[:60]}"
-                      f"{f', AADSTS{code}' if code else ''}).", error=error[:60],
+                      f"{f', AADSTS{code}' if code else ''}). {fix}".strip(), error=error[:60],
                       aadsts=str(code or ""), reason=f"token-endpoint-{status}",
                       detail=aadsts.first_line(description if isinstance(description, str)
                                                else ""))
