@@ -1,6 +1,6 @@
 """The mock answers the setup mistakes `doctor` and the callback diagnose as Entra does:
 client credentials for the app itself, an expired secret (AADSTS7000222), an unknown app
-(AADSTS700016), and a `Date` header from its own clock."""
+(AADSTS700016), an unassigned user (AADSTS50105), and a `Date` header from its clock."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 import jwt
 import pytest
 from pytest_aiohttp import AiohttpClient
+from yarl import URL
 
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra, create_app
-from tests.test_mock_entra import SECRET, Client, assert_token_error
+from tests.test_mock_entra import REDIRECT, SECRET, Client, assert_token_error
 
 TOKEN = f"/{DEFAULT_TENANT_ID}/oauth2/v2.0/token"
 
@@ -69,3 +70,28 @@ async def test_date_header_is_the_mocks_clock(client: Client, mock: MockEntra,
     async with client.get(f"/{DEFAULT_TENANT_ID}/v2.0/.well-known/openid-configuration") as resp:
         date = email.utils.parsedate_to_datetime(resp.headers["Date"]).timestamp()
     assert abs(date - (time.time() + 30 + offset)) < 3
+
+
+async def test_assignment_required_sends_unassigned_users_back_with_50105(
+        client: Client, mock: MockEntra) -> None:
+    registration = mock.clients[DEFAULT_CLIENT_ID]
+    mock.clients[DEFAULT_CLIENT_ID] = dataclasses.replace(
+        registration, assigned_users=("bob@contoso.example",))
+    params = {"client_id": DEFAULT_CLIENT_ID, "response_type": "code", "scope": "openid",
+              "redirect_uri": REDIRECT, "state": "s1"}
+    for user, assigned in (("alice@contoso.example", False), ("bob@contoso.example", True)):
+        mock.auto_user = user
+        async with client.get(f"/{DEFAULT_TENANT_ID}/oauth2/v2.0/authorize", params=params,
+                              allow_redirects=False) as resp:
+            assert resp.status == 302
+            location = URL(resp.headers["Location"])
+        assert str(location).startswith(REDIRECT + "?")
+        if assigned:
+            assert "code" in location.query and "error" not in location.query
+            continue
+        assert list(location.query) == ["error", "error_description", "error_uri", "state"]
+        assert location.query["error"] == "interaction_required"
+        description = location.query["error_description"]
+        assert description.startswith("AADSTS50105: The signed in user '{EmailHidden}' is not "
+                                      "assigned to a role for the application")
+        assert "\r\nTrace ID: " in description and location.query["state"] == "s1"

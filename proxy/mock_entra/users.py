@@ -122,6 +122,8 @@ class MockClient:
     # App roles granted to this app's service principal, by the API's client ID.
     app_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     home_tenant: str = DEFAULT_TENANT_ID
+    # Enterprise app "Assignment required": only these users may sign in (None: anyone).
+    assigned_users: tuple[str, ...] | None = None
     # The secret's end date has passed: the right secret gets AADSTS7000222, not a token.
     secret_expired: bool = False
 

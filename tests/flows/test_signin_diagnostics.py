@@ -55,6 +55,12 @@ def _expired_secret(stack: Stack) -> None:
     stack.mock.clients[DEFAULT_CLIENT_ID] = dataclasses.replace(client, secret_expired=True)
 
 
+def _unassigned(stack: Stack) -> None:
+    """The enterprise app requires assignment, and nobody is assigned."""
+    client = stack.mock.clients[DEFAULT_CLIENT_ID]
+    stack.mock.clients[DEFAULT_CLIENT_ID] = dataclasses.replace(client, assigned_users=())
+
+
 def _jwks_down(stack: Stack) -> None:
     stack.mock.faults.jwks_status = 503
 
@@ -90,9 +96,8 @@ CASES: list[Case] = [
     ("expired-secret", _expired_secret, NO_CONFIG, 502,
      ("aadsts=7000222", "hint=the client secret of app"),
      ("AADSTS7000222", "Certificates & secrets")),
-    ("not-assigned", _authorize_error("access_denied", "AADSTS50105: The signed in user "
-                                      "'{EmailHidden}' is not assigned to a role."), NO_CONFIG,
-     403, ("reason=idp-error", "idp_error=access_denied", "aadsts=50105",
+    ("not-assigned", _unassigned, NO_CONFIG,
+     403, ("reason=idp-error", "idp_error=interaction_required", "aadsts=50105",
            "hint=the user is not assigned to app", "detail=AADSTS50105: The signed in user"),
      ("AADSTS50105", "Your account is not assigned to this application")),
     ("consent", _authorize_error("consent_required", "AADSTS65001: The user or administrator "
