@@ -131,6 +131,10 @@ class MockClient:
     # many seconds (None: the mock's default, MockEntra.access_token_lifetime).
     access_token_lifetime: int | None = None
     home_tenant: str = DEFAULT_TENANT_ID
+    # Enterprise app "Assignment required": only these users may sign in (None: anyone).
+    assigned_users: tuple[str, ...] | None = None
+    # The secret's end date has passed: the right secret gets AADSTS7000222, not a token.
+    secret_expired: bool = False
 
     @property
     def service_principal_oid(self) -> str:
