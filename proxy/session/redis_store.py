@@ -31,7 +31,9 @@ _INDEX_ADD = """
 redis.call('zadd', KEYS[1], ARGV[1], ARGV[2])
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
 local last = redis.call('zrange', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('pexpireat', KEYS[1], math.ceil(tonumber(last[2]) * 1000))
+if last[2] then
+  redis.call('pexpireat', KEYS[1], math.ceil(tonumber(last[2]) * 1000))
+end
 """
 _TIMEOUT = 2.0  # seconds per Redis socket operation: fail closed fast rather than hang
 CALL_BUDGET = 5.0  # seconds for one store call, retries included

@@ -1,0 +1,153 @@
+"""The admin endpoints on the metrics listener: list and revoke sessions over real sockets,
+two proxies sharing Redis; loopback-only without a token, the token from everyone with one."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import ALICE, Browsers, Stack, StackFactory, free_port
+from tests.flows.test_session_admin import ALICE_OID, BOB
+
+TOKEN = secrets.token_urlsafe(32)
+
+
+@dataclass
+class Pair:
+    a: Stack  # serves the admin listener
+    b: Stack
+    admin: str  # the admin listener's origin
+    cookie: str
+
+
+async def pair(make_stack: StackFactory, redis_url: str, store: str = "redis",
+               **server: Any) -> Pair:
+    cookie = "azp_" + secrets.token_hex(4)
+    session = {"store": store, "redis_url": redis_url, "cookie_name": cookie}
+    port = free_port()
+    a = await make_stack({"server": {"metrics_listen": f"127.0.0.1:{port}", **server},
+                          "session": session})
+    b = await make_stack({"session": session})
+    return Pair(a, b, f"http://127.0.0.1:{port}", cookie)
+
+
+async def signed_in(p: Pair, browsers: Browsers, user: str) -> aiohttp.ClientSession:
+    browser = browsers()
+    resp = await p.a.login(user, client=browser)
+    assert resp.status == 200
+    return browser
+
+
+async def userinfo(stack: Stack, browser: aiohttp.ClientSession) -> int:
+    async with browser.get(stack.url + "/oauth2/userinfo") as resp:
+        return resp.status
+
+
+async def call(method: str, url: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with aiohttp.ClientSession() as client:
+        async with client.request(method, url, **kwargs) as resp:
+            body = await resp.json() if resp.content_type == "application/json" else None
+            return resp.status, body, resp
+
+
+async def test_loopback_lists_and_revokes_on_every_replica(
+        make_stack: StackFactory, redis_url: str, browsers: Browsers,
+        caplog: pytest.LogCaptureFixture) -> None:
+    p = await pair(make_stack, redis_url)
+    alice = await signed_in(p, browsers, ALICE)
+    bob = await signed_in(p, browsers, BOB)
+    status, body, _ = await call("GET", p.admin + "/admin/sessions")
+    assert status == 200 and sorted(s["user"] for s in body["sessions"]) == [ALICE, BOB]
+    assert all(len(s["id"]) == 8 for s in body["sessions"])
+    status, body, _ = await call("GET", p.admin + "/admin/sessions", params={"oid": ALICE_OID})
+    assert [s["user"] for s in body["sessions"]] == [ALICE]
+
+    caplog.set_level(logging.INFO, "proxy.admin")
+    status, body, resp = await call("POST", p.admin + "/admin/sessions/revoke",
+                                    json={"user": ALICE})
+    assert status == 200 and body["revoked"] == 1
+    assert resp.headers["X-Request-Id"] == body["request_id"]
+    assert f"sessions revoked request_id={body['request_id']}" in caplog.text
+    assert f"filter=user:{ALICE} count=1" in caplog.text
+    for stack in (p.a, p.b):  # the revoked session is gone everywhere at once
+        assert await userinfo(stack, alice) == 401
+        assert await userinfo(stack, bob) == 200
+
+    status, body, _ = await call("POST", p.admin + "/admin/sessions/revoke",
+                                 data={"all": "true"})  # a form works too
+    assert status == 200 and body["revoked"] == 1
+    assert await userinfo(p.b, bob) == 401
+
+
+async def test_with_a_token_every_caller_must_send_it(
+        make_stack: StackFactory, redis_url: str, browsers: Browsers,
+        caplog: pytest.LogCaptureFixture) -> None:
+    p = await pair(make_stack, redis_url, admin_token=TOKEN)
+    alice = await signed_in(p, browsers, ALICE)
+    revoke = p.admin + "/admin/sessions/revoke"
+    caplog.set_level(logging.INFO, "proxy.admin")
+    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": f"Bearer {TOKEN}x"},
+                    {"Authorization": f"Bearer {TOKEN[:-1]}"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": TOKEN}, {"Authorization": f"Bearer {TOKEN.upper()}"}):
+        for method, url in (("GET", p.admin + "/admin/sessions"), ("POST", revoke)):
+            status, body, resp = await call(method, url, headers=headers, params={"all": "true"}
+                                            if method == "POST" else None)
+            assert status == 401, (headers, method)  # loopback is no excuse
+            assert body["error"] == "unauthenticated" and body["request_id"]
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+            assert f"admin request refused request_id={body['request_id']}" in caplog.text
+    assert TOKEN not in caplog.text and TOKEN[:-1] not in caplog.text
+    assert await userinfo(p.a, alice) == 200  # nothing was revoked
+    status, body, _ = await call("POST", revoke, json={"all": True},
+                                 headers={"Authorization": f"bearer {TOKEN}"})
+    assert status == 200 and body["revoked"] == 1
+    assert await userinfo(p.b, alice) == 401
+
+
+async def test_revocation_is_post_only_and_takes_exactly_one_filter(
+        make_stack: StackFactory, redis_url: str, browsers: Browsers) -> None:
+    p = await pair(make_stack, redis_url)
+    alice = await signed_in(p, browsers, ALICE)
+    revoke = p.admin + "/admin/sessions/revoke"
+    status, _, _ = await call("GET", revoke, params={"all": "true"})
+    assert status == 405  # a link or an image can never end sessions
+    for kwargs in ({}, {"json": {}}, {"json": {"user": ALICE, "oid": ALICE_OID}},
+                   {"json": {"user": ALICE, "all": True}}, {"json": {"who": ALICE}},
+                   {"json": {"user": ["x"]}}, {"json": ["user"]}, {"json": {"all": "yes"}},
+                   {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
+                   {"json": {"user": "a\x1b[2Jb"}}, {"json": {"user": "a" * 257}}):
+        status, body, _ = await call("POST", revoke, **kwargs)
+        assert status == 400 and body["error"] == "bad_request", kwargs
+    status, body, _ = await call("POST", revoke, data=b"x" * 5000)
+    assert status == 413
+    for params in ({"all": "true"}, {"user": ALICE, "oid": ALICE_OID}, {"page": "2"}):
+        status, body, _ = await call("GET", p.admin + "/admin/sessions", params=params)
+        assert status == 400, params
+    assert await userinfo(p.a, alice) == 200
+    status, _, _ = await call("GET", p.admin + "/metrics")
+    assert status == 200  # Prometheus still scrapes as before
+
+
+async def test_memory_store_is_administered_through_its_own_listener(
+        make_stack: StackFactory, redis_url: str, browsers: Browsers) -> None:
+    p = await pair(make_stack, redis_url, store="memory")
+    alice = await signed_in(p, browsers, ALICE)
+    status, body, _ = await call("POST", p.admin + "/admin/sessions/revoke",
+                                 params={"user": ALICE.upper()})
+    assert status == 200 and body["revoked"] == 1
+    assert await userinfo(p.a, alice) == 401
+
+
+async def test_cookie_store_cannot_revoke(make_stack: StackFactory, redis_url: str,
+                                          browsers: Browsers) -> None:
+    p = await pair(make_stack, redis_url, store="cookie")
+    alice = await signed_in(p, browsers, ALICE)
+    status, body, _ = await call("POST", p.admin + "/admin/sessions/revoke",
+                                 json={"all": True})
+    assert status == 409 and "server-side store" in body["message"]
+    assert await userinfo(p.a, alice) == 200
