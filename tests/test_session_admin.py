@@ -163,3 +163,15 @@ async def test_sessions_are_found_by_user_oid_or_all_and_stale_members_pruned(
     assert await s.sessions() == [] and await s.revoke(everyone=True) == 0
     with pytest.raises(ValueError):
         await s.revoke()  # no filter is no revocation, never "everyone"
+
+
+def test_admin_token_is_a_secret_from_env_and_a_short_one_is_refused() -> None:
+    from proxy.config_load import from_dict, redacted
+    from tests.test_config import base_dict, dict_problems
+
+    config = from_dict(base_dict(), {"PROXY_SERVER_ADMIN_TOKEN": TOKEN})
+    assert config.server.admin_token.reveal() == TOKEN
+    assert TOKEN not in repr(config) and redacted(config)["server"]["admin_token"] == "********"
+    problems = dict_problems(base_dict(), {"PROXY_SERVER_ADMIN_TOKEN": "short-token"})
+    assert [p for p in problems if p.startswith("server.admin_token: too short")], problems
+    assert "short-token" not in " ".join(problems)

@@ -116,11 +116,12 @@ async def test_revocation_is_post_only_and_takes_exactly_one_filter(
     revoke = p.admin + "/admin/sessions/revoke"
     status, _, _ = await call("GET", revoke, params={"all": "true"})
     assert status == 405  # a link or an image can never end sessions
-    for kwargs in ({}, {"json": {}}, {"json": {"user": ALICE, "oid": ALICE_OID}},
+    cases: list[dict[str, Any]] = [{}, {"json": {}}, {"json": {"user": ALICE, "oid": ALICE_OID}},
                    {"json": {"user": ALICE, "all": True}}, {"json": {"who": ALICE}},
                    {"json": {"user": ["x"]}}, {"json": ["user"]}, {"json": {"all": "yes"}},
                    {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
-                   {"json": {"user": "a\x1b[2Jb"}}, {"json": {"user": "a" * 257}}):
+                   {"json": {"user": "a\x1b[2Jb"}}, {"json": {"user": "a" * 257}}]
+    for kwargs in cases:
         status, body, _ = await call("POST", revoke, **kwargs)
         assert status == 400 and body["error"] == "bad_request", kwargs
     status, body, _ = await call("POST", revoke, data=b"x" * 5000)
