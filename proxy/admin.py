@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from . import logs
 from .errors import StoreUnavailable
 from .pages import NO_STORE
 from .session.server_store import ServerSideStore
@@ -101,8 +102,9 @@ async def list_sessions(request: web.Request, store: ServerSideStore,
                         request_id: str) -> web.Response:
     user, oid, _ = _filter(request.query, revoking=False)
     found = await store.sessions(user=user, oid=oid)
-    log.info("sessions listed request_id=%s peer=%s filter=%s count=%d", request_id,
-             request.remote, _described(user, oid, False), len(found))
+    log.info("sessions listed", extra=logs.fields(
+        request_id=request_id, peer=request.remote, filter=_described(user, oid, False),
+        count=len(found)))
     return _json(200, {"sessions": [info.to_dict() for info in found],
                        "request_id": request_id}, request_id)
 
@@ -117,8 +119,9 @@ async def revoke_sessions(request: web.Request, store: ServerSideStore,
         values = {**values, **_body(body, request.content_type)}
     user, oid, everyone = _filter(values, revoking=True)
     count = await store.revoke(user=user, oid=oid, everyone=everyone)
-    log.warning("sessions revoked request_id=%s peer=%s filter=%s count=%d", request_id,
-                request.remote, _described(user, oid, everyone), count)
+    log.warning("sessions revoked", extra=logs.fields(
+        request_id=request_id, peer=request.remote, filter=_described(user, oid, everyone),
+        count=count))
     return _json(200, {"revoked": count, "request_id": request_id}, request_id)
 
 
@@ -155,14 +158,15 @@ def _guarded(cell: StateCell, handler: AdminHandler) -> Callable[[web.Request],
                               "([session] store = \"redis\").")
             return await handler(request, store, request_id)
         except Refused as refused:
-            log.warning("admin request refused request_id=%s peer=%s path=%s reason=%s",
-                        request_id, request.remote, request.path, refused.error)
+            log.warning("admin request refused", extra=logs.fields(
+                request_id=request_id, peer=request.remote, path=request.path,
+                reason=refused.error))
             challenge = {"WWW-Authenticate": REALM} if refused.status == 401 else None
             return _json(refused.status, {"error": refused.error, "message": refused.message,
                                           "request_id": request_id}, request_id, challenge)
         except StoreUnavailable as exc:
-            log.error("admin request failed request_id=%s reason=store-unavailable",
-                      request_id)
+            log.error("admin request failed", extra=logs.fields(
+                request_id=request_id, reason="store-unavailable"))
             return _json(503, {"error": "store_unavailable", "message": exc.public,
                                "request_id": request_id}, request_id)
     return guarded
