@@ -113,10 +113,7 @@ async def revoke_sessions(request: web.Request, store: ServerSideStore,
                           request_id: str) -> web.Response:
     values: Mapping[str, Any] = dict(request.query)
     if request.can_read_body:
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            raise Refused(413, "too_large", f"The body may hold at most {MAX_BODY} bytes.")
-        values = {**values, **_body(body, request.content_type)}
+        values = {**values, **_body(await _read(request), request.content_type)}
     user, oid, everyone = _filter(values, revoking=True)
     count = await store.revoke(user=user, oid=oid, everyone=everyone)
     log.warning("sessions revoked", extra=logs.fields(
@@ -125,13 +122,24 @@ async def revoke_sessions(request: web.Request, store: ServerSideStore,
     return _json(200, {"revoked": count, "request_id": request_id}, request_id)
 
 
+async def _read(request: web.Request) -> bytes:
+    """The whole body, refused past MAX_BODY bytes (a read returns what has arrived, so it
+    is read until the end: a body cut short is never taken for the whole)."""
+    body = bytearray()
+    while chunk := await request.content.read(MAX_BODY + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Refused(413, "too_large", f"The body may hold at most {MAX_BODY} bytes.")
+    return bytes(body)
+
+
 def _body(body: bytes, content_type: str) -> Mapping[str, Any]:
     try:
         if content_type == "application/json":
             parsed = json.loads(body or b"{}")
         else:
-            parsed = dict(parse_qsl(body.decode(), strict_parsing=bool(body)))
-    except (ValueError, UnicodeDecodeError):
+            parsed = dict(parse_qsl(body.decode(), strict_parsing=bool(body), errors="strict"))
+    except (ValueError, RecursionError):  # JSON nested past the parser's limit too
         raise Refused(400, "bad_request", "The body is not valid JSON or form data.") from None
     if not isinstance(parsed, dict):
         raise Refused(400, "bad_request", "The body must be a JSON object.")

@@ -3,7 +3,9 @@ two proxies sharing Redis; loopback-only without a token, the token from everyon
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -129,11 +131,21 @@ async def test_revocation_is_post_only_and_takes_exactly_one_filter(
                    {"json": {"user": ALICE, "all": True}}, {"json": {"who": ALICE}},
                    {"json": {"user": ["x"]}}, {"json": ["user"]}, {"json": {"all": "yes"}},
                    {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
-                   {"json": {"user": "a\x1b[2Jb"}}, {"json": {"user": "a" * 257}}]
+                   {"json": {"user": "a\x1b[2Jb"}}, {"json": {"user": "a" * 257}},
+                   {"data": b"[" * 4000, "headers": {"Content-Type": "application/json"}},
+                   {"data": b"user=%ff%fe"}, {"data": b"&&=="}]
     for kwargs in cases:
         status, body, _ = await call("POST", revoke, **kwargs)
         assert status == 400 and body["error"] == "bad_request", kwargs
-    status, body, _ = await call("POST", revoke, data=b"x" * 5000)
+    for data in (b"x" * 5000, b"user=" + b"a" * 4092):  # one byte too many
+        status, body, _ = await call("POST", revoke, data=data)
+        assert status == 413
+
+    async def slowly() -> AsyncIterator[bytes]:  # chunked, in pieces: read to the end
+        for _ in range(5):
+            yield b"u" * 1000
+            await asyncio.sleep(0.01)
+    status, body, _ = await call("POST", revoke, data=slowly())
     assert status == 413
     for params in ({"all": "true"}, {"user": ALICE, "oid": ALICE_OID}, {"page": "2"}):
         status, body, _ = await call("GET", p.admin + "/admin/sessions", params=params)
