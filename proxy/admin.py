@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -100,7 +100,7 @@ def _described(user: str, oid: str, everyone: bool) -> str:
 
 async def list_sessions(request: web.Request, store: ServerSideStore,
                         request_id: str) -> web.Response:
-    user, oid, _ = _filter(request.query, revoking=False)
+    user, oid, _ = _filter(_once(request.query.items()), revoking=False)
     found = await store.sessions(user=user, oid=oid)
     log.info("sessions listed", extra=logs.fields(
         request_id=request_id, peer=request.remote, filter=_described(user, oid, False),
@@ -111,10 +111,10 @@ async def list_sessions(request: web.Request, store: ServerSideStore,
 
 async def revoke_sessions(request: web.Request, store: ServerSideStore,
                           request_id: str) -> web.Response:
-    values: Mapping[str, Any] = dict(request.query)
+    pairs = list(request.query.items())
     if request.can_read_body:
-        values = {**values, **_body(await _read(request), request.content_type)}
-    user, oid, everyone = _filter(values, revoking=True)
+        pairs += _body(await _read(request), request.content_type)
+    user, oid, everyone = _filter(_once(pairs), revoking=True)
     count = await store.revoke(user=user, oid=oid, everyone=everyone)
     log.warning("sessions revoked", extra=logs.fields(
         request_id=request_id, peer=request.remote, filter=_described(user, oid, everyone),
@@ -133,17 +133,27 @@ async def _read(request: web.Request) -> bytes:
     return bytes(body)
 
 
-def _body(body: bytes, content_type: str) -> Mapping[str, Any]:
+def _body(body: bytes, content_type: str) -> list[tuple[str, Any]]:
     try:
-        if content_type == "application/json":
-            parsed = json.loads(body or b"{}")
-        else:
-            parsed = dict(parse_qsl(body.decode(), strict_parsing=bool(body), errors="strict"))
+        if content_type != "application/json":
+            return parse_qsl(body.decode(), strict_parsing=bool(body), errors="strict")
+        parsed = json.loads(body or b"{}")
     except (ValueError, RecursionError):  # JSON nested past the parser's limit too
         raise Refused(400, "bad_request", "The body is not valid JSON or form data.") from None
     if not isinstance(parsed, dict):
         raise Refused(400, "bad_request", "The body must be a JSON object.")
-    return parsed
+    return list(parsed.items())
+
+
+def _once(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """The parameters, each given once (query and body together): `?user=a&user=b`, or one
+    user in the query and another in the body, is ambiguous and refused."""
+    values: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in values:
+            raise Refused(400, "bad_request", f"Parameter {key[:32]!r} given twice.")
+        values[key] = value
+    return values
 
 
 def _json(status: int, body: dict[str, Any], request_id: str,

@@ -133,7 +133,8 @@ async def test_revocation_is_post_only_and_takes_exactly_one_filter(
                    {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
                    {"json": {"user": "a\x1b[2Jb"}}, {"json": {"user": "a" * 257}},
                    {"data": b"[" * 4000, "headers": {"Content-Type": "application/json"}},
-                   {"data": b"user=%ff%fe"}, {"data": b"&&=="}]
+                   {"data": b"user=%ff%fe"}, {"data": b"&&=="},
+                   {"data": b"user=a&user=b"}, {"params": {"user": BOB}, "json": {"user": ALICE}}]
     for kwargs in cases:
         status, body, _ = await call("POST", revoke, **kwargs)
         assert status == 400 and body["error"] == "bad_request", kwargs
@@ -147,7 +148,8 @@ async def test_revocation_is_post_only_and_takes_exactly_one_filter(
             await asyncio.sleep(0.01)
     status, body, _ = await call("POST", revoke, data=slowly())
     assert status == 413
-    for params in ({"all": "true"}, {"user": ALICE, "oid": ALICE_OID}, {"page": "2"}):
+    for params in ({"all": "true"}, {"user": ALICE, "oid": ALICE_OID}, {"page": "2"},
+                   [("user", BOB), ("user", ALICE)]):
         status, body, _ = await call("GET", p.admin + "/admin/sessions", params=params)
         assert status == 400, params
     assert await userinfo(p.a, alice) == 200
