@@ -4,9 +4,12 @@ with their sessions), and rewrites that never resurrect a revoked session."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -14,15 +17,19 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import make_mocked_request
 
+from proxy.__main__ import main
 from proxy.admin import Refused, check_caller, is_loopback_peer, token_matches
 from proxy.config import Secret, SessionConfig
+from proxy.config_load import load
 from proxy.identity import Identity
 from proxy.session.backend import Backend
+from proxy.session.factory import build_store
 from proxy.session.memory import MemoryBackend
 from proxy.session.redis_store import RedisBackend
 from proxy.session.server_store import ServerSideStore
 from proxy.session.store import Session, Tokens
 from tests.conftest import SECRET
+from tests.support.proxy_toml import write_proxy_toml
 
 TOKEN = secrets.token_urlsafe(32)
 
@@ -175,3 +182,34 @@ def test_admin_token_is_a_secret_from_env_and_a_short_one_is_refused() -> None:
     problems = dict_problems(base_dict(), {"PROXY_SERVER_ADMIN_TOKEN": "short-token"})
     assert [p for p in problems if p.startswith("server.admin_token: too short")], problems
     assert "short-token" not in " ".join(problems)
+
+
+def test_cli_in_process_lists_and_revokes(tmp_path: Path, redis_url: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The `sessions` command's own process is tested in tests/flows/test_session_admin.py;
+    here the same code runs in this process, seeded through the store itself."""
+    extra = {"session": {"store": "redis", "redis_url": redis_url,
+                         "cookie_name": "azp_" + secrets.token_hex(4)}}
+    path = write_proxy_toml(tmp_path / "proxy.toml", 4180, "http://127.0.0.1:9",
+                            "http://127.0.0.1:9", extra)
+    config = load(path)
+
+    async def seed() -> None:
+        s = build_store(config.session, app=config.azure.client_id)
+        assert isinstance(s, ServerSideStore)
+        for identity in (ALICE, ALICE, BOB):
+            await cookie_of(s, identity)
+        await s.close()
+
+    asyncio.run(seed())
+    assert main(["sessions", "list", "-c", str(path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["ID", "PREFIX", "USER", "OID", "TENANT", "CREATED", "LAST",
+                                "SEEN", "EXPIRES"]
+    assert len(table) == 5 and table[-1] == "3 sessions"
+    assert main(["sessions", "revoke", "-c", str(path), "--oid", "a11ce"]) == 0
+    assert capsys.readouterr().out == "revoked 2 sessions of oid a11ce\n"
+    assert main(["sessions", "list", "-c", str(path), "--json"]) == 0
+    assert [s["user"] for s in json.loads(capsys.readouterr().out)["sessions"]] == [BOB.user]
+    assert main(["sessions", "revoke", "-c", str(path), "--all"]) == 0
+    assert capsys.readouterr().out == "revoked 1 session\n"

@@ -175,3 +175,15 @@ async def test_cookie_store_cannot_revoke(make_stack: StackFactory, redis_url: s
                                  json={"all": True})
     assert status == 409 and "server-side store" in body["message"]
     assert await userinfo(p.a, alice) == 200
+
+
+async def test_redis_down_is_a_503_with_the_request_id(make_stack: StackFactory,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    p = await pair(make_stack, f"redis://127.0.0.1:{free_port()}/0")
+    caplog.set_level(logging.INFO, "proxy.admin")
+    for method, url in (("GET", p.admin + "/admin/sessions"),
+                        ("POST", p.admin + "/admin/sessions/revoke?all=true")):
+        status, body, _ = await call(method, url)
+        assert status == 503 and body["error"] == "store_unavailable" and body["request_id"]
+        assert events(caplog, "admin request failed")[-1] == {
+            "request_id": body["request_id"], "reason": "store-unavailable"}
