@@ -31,8 +31,9 @@ COLUMNS = ("ID PREFIX", "USER", "OID", "TENANT", "CREATED", "LAST SEEN", "EXPIRE
 
 
 def run(config: Config, action: str, user: str, oid: str, everyone: bool, as_json: bool,
-        out: TextIO = sys.stdout) -> int:
+        out: TextIO | None = None) -> int:
     """Exit status: 0 done, 1 the store cannot be administered from here or is down."""
+    out = out or sys.stdout
     store_kind = config.session.store
     if store_kind != "redis":
         print(COOKIE_STORE if store_kind == "cookie" else MEMORY_STORE, file=sys.stderr)

@@ -158,6 +158,8 @@ async def test_sessions_are_found_by_user_oid_or_all_and_stale_members_pruned(
     s = store(backend)
     alice = await cookie_of(s, ALICE)
     await cookie_of(s, BOB)
+    assert len(await s.sessions()) == 2
+    assert len(s._opened) == 0  # listing keeps nothing: the cache is the hot path's
     assert [i.user for i in await s.sessions(user="ALICE@contoso.example")] == [
         "Alice@Contoso.Example"]
     assert [i.user for i in await s.sessions(oid="a11ce")] == ["Alice@Contoso.Example"]

@@ -75,8 +75,11 @@ class ServerSideStore:
             await self._write(session, seen=now)  # sliding idle window, written sparingly
         return session
 
-    def _open(self, session_id: str, sealed: bytes, now: float) -> tuple[Session, float] | None:
-        """The session a record holds and when it was last seen; None if unreadable."""
+    def _open(self, session_id: str, sealed: bytes, now: float,
+              remember: bool = True) -> tuple[Session, float] | None:
+        """The session a record holds and when it was last seen; None if unreadable. Kept
+        (`remember`) for the next request, unless only listed: an administrator listing
+        every session must not push the sessions in use out of the cache."""
         opened = self._opened.get(session_id, now)
         if opened is not None and opened[0] == sealed:
             return opened[1], opened[2]
@@ -86,7 +89,8 @@ class ServerSideStore:
             seen = float(record.get("seen", session.created))
         except (RecordUnreadable, ValueError, KeyError, TypeError):
             return None
-        self._opened.put(session_id, (sealed, session, seen), now)
+        if remember:
+            self._opened.put(session_id, (sealed, session, seen), now)
         return session, seen
 
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
@@ -157,7 +161,7 @@ class ServerSideStore:
                                              for session_id in batch))
             now = time.time()
             for session_id, sealed in zip(batch, records, strict=True):
-                opened = self._open(session_id, sealed, now) if sealed else None
+                opened = self._open(session_id, sealed, now, remember=False) if sealed else None
                 if opened is None or now - opened[0].created > self.max_age:
                     stale.append(session_id)
                 else:
