@@ -58,6 +58,8 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     workers: int = 1
     metrics_listen: str = ""
+    # Bearer token the admin endpoints on metrics_listen require (empty: loopback peers only)
+    admin_token: Secret = field(default_factory=lambda: Secret(""))
     log_format: str = "text"
     log_level: str = "info"
     access_log: bool = True

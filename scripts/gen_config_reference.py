@@ -109,6 +109,12 @@ DESCRIPTIONS = {
         "`host:port` of a separate listener serving Prometheus metrics at `/metrics`; must "
         "differ from `listen` (metrics never appear on the public port). Empty: off."
     ),
+    "server.admin_token": (
+        "Secret (or `admin_token_file`). Session administration (`GET /admin/sessions`, "
+        "`POST /admin/sessions/revoke`) is served on `metrics_listen`; empty, only loopback "
+        "peers may use it. Set (at least 32 random characters), every caller, loopback too, "
+        "must send `Authorization: Bearer <token>`. docs/operations.md (Offboarding)."
+    ),
     "server.log_format": (
         "`text` or `json`: every line on stderr is one event; in `json` one JSON object "
         "(`time`, `level`, `logger`, `event`, the event's fields, `traceback` for errors), in "

@@ -350,7 +350,8 @@ def test_secret_fields_come_from_the_types() -> None:
               for name, field in spec.items() if field.secret}
     assert secret == {("AzureConfig", "client_secret"), ("SessionConfig", "secret"),
                       ("SessionConfig", "secrets"), ("SessionConfig", "redis_url"),
-                      ("SessionConfig", "redis_sentinel_password")}
+                      ("SessionConfig", "redis_sentinel_password"),
+                      ("ServerConfig", "admin_token")}
 
 
 def test_identity_headers_are_read_only_all_the_way_down() -> None:
