@@ -119,10 +119,26 @@ def _audience(value: Any) -> str:
 
 def join_list(values: tuple[str, ...]) -> str:
     """One header value for a list: items joined with ','. Entra may emit group display
-    names, which can hold a comma, so in each item '%' becomes '%25' and ',' becomes '%2C':
-    split on ',' and percent-decode each item to get the list back, unambiguously."""
-    return ",".join(v.replace("%", "%25").replace(",", "%2C") if "%" in v or "," in v else v
-                    for v in values)
+    names, which can hold a comma, so in each item '%' becomes '%25' and ',' becomes '%2C',
+    and a space or tab at an item's edge is percent-encoded too: split on ',', strip spaces
+    (repeated lines may be joined with ", ": RFC 9110 §5.3) and percent-decode each item to
+    get the list back, unambiguously."""
+    return ",".join(_list_item(v) if "%" in v or "," in v or v[:1] in _OWS or v[-1:] in _OWS
+                    else v for v in values)
+
+
+_OWS = " \t"
+
+
+def _list_item(value: str) -> str:
+    value = value.replace("%", "%25").replace(",", "%2C")
+    body = value.strip(_OWS)
+    if not body:
+        return "".join(f"%{ord(c):02X}" for c in value)
+    start = value.index(body[0])
+    end = start + len(body)
+    return ("".join(f"%{ord(c):02X}" for c in value[:start]) + body
+            + "".join(f"%{ord(c):02X}" for c in value[end:]))
 
 
 _SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid", "aud", "iss")

@@ -10,14 +10,17 @@ store the same one while its record is unchanged. So the token-free part is buil
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
+from collections.abc import Iterable
 
 from multidict import CIMultiDict
 
 from .assertion import AssertionSigner
 from .config import IdentityConfig
-from .easy_auth import principal_headers, token_headers
-from .headers import identity_headers
+from .easy_auth import PRINCIPAL, encode_principal, principal_headers, token_headers
+from .header_budget import GroupsFilter, fit_identity_headers, line_bytes
 from .hot_cache import HotCache
 from .identity import Identity
 from .session.store import Session
@@ -25,15 +28,20 @@ from .session.store import Session
 CACHE_SIZE = 4096  # (identity, upstream) pairs; each a handful of short strings
 REBUILD_AFTER = 60.0  # seconds, also without an assertion (nothing else expires sooner)
 
+log = logging.getLogger("proxy.identity")
+
 _Entry = tuple[Identity, list[tuple[str, str]], float, float]  # (.., built, until)
 
 
 class IdentityHeaders:
     """Owned by the State (one per config): the headers it adds follow that config."""
 
-    def __init__(self, config: IdentityConfig, signer: AssertionSigner | None) -> None:
+    def __init__(self, config: IdentityConfig, signer: AssertionSigner | None,
+                 policy_groups: Iterable[str] = ()) -> None:
+        """`policy_groups`: every group an access policy names (groups_filter "policy")."""
         self._config = config
         self._signer = signer
+        self.groups_filter = GroupsFilter.from_config(config.groups_filter, policy_groups)
         # Expired entries leave on their own: an identity seen once is not kept alive.
         self._built: HotCache[tuple[int, str], _Entry] = HotCache(CACHE_SIZE, REBUILD_AFTER)
 
@@ -62,14 +70,47 @@ class IdentityHeaders:
         entry = self._built.get(key, now)
         if entry is not None and entry[0] is identity and entry[2] <= now < entry[3]:
             return entry[1]  # (a clock gone back rebuilds: never an assertion from the future)
-        config = self._config
-        pairs = identity_headers(identity, config.headers)
-        until = now + REBUILD_AFTER
-        if self._signer is not None and audience:
-            token, renew_at = self._signer.assertion_until(identity, audience, now)
-            pairs.append((config.assertion_header, token))
-            until = min(until, renew_at)
-        if config.easy_auth:
-            pairs.extend(principal_headers(identity, None, with_tokens=False))
+        pairs, until = self._build(identity, audience, now)
         self._built.put(key, (identity, pairs, now, until), now, until=until)
         return pairs
+
+    def _build(self, identity: Identity, audience: str | None,
+               now: float) -> tuple[list[tuple[str, str]], float]:
+        """The headers, each line within max_header_bytes and all within
+        max_total_header_bytes (header_budget.py); groups as groups_filter lets through."""
+        config = self._config
+        limit = config.max_header_bytes
+        shown = identity
+        if config.groups_filter:
+            shown = dataclasses.replace(identity, groups=self.groups_filter.apply(identity.groups))
+        extra: list[tuple[str, str]] = []
+        until = now + REBUILD_AFTER
+        elsewhere: list[str] = []
+        if self._signer is not None and audience:
+            name = config.assertion_header
+            token, renew_at = self._signer.assertion_until(shown, audience, now)
+            if line_bytes(name, token) > limit:
+                elsewhere.append(name)
+                token, renew_at = self._signer.assertion_until(shown, audience, now,
+                                                               groups_elsewhere=True)
+            if line_bytes(name, token) <= limit:
+                extra.append((name, token))
+            else:
+                elsewhere.append(f"{name} (left out)")
+            until = min(until, renew_at)
+        if config.easy_auth:
+            principal = principal_headers(shown, None, with_tokens=False, max_line=limit)
+            if principal[0][0] != PRINCIPAL:
+                elsewhere.append(f"{PRINCIPAL} (left out)")
+            elif principal[0][1] != encode_principal(shown):
+                elsewhere.append(PRINCIPAL)
+            extra += principal
+        spare = config.max_total_header_bytes - sum(line_bytes(n, v) for n, v in extra)
+        fitted = fit_identity_headers(shown, config.headers, limit=limit, budget=spare)
+        if fitted.overflowed or elsewhere:
+            log.warning(
+                "identity too large for upstream header limits user=%s groups=%d sent=%d "
+                "left_out=%s without_groups=%s: set identity.groups_filter, or let the app "
+                "read /oauth2/userinfo", identity.user, len(identity.groups), len(shown.groups),
+                ",".join(fitted.overflowed) or "-", ",".join(elsewhere) or "-")
+        return fitted.pairs + extra, until
