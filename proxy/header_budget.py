@@ -9,10 +9,10 @@ So (docs/identity-headers.md):
   (only groups some access policy names). Policies always see the full list.
 - No line is longer than `max_header_bytes` ("Name: value"): a list claim is split over
   repeated lines, which RFC 9110 §5.3 makes equal to one line joined with ",".
-- All identity lines together stay within `max_total_header_bytes`. A list that does not fit
-  is never cut short (an app would take a partial list for the whole one): it is left out
-  and `<Header>-Overflow: true` says so, as Entra's overage claim does for its tokens. The
-  app reads the full list from /oauth2/userinfo.
+- All identity lines together stay within `max_total_header_bytes` and MAX_LINES. A list
+  that does not fit is never cut short (an app would take a partial list for the whole
+  one): it is left out and `<Header>-Overflow: true` says so, as Entra's overage claim does
+  for its tokens. The app reads the full list from /oauth2/userinfo.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from .headers import OVERFLOW_SUFFIX, PRINCIPAL_TYPE, clean_value
 from .identity import Identity, join_list
 
 LIST_CLAIMS = ("groups", "roles")
+# Identity lines at most (gunicorn takes 100 header fields, aiohttp 128, Kestrel 100, and
+# the client's own headers count too): lists that would pass it are left out, as over budget.
+MAX_LINES = 40
 POLICY = "policy"  # groups_filter entry: the groups any access policy names
 PATTERN = "re:"  # groups_filter entry prefix: a regular expression (re.search)
 
@@ -117,12 +120,15 @@ def fit_identity_headers(identity: Identity, mapping: Mapping[str, str], *, limi
     # Over budget: leave out whole fields, lists first and the largest first, until the rest
     # fits (each left-out field costs its marker line instead).
     sizes = {name: _size((name, v) for v in values) for name, values in fields if values}
+    counts = {name: len(values) for name, values in fields if values}
     total = spent + sum(sizes.values()) + sum(_marker_size(n) for n in dropped)
+    lines = 1 + sum(counts.values()) + len(dropped)
     for name in sorted(sizes, key=lambda n: (mapping[n] not in LIST_CLAIMS, -sizes[n])):
-        if total <= budget:
+        if total <= budget and lines <= MAX_LINES:
             break
         dropped.add(name)
         total += _marker_size(name) - sizes[name]
+        lines += 1 - counts[name]
     pairs: list[tuple[str, str]] = []
     for name, values in fields:
         if name in dropped:
