@@ -62,7 +62,7 @@ def identity_lines(body: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def one(body: dict[str, Any], name: str) -> str:
-    values = [v for n, v in body["lines"] if n.lower() == name.lower()]
+    values: list[str] = [v for n, v in body["lines"] if n.lower() == name.lower()]
     assert len(values) == 1, (name, len(values))
     return values[0]
 
