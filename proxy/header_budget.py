@@ -103,6 +103,20 @@ def fit_identity_headers(identity: Identity, mapping: Mapping[str, str], *, limi
                          budget: int) -> Fitted:
     """The configured identity headers (a claim the user lacks sends none), lists split over
     lines of at most `limit` bytes, all within `budget` bytes; the principal type always."""
+    marker = [(PRINCIPAL_TYPE, identity.idtyp)]
+    # Nearly every identity fits as it is: one line per claim, checked at a glance.
+    pairs = [(name, value) for name, claim in mapping.items()
+             if (value := clean_value(identity.claim(claim)))]
+    sizes = [len(name) + 2 + len(value) if value.isascii() else line_bytes(name, value)
+             for name, value in pairs]
+    if (not sizes or max(sizes) <= limit) and sum(sizes) + _size(marker) <= budget \
+            and len(pairs) < MAX_LINES:
+        return Fitted(pairs + marker, ())
+    return _fit_slowly(identity, mapping, limit, budget, marker)
+
+
+def _fit_slowly(identity: Identity, mapping: Mapping[str, str], limit: int, budget: int,
+                marker: list[tuple[str, str]]) -> Fitted:
     fields: list[tuple[str, list[str] | None]] = []  # (name, values); None: does not fit
     for name, claim in mapping.items():
         if claim in LIST_CLAIMS:
@@ -114,7 +128,6 @@ def fit_identity_headers(identity: Identity, mapping: Mapping[str, str], *, limi
         value = clean_value(identity.claim(claim))
         if value:
             fields.append((name, [value] if line_bytes(name, value) <= limit else None))
-    marker = [(PRINCIPAL_TYPE, identity.idtyp)]
     spent = _size(marker)
     dropped = {name for name, values in fields if values is None}
     # Over budget: leave out whole fields, lists first and the largest first, until the rest

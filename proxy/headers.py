@@ -8,8 +8,6 @@ from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict
 
-from .identity import Identity
-
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "proxy-connection",
@@ -178,14 +176,6 @@ def upstream_headers(
         out["X-Forwarded-Host"] = host
     out["X-Request-Id"] = request_id
     return out
-
-
-def identity_headers(identity: Identity, mapping: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Configured identity headers; a claim the user lacks (often email) sends no header.
-    The principal type is always sent (the client's copy was stripped)."""
-    pairs = ((name, clean_value(identity.claim(claim))) for name, claim in mapping.items())
-    return [(name, value) for name, value in pairs if value] + [(PRINCIPAL_TYPE,
-                                                                 identity.idtyp)]
 
 
 def response_headers(incoming: Mapping[str, str] | CIMultiDict[str],
