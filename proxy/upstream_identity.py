@@ -108,7 +108,11 @@ class IdentityHeaders:
         spare = config.max_total_header_bytes - sum(line_bytes(n, v) for n, v in extra)
         fitted = fit_identity_headers(shown, config.headers, limit=limit, budget=spare)
         if fitted.overflowed or elsewhere:
-            log.warning(
+            # A list left out is worth a warning; groups only moved out of the assertion or
+            # the principal (while the headers carry them all) are expected with ~100 groups.
+            left_out = bool(fitted.overflowed) or any("left out" in e for e in elsewhere)
+            log.log(
+                logging.WARNING if left_out else logging.INFO,
                 "identity too large for upstream header limits user=%s groups=%d sent=%d "
                 "left_out=%s without_groups=%s: set identity.groups_filter, or let the app "
                 "read /oauth2/userinfo", identity.user, len(identity.groups), len(shown.groups),

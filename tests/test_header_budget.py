@@ -131,3 +131,13 @@ def test_good_budget_keys_load() -> None:
         "groups_filter": ["policy", "re:^app-", GUIDS[1]]}})
     assert config.identity.groups_filter == ("policy", "re:^app-", GUIDS[1])
     assert config.policy_groups == {GUIDS[0]}
+
+
+def test_split_values_cannot_inject_lines() -> None:
+    evil = Identity(oid="o", tid="t", name="Eve\r\nX-User: admin" + "e" * 200,
+                    groups=tuple(f"g{n}\r\nX-User: admin" for n in range(40)))
+    pairs = fit_identity_headers(evil, {"X-Name": "name", "X-Groups": "groups"}, limit=120,
+                                 budget=16384).pairs
+    assert len([n for n, _ in pairs if n == "X-Groups"]) > 1  # the split path
+    assert not [v for _, v in pairs if "\r" in v or "\n" in v]
+    assert parse([v for n, v in pairs if n == "X-Groups"])[0] == "g0X-User: admin"

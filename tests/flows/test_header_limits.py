@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,8 @@ async def test_250_groups_reach_a_stock_aiohttp_app_over_repeated_lines(
 
 
 async def test_1000_groups_are_left_out_and_marked_never_cut_short(
-        make_stack: StackFactory, stock_url: str) -> None:
+        make_stack: StackFactory, stock_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "proxy.identity")
     stack = await big_stack(make_stack, stock_url)
     gina = stack.mock.users[GINA]
     body = await seen_by_upstream(stack, GINA)
@@ -123,6 +125,9 @@ async def test_1000_groups_are_left_out_and_marked_never_cut_short(
     assert one(body, "X-Forwarded-Groups-Overflow") == "true"
     assert one(body, "X-Forwarded-User") == GINA
     assert len(await userinfo_groups(stack)) == len(gina.groups) == 1000
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"user={GINA} groups=1000" in m and "left_out=X-Forwarded-Groups" in m
+               and "identity.groups_filter" in m for m in warned), warned
 
 
 async def test_smaller_limits_are_kept(make_stack: StackFactory, stock_url: str) -> None:
