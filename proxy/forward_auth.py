@@ -116,9 +116,10 @@ async def check(request: web.Request) -> web.Response:
     headers: CIMultiDict[str] = CIMultiDict({**answer, **NO_STORE})
     # The same identity headers a forwarded request gets. Entra's tokens and the assertion
     # only go to a trusted forward-auth peer: anyone else may be a browser, where any
-    # script of the app could read them from this answer.
+    # script of the app could read them from this answer. Each header on one line: an
+    # ingress copies one value, so a list split over lines would reach the app cut short.
     trusted = peer_trusted(request.remote, state.trusted)
     state.upstream_identity.add(headers, session,
                                 route.audience if route and trusted else None,
-                                tokens_too=trusted)
+                                tokens_too=trusted, one_line=True)
     return web.Response(status=202, headers=headers)

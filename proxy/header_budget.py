@@ -100,9 +100,11 @@ class Fitted:
 
 
 def fit_identity_headers(identity: Identity, mapping: Mapping[str, str], *, limit: int,
-                         budget: int) -> Fitted:
+                         budget: int, split: bool = True) -> Fitted:
     """The configured identity headers (a claim the user lacks sends none), lists split over
-    lines of at most `limit` bytes, all within `budget` bytes; the principal type always."""
+    lines of at most `limit` bytes, all within `budget` bytes; the principal type always.
+    `split=False` (forward-auth answers: an ingress copies one value of a header, so a
+    split list would reach the app cut short): a list longer than one line is left out."""
     marker = [(PRINCIPAL_TYPE, identity.idtyp)]
     # Nearly every identity fits as it is: one line per claim, checked at a glance.
     pairs = [(name, value) for name, claim in mapping.items()
@@ -112,18 +114,20 @@ def fit_identity_headers(identity: Identity, mapping: Mapping[str, str], *, limi
     if (not sizes or max(sizes) <= limit) and sum(sizes) + _size(marker) <= budget \
             and len(pairs) < MAX_LINES:
         return Fitted(pairs + marker, ())
-    return _fit_slowly(identity, mapping, limit, budget, marker)
+    return _fit_slowly(identity, mapping, limit, budget, marker, split)
 
 
 def _fit_slowly(identity: Identity, mapping: Mapping[str, str], limit: int, budget: int,
-                marker: list[tuple[str, str]]) -> Fitted:
+                marker: list[tuple[str, str]], split: bool) -> Fitted:
     fields: list[tuple[str, list[str] | None]] = []  # (name, values); None: does not fit
     for name, claim in mapping.items():
         if claim in LIST_CLAIMS:
             items = [clean_value(v) for v in getattr(identity, claim)]
             items = [v for v in items if v]
             if items:
-                fields.append((name, split_list(name, items, limit)))
+                values = split_list(name, items, limit)
+                fields.append((name, values if split or not values or len(values) == 1
+                               else None))
             continue
         value = clean_value(identity.claim(claim))
         if value:

@@ -30,6 +30,7 @@ REBUILD_AFTER = 60.0  # seconds, also without an assertion (nothing else expires
 
 log = logging.getLogger("proxy.identity")
 
+_Key = tuple[int, str, bool]  # (id of the identity, audience, one_line)
 _Entry = tuple[Identity, list[tuple[str, str]], float, float]  # (.., built, until)
 
 
@@ -43,14 +44,14 @@ class IdentityHeaders:
         self._signer = signer
         self.groups_filter = GroupsFilter.from_config(config.groups_filter, policy_groups)
         # Expired entries leave on their own: an identity seen once is not kept alive.
-        self._built: HotCache[tuple[int, str], _Entry] = HotCache(CACHE_SIZE, REBUILD_AFTER)
+        self._built: HotCache[_Key, _Entry] = HotCache(CACHE_SIZE, REBUILD_AFTER)
 
     def add(self, headers: CIMultiDict[str], session: Session, audience: str | None,
-            *, tokens_too: bool = True) -> None:
+            *, tokens_too: bool = True, one_line: bool = False) -> None:
         """Add the user's headers for the route whose assertion audience is `audience`
         (None: no route, or no assertion wanted). `tokens_too=False` leaves out Entra's
         tokens. Every client copy of these names was stripped before."""
-        headers.extend(self._static(session.identity, audience))
+        headers.extend(self._static(session.identity, audience, one_line))
         tokens = session.tokens
         if tokens is None or not tokens_too:
             return
@@ -62,20 +63,21 @@ class IdentityHeaders:
         if config.easy_auth and config.easy_auth_tokens:
             headers.extend(token_headers(tokens))  # after the (cached) principal headers
 
-    def _static(self, identity: Identity, audience: str | None) -> list[tuple[str, str]]:
+    def _static(self, identity: Identity, audience: str | None,
+                one_line: bool = False) -> list[tuple[str, str]]:
         # Keyed by the object's id, checked by identity: an id reused after the object is
         # gone never matches, because the entry holds the object it was built for.
-        key = (id(identity), audience or "")
+        key = (id(identity), audience or "", one_line)
         now = time.time()
         entry = self._built.get(key, now)
         if entry is not None and entry[0] is identity and entry[2] <= now < entry[3]:
             return entry[1]  # (a clock gone back rebuilds: never an assertion from the future)
-        pairs, until = self._build(identity, audience, now)
+        pairs, until = self._build(identity, audience, now, one_line)
         self._built.put(key, (identity, pairs, now, until), now, until=until)
         return pairs
 
-    def _build(self, identity: Identity, audience: str | None,
-               now: float) -> tuple[list[tuple[str, str]], float]:
+    def _build(self, identity: Identity, audience: str | None, now: float,
+               one_line: bool) -> tuple[list[tuple[str, str]], float]:
         """The headers, each line within max_header_bytes and all within
         max_total_header_bytes (header_budget.py); groups as groups_filter lets through."""
         config = self._config
@@ -106,7 +108,8 @@ class IdentityHeaders:
                 elsewhere.append(PRINCIPAL)
             extra += principal
         spare = config.max_total_header_bytes - sum(line_bytes(n, v) for n, v in extra)
-        fitted = fit_identity_headers(shown, config.headers, limit=limit, budget=spare)
+        fitted = fit_identity_headers(shown, config.headers, limit=limit, budget=spare,
+                                      split=not one_line)
         if fitted.overflowed or elsewhere:
             # A list left out is worth a warning; groups only moved out of the assertion or
             # the principal (while the headers carry them all) are expected with ~100 groups.

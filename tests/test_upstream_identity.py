@@ -68,7 +68,7 @@ def test_a_reused_object_id_never_serves_another_users_headers(signer: Assertion
     mallory = Identity(oid="o-mallory", tid="t-1", preferred_username="mallory@c.example")
     # As if mallory's object had been allocated where alice's was: the entry is alice's.
     entries = builder._built._entries
-    entries[(id(mallory), AUD)] = entries.pop((id(ALICE), AUD))
+    entries[(id(mallory), AUD, False)] = entries.pop((id(ALICE), AUD, False))
     assert headers_for(builder, Session(mallory))["X-Forwarded-User"] == "mallory@c.example"
 
 
