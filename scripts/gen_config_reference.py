@@ -410,7 +410,8 @@ DESCRIPTIONS = {
         "object IDs (any case), `re:<pattern>` (a regular expression searched in each group), "
         "and `policy` (the groups that `[access]` and `[upstreams.access]` name). Empty: all. "
         "Access policies always see every group; `/oauth2/userinfo` and `/.auth/me` list "
-        "them all."
+        "them all. An ingress's `/oauth2/auth?allowed_groups=` is not a policy here: list "
+        "those groups by ID. In the environment, a JSON list keeps a comma inside a pattern."
     ),
     # [api]
     "api.accept_bearer": (
