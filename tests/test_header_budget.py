@@ -8,6 +8,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.config_load import from_dict
 from proxy.easy_auth import PRINCIPAL, principal_headers
@@ -141,3 +143,18 @@ def test_split_values_cannot_inject_lines() -> None:
     assert len([n for n, _ in pairs if n == "X-Groups"]) > 1  # the split path
     assert not [v for _, v in pairs if "\r" in v or "\n" in v]
     assert parse([v for n, v in pairs if n == "X-Groups"])[0] == "g0X-User: admin"
+
+
+# Printable items (identity values are cleaned of control characters before this).
+ITEM = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(items=st.lists(ITEM, min_size=1, max_size=60), limit=st.integers(60, 600))
+def test_any_list_splits_within_the_limit_and_reads_back(items: list[str], limit: int) -> None:
+    values = split_list("X-Groups", items, limit)
+    if values is None:  # only when one item cannot fit a line alone
+        assert any(line_bytes("X-Groups", join_list((i,))) > limit for i in items)
+        return
+    assert all(line_bytes("X-Groups", v) <= limit for v in values)
+    assert parse(values) == items
