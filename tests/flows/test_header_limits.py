@@ -112,6 +112,9 @@ async def test_250_groups_reach_a_stock_aiohttp_app_over_repeated_lines(
     typs = [c["typ"] for c in principal_claims(body)]
     assert "groups" not in typs and "_claim_names" in typs
     assert await userinfo_groups(stack) == dave.groups  # where the app reads them all
+    async with stack.client.get(stack.url + "/.auth/me") as resp:  # and Easy Auth apps
+        claims = (await resp.json())[0]["user_claims"]
+    assert [c["val"] for c in claims if c["typ"] == "groups"] == dave.groups
 
 
 async def test_1000_groups_are_left_out_and_marked_never_cut_short(
