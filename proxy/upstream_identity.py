@@ -112,7 +112,7 @@ class IdentityHeaders:
                                       split=not one_line)
         if fitted.overflowed or elsewhere:
             # A list left out is worth a warning; groups only moved out of the assertion or
-            # the principal (while the headers carry them all) are expected from ~50 groups.
+            # the principal (while the headers carry them all) are expected from ~40 groups.
             left_out = bool(fitted.overflowed) or any("left out" in e for e in elsewhere)
             log.log(
                 logging.WARNING if left_out else logging.INFO,
