@@ -74,7 +74,7 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
                                config.identity.trust_unverified_email),
         policy=Policy.from_config(config.access),
         signer=signer,
-        upstream_identity=IdentityHeaders(config.identity, signer),
+        upstream_identity=IdentityHeaders(config.identity, signer, config.policy_groups),
     )
 
 
