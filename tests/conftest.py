@@ -13,8 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
+from pytest_aiohttp import AiohttpClient
 
 from proxy.app import build_app
 from proxy.config import Config
@@ -104,6 +105,21 @@ Browsers = Callable[[], aiohttp.ClientSession]
 
 def port_of(stack: Stack) -> int:
     return int(stack.url.rsplit(":", 1)[1])
+
+
+EntraTestClient = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+def mock() -> MockEntra:
+    """A fresh mock Entra ID for tests of the mock itself (a module may override it)."""
+    return MockEntra()
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, mock: MockEntra) -> EntraTestClient:
+    """A test client of the `mock` fixture's app, in process."""
+    return await aiohttp_client(create_app(mock))
 
 
 @pytest.fixture
