@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -122,21 +123,28 @@ async def client(aiohttp_client: AiohttpClient, mock: MockEntra) -> EntraTestCli
     return await aiohttp_client(create_app(mock))
 
 
+@contextlib.asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """An aiohttp app served on a loopback port, for the block: its base URL."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
 @pytest.fixture
 async def mock_server() -> AsyncIterator[tuple[MockEntra, str]]:
     mock = MockEntra()
-    server = TestServer(create_app(mock), host="127.0.0.1")
-    await server.start_server()
-    yield mock, str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with served(create_app(mock)) as url:
+        yield mock, url
 
 
 @pytest.fixture
 async def upstream_url() -> AsyncIterator[str]:
-    server = TestServer(echo_upstream.create_app(), host="127.0.0.1")
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with served(echo_upstream.create_app()) as url:
+        yield url
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ from urllib.parse import unquote
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestServer
 
 from proxy.mock_entra import MockEntra
-from tests.conftest import Stack, StackFactory
+from tests.conftest import Stack, StackFactory, served
 from tests.support import stock_upstream
 from tests.support.fronts import nginx
 
@@ -32,10 +31,8 @@ IDENTITY = ("x-forwarded-", "x-auth-assertion", "x-ms-client-principal")
 
 @pytest.fixture
 async def stock_url() -> AsyncIterator[str]:
-    server = TestServer(stock_upstream.create_app(), host="127.0.0.1")
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with served(stock_upstream.create_app()) as url:
+        yield url
 
 
 async def big_stack(make_stack: StackFactory, url: str, **identity: Any) -> Stack:
