@@ -112,8 +112,8 @@ def _check_tls(config: Config) -> list[str]:
         out.append(f"server.tls_watch_interval: {s.tls_watch_interval:g} s must be 0 (off) "
                    "or between 100ms and 1h")
     if s.http_redirect_listen:
-        r_host, _, r_port = s.http_redirect_listen.rpartition(":")
-        if not r_port.isdigit() or not 0 <= int(r_port) <= 65535:  # no host: every address
+        _, sep, r_port = s.http_redirect_listen.rpartition(":")
+        if not sep or not r_port.isdigit() or not 0 <= int(r_port) <= 65535:  # ":port": all
             out.append(f"server.http_redirect_listen: {s.http_redirect_listen!r} must be "
                        "[host]:port, e.g. \":8080\"")
         elif not s.tls:
@@ -220,7 +220,8 @@ def _check_session_cookie(config: Config) -> list[str]:
     # A login cookie must survive the cross-site return from Entra, a top-level GET.
     if s.samesite == "strict":
         out.append("session.samesite: 'strict' breaks the return from Entra; use 'lax'")
-    if s.secure and config.server.public_url.startswith("http://"):
+    # With TLS on, server.public_url's own line says https is needed: one line, not two.
+    if s.secure and config.server.public_url.startswith("http://") and not config.server.tls:
         out.append("session.secure: true, but server.public_url is plain http, so browsers "
                    "would drop the cookie; set secure = false (loopback only)")
     return out

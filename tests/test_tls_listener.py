@@ -1,7 +1,8 @@
 """TLS on the proxy's own listener, over real sockets: a browser-like client trusting the
 test CA signs in with the mock Entra ID over https, a WebSocket runs over TLS to the echo
 upstream, old protocols and ciphers are refused, and renewed certificate files are picked
-up by new connections (SIGHUP, workers: tests/flows/test_tls_process.py) without failing a request."""
+up by new connections without failing a request (SIGHUP and workers:
+tests/flows/test_tls_process.py)."""
 
 from __future__ import annotations
 
