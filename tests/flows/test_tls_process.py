@@ -1,12 +1,14 @@
 """`azure-auth-proxy run` serving TLS as a real process, with one worker and with two
 (SO_REUSEPORT, each worker its own context): SIGHUP makes every worker serve the renewed
-certificate to new connections, and the plain HTTP listener answers 308 to https."""
+certificate to new connections, even when the config it also re-reads is broken, and the
+plain HTTP listener answers 308 to https."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ from tests.support.proxy_toml import write_proxy_toml
 from tests.support.server_pki import TestCa, served_serial, wait_for_serial
 
 
-async def wait_ready(url: str, context: object) -> None:
+async def wait_ready(url: str, context: ssl.SSLContext) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
         for _ in range(300):  # workers import the app first: seconds on a loaded machine
             try:
@@ -63,12 +65,15 @@ async def test_sighup_renews_the_certificate_in_every_worker(
                 assert resp.status == 308
                 assert resp.headers["Location"] == f"{url}/a?b=1"
         second = ca.issue()
+        good = config.read_text()
+        config.write_text("this is [not TOML\n")  # the config reload fails; the pair does not
         proc.send_signal(signal.SIGHUP)
         await wait_for_serial(port, client, second)
         # Every worker reloaded: new connections (spread over the workers by the kernel)
         # are all served the new certificate.
         serials = {await served_serial(port, client) for _ in range(30)}
         assert serials == {second}
+        config.write_text(good)
         async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=client)) as browser:
             async with browser.get(url + "/ping") as resp:
@@ -79,4 +84,5 @@ async def test_sighup_renews_the_certificate_in_every_worker(
     log = log_file.read_text(errors="replace")
     assert proc.returncode == 0, log[-2000:]
     assert log.count("tls: SIGHUP: certificate reloaded") == workers
+    assert log.count("config reload refused, keeping the running config") == workers
     assert "BEGIN" not in log  # no key or certificate material in the log
