@@ -425,23 +425,3 @@ async def test_a_pod_with_its_own_key_fails_upstream_verification(
     assert verifies(tokens[0], jwks[0], issuer, upstream_url)
     assert not verifies(tokens[1], jwks[0], issuer, upstream_url)
     assert not verifies(tokens[0], jwks[1], issuer, upstream_url)
-
-
-def test_a_tls_secret_is_mounted_whole_and_served_with_https_probes() -> None:
-    docs = render("--set", "tls.secretName=proxy-tls")
-    server = tomllib.loads(proxy_toml(docs))["server"]
-    assert (server["tls_cert_file"], server["tls_key_file"]) == ("/run/tls/tls.crt",
-                                                                "/run/tls/tls.key")
-    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
-    assert volumes["tls"]["secret"]["secretName"] == "proxy-tls"
-    (mount,) = [m for m in container(docs)["volumeMounts"] if m["name"] == "tls"]
-    assert mount["mountPath"] == "/run/tls" and "subPath" not in mount  # renewals arrive
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container(docs)[probe]["httpGet"]["scheme"] == "HTTPS"
-    plain = render()
-    assert "tls_cert_file" not in tomllib.loads(proxy_toml(plain))["server"]
-    assert "scheme" not in container(plain)["livenessProbe"]["httpGet"]
-    done = helm_template("--set", "tls.secretName=proxy-tls",
-                         "--set", "config.server.tls_key_file=/elsewhere.key")
-    assert done.returncode != 0
-    assert "config.server.tls_key_file is set by the chart (see tls.secretName)" in done.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,14 +19,13 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from proxy.app import SERVER_TLS, build_app
 from proxy.config_load import from_dict
 from proxy.mock_entra import DEFAULT_CLIENT_ID, MockEntra
 from proxy.server_tls import ServerTls
 from tests.conftest import ALICE, HTML, ProxyTestServer, base_config, deep_merge, free_port
-from tests.support.server_pki import TestCa, key_pem, served_serial, wait_for_serial
+from tests.support.server_pki import TestCa, served_serial, wait_for_serial
 
 
 @dataclass
@@ -135,14 +135,17 @@ async def _refused(port: int, context: ssl.SSLContext) -> None:
 
 
 async def test_changed_files_reach_new_connections_and_a_bad_pair_is_refused(
-        make_tls_stack: TlsFactory, caplog: pytest.LogCaptureFixture) -> None:
+        make_tls_stack: TlsFactory, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     stack = await make_tls_stack({"server": {"tls_watch_interval": "100ms"}})
     ca, client = stack.ca, stack.ca.client_context()
     first = await served_serial(stack.port, client)
-    # A key that does not belong to the certificate (a renewal caught half-written).
-    second = ca.issue()
-    good_key = ca.key_file.read_bytes()
-    ca.key_file.write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
+    # A renewal caught half-way: the new certificate is in place, its key not yet, so the
+    # files hold a key that does not belong to the certificate. Each file is replaced
+    # atomically (rename), so the watcher sees exactly this one state.
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    second = ca.issue(staged / "tls.crt", staged / "tls.key")
+    os.replace(staged / "tls.crt", ca.cert_file)
     with caplog.at_level(logging.INFO, logger="proxy"):
         for _ in range(200):
             if any("cannot be used" in r.getMessage() for r in caplog.records):
@@ -152,7 +155,7 @@ async def test_changed_files_reach_new_connections_and_a_bad_pair_is_refused(
         assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR
         assert "does not belong to the certificate" in refusals[0].getMessage()
         assert await served_serial(stack.port, client) == first  # kept: fail safe
-        ca.key_file.write_bytes(good_key)  # the renewal completes
+        os.replace(staged / "tls.key", ca.key_file)  # the renewal completes
         await wait_for_serial(stack.port, client, second)
     assert any("certificate reloaded" in r.getMessage() and f"{second:x}" in r.getMessage()
                for r in caplog.records)
