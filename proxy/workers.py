@@ -23,7 +23,7 @@ from . import logs
 from .config import Config
 from .config_load import ConfigSource
 from .errors import ConfigError
-from .runner import ProxyRunner
+from .runner import ProxyRunner, ProxySite
 from .supervisor import FATAL_EXIT
 
 log = logging.getLogger("proxy")
@@ -102,8 +102,9 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool,
     await runner.setup()
     tls = app.get(SERVER_TLS)
     host, port = config.server.host_port
-    site = web.TCPSite(runner, host or None, port, reuse_port=reuse_port or None,
-                       ssl_context=tls.listener if tls else None)
+    site = ProxySite(runner, host or None, port, reuse_port=reuse_port or None,
+                     ssl_context=tls.listener if tls else None,
+                     handshake_timeout=config.server.header_timeout)
     try:
         await site.start()
     except OSError as exc:

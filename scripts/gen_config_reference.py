@@ -139,7 +139,8 @@ DESCRIPTIONS = {
         "(request line and headers); then it gets `408` and is closed, so a client that "
         "connects and sends nothing, or drips a head, cannot hold it (nginx: "
         "`client_header_timeout`). Later requests on the connection fall under "
-        "`keepalive_timeout`. More than 0."
+        "`keepalive_timeout`. With `tls_cert_file`, the TLS handshake must also complete "
+        "within it. More than 0."
     ),
     "server.keepalive_timeout": (
         "How long an idle keep-alive connection stays open after a response until the next "

@@ -47,6 +47,7 @@ async def test_sighup_renews_the_certificate_in_every_worker(
         "server": {"public_url": f"https://127.0.0.1:{port}", "workers": workers,
                    "tls_cert_file": str(ca.cert_file), "tls_key_file": str(ca.key_file),
                    "tls_watch_interval": "0",  # SIGHUP only: what this test is about
+                   "header_timeout": "1s",  # bounds the TLS handshake too
                    "http_redirect_listen": f"127.0.0.1:{plain}"},
         "session": {"secure": True},
         "identity": {"assertion_header": ""}})  # several workers would need a shared key
@@ -59,6 +60,11 @@ async def test_sighup_renews_the_certificate_in_every_worker(
     try:
         await wait_ready(url, client)
         assert await served_serial(port, client) == first
+        # A client that connects and never starts the handshake: closed after
+        # header_timeout (asyncio's own handshake timeout would hold it 60 s).
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 20) == b""
+        writer.close()
         async with aiohttp.ClientSession() as browser:
             async with browser.get(f"http://127.0.0.1:{plain}/a?b=1",
                                    allow_redirects=False) as resp:
