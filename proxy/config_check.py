@@ -102,6 +102,39 @@ def check_server(config: Config) -> list[str]:
     for h in s.allowed_redirect_hosts:
         if not _DOMAIN.match(h.removeprefix("*.").removeprefix(".")) and not is_loopback_host(h):
             out.append(f"server.allowed_redirect_hosts: {h!r} must be a host name or *.domain")
+    return out + _check_tls(config)
+
+
+def _check_tls(config: Config) -> list[str]:
+    """The listener's TLS; whether the files load and match is check_files' (app.py)."""
+    s = config.server
+    out: list[str] = []
+    for key, other in (("tls_cert_file", "tls_key_file"), ("tls_key_file", "tls_cert_file")):
+        if getattr(s, other) and not getattr(s, key):
+            out.append(f"server.{key}: required with server.{other} (TLS needs the "
+                       "certificate chain and its key)")
+    if s.tls and s.public_url.startswith("http://"):
+        out.append(f"server.public_url: {s.public_url!r} must be https:// when the proxy "
+                   "serves TLS (server.tls_cert_file)")
+    if s.tls_watch_interval and not 0.1 <= s.tls_watch_interval <= 3600:
+        out.append(f"server.tls_watch_interval: {s.tls_watch_interval:g} s must be 0 (off) "
+                   "or between 100ms and 1h")
+    if s.http_redirect_listen:
+        _, sep, r_port = s.http_redirect_listen.rpartition(":")
+        if not sep or not r_port.isdigit() or not 0 <= int(r_port) <= 65535:  # ":port": all
+            out.append(f"server.http_redirect_listen: {s.http_redirect_listen!r} must be "
+                       "[host]:port, e.g. \":8080\"")
+        elif not s.tls:
+            out.append("server.http_redirect_listen: needs TLS on server.listen "
+                       "(server.tls_cert_file and server.tls_key_file)")
+        elif s.http_redirect_listen in (s.listen, s.metrics_listen):
+            out.append("server.http_redirect_listen: must differ from server.listen and "
+                       "server.metrics_listen")
+        elif s.workers > 1 and r_port == "0":
+            out.append("server.http_redirect_listen: several workers need a fixed port")
+    if s.tls and not config.session.secure:
+        out.append("session.secure: false, but the proxy serves TLS (server.tls_cert_file): "
+                   "session cookies are always Secure then; remove the setting")
     return out
 
 
@@ -195,7 +228,8 @@ def _check_session_cookie(config: Config) -> list[str]:
     # A login cookie must survive the cross-site return from Entra, a top-level GET.
     if s.samesite == "strict":
         out.append("session.samesite: 'strict' breaks the return from Entra; use 'lax'")
-    if s.secure and config.server.public_url.startswith("http://"):
+    # With TLS on, server.public_url's own line says https is needed: one line, not two.
+    if s.secure and config.server.public_url.startswith("http://") and not config.server.tls:
         out.append("session.secure: true, but server.public_url is plain http, so browsers "
                    "would drop the cookie; set secure = false (loopback only)")
     return out
