@@ -7,7 +7,7 @@ import re
 
 from yarl import URL
 
-from .config import TENANT_ALIASES, Config, SessionConfig
+from .config import CLIENT_CREDENTIALS, TENANT_ALIASES, AzureConfig, Config, SessionConfig
 from .config_check_identity import check_identity, check_ui
 from .config_check_redis import check_redis
 from .config_check_upstream import check_policy, check_shared_origins, check_upstream
@@ -36,6 +36,14 @@ def _url_problem(value: str, *, allow_path: bool) -> str | None:
     if url.query_string or url.fragment or url.user:
         return "must not carry a query, fragment or credentials"
     return None
+
+
+def _link_local(url: str) -> bool:
+    """IMDS answers plain http on a link-local address no router forwards."""
+    try:
+        return ipaddress.ip_address((URL(url).host or "").strip("[]")).is_link_local
+    except ValueError:
+        return False
 
 
 def _is_ip(host: str) -> bool:
@@ -108,9 +116,7 @@ def check_azure(config: Config) -> list[str]:
     if bool(a.client_certificate_file) != bool(a.client_private_key_file):
         out.append("azure.client_certificate_file: set together with "
                    "azure.client_private_key_file (the certificate's private key)")
-    if not a.client_secret and not a.client_certificate_file:
-        out.append("azure.client_secret: required (or azure.client_secret_file, "
-                   "or env PROXY_AZURE_CLIENT_SECRET)")
+    out += _check_credential(a)
     tenant = a.tenant_id.lower()
     if tenant not in TENANT_ALIASES and not is_guid(tenant) and not _DOMAIN.match(tenant):
         out.append(f"azure.tenant_id: {a.tenant_id!r} must be a tenant GUID, a verified domain, "
@@ -131,6 +137,40 @@ def check_azure(config: Config) -> list[str]:
         out.append(f"azure.graph_url: {a.graph_url!r} {problem}")
     if a.timeout <= 0:
         out.append("azure.timeout: must be greater than 0")
+    return out
+
+
+def _check_credential(a: AzureConfig) -> list[str]:
+    """The chosen client credential's keys are there, and no other credential's."""
+    kind = a.client_credential or ("certificate" if a.client_certificate_file else "secret")
+    if kind not in CLIENT_CREDENTIALS:
+        return [f"azure.client_credential: {kind!r} must be one of "
+                f"{', '.join(CLIENT_CREDENTIALS)}"]
+    needs = f'required when client_credential = "{kind}"'
+    out: list[str] = []
+    if kind == "secret" and not a.client_secret:
+        out.append("azure.client_secret: required (or azure.client_secret_file, "
+                   "or env PROXY_AZURE_CLIENT_SECRET)")
+    if kind == "certificate" and not a.client_certificate_file:
+        out.append(f"azure.client_certificate_file: {needs}")
+    if kind == "workload_identity" and not a.federated_token_file:
+        out.append(f"azure.federated_token_file: {needs} (Azure Workload Identity sets "
+                   "AZURE_FEDERATED_TOKEN_FILE in the pod: is the pod labelled "
+                   "azure.workload.identity/use: \"true\"?)")
+    if kind == "managed_identity":
+        problem = _url_problem(a.imds_url, allow_path=True)
+        if problem and not (problem.startswith("must use https") and _link_local(a.imds_url)):
+            out.append(f"azure.imds_url: {a.imds_url!r} {problem} (or a link-local address)")
+        if a.managed_identity_client_id and not is_guid(a.managed_identity_client_id):
+            out.append(f"azure.managed_identity_client_id: {a.managed_identity_client_id!r} "
+                       "must be the user-assigned identity's client ID (a GUID)")
+    if kind in ("workload_identity", "managed_identity"):
+        # A leftover secret or certificate would look like a fallback that is never used.
+        for key, value in (("client_secret", a.client_secret),
+                           ("client_certificate_file", a.client_certificate_file)):
+            if value:
+                out.append(f"azure.{key}: set together with client_credential = \"{kind}\", "
+                           "which replaces it; remove one")
     return out
 
 

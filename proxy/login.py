@@ -8,10 +8,12 @@ import re
 
 from aiohttp import web
 
+from . import logs
 from .errors import (
     AccessDenied,
     BadRequest,
     IdPDenied,
+    IdPError,
     IdPFailure,
     LoginRejected,
     ProxyError,
@@ -79,7 +81,15 @@ async def _complete_login(request: web.Request) -> web.Response:
     code = query.get("code")
     if not code:
         raise BadRequest("The sign-in response has no authorization code.")
-    tokens = await state.entra.redeem(code, login)
+    try:
+        tokens = await state.entra.redeem(code, login)
+    except IdPError as exc:
+        # The operator's clue: the credential's cause (a file, an endpoint) or Entra's
+        # AADSTS line; the page says only that the sign-in service failed.
+        cause = exc.context.get("cause") or exc.context.get("detail") or exc.public
+        log.warning("login failed request_id=%s step=code-redemption reason=%s",
+                    request[REQUEST_ID], logs.escape(cause))
+        raise
     claims = await state.entra.validate(tokens["id_token"], login.nonce)
     if not tenant_allowed(state.config.azure, claims["tid"]):
         # A B2B guest signing in on organizations/common gets their home tenant's token:

@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Final
 
+from .federation import FederatedCredential
+
 DEFAULT_TENANT_ID: Final = "11111111-1111-4111-8111-111111111111"
 OTHER_TENANT_ID: Final = "22222222-2222-4222-8222-222222222222"
 # Entra's fixed tenant for personal Microsoft accounts (ENTRA.md §1).
@@ -122,6 +124,8 @@ class MockClient:
     # App roles granted to this app's service principal, by the API's client ID.
     app_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     home_tenant: str = DEFAULT_TENANT_ID
+    # Federated identity credentials: outside tokens this app accepts as its client assertion.
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
 
     @property
     def service_principal_oid(self) -> str:
