@@ -1,0 +1,140 @@
+"""Workload identity federation end to end: the proxy signs users in with no client secret,
+presenting the federated token it reads from `federated_token_file` for every token request.
+A token Entra refuses, or one the proxy cannot read, fails the sign-in with 502, a log line
+naming the cause (never the token), and /ready saying why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from proxy.app import check_files
+from proxy.config_load import from_dict
+from proxy.errors import ConfigError
+from proxy.mock_entra import DEFAULT_CLIENT_ID, MockEntra
+from proxy.mock_entra.federation import ExternalIssuer, FederatedCredential
+from tests.conftest import HTML, Stack, StackFactory, base_config, deep_merge
+
+AKS_ISSUER = "https://oidc.aks.example/5f0c1d2e-0000-4000-8000-0000000000a5/"
+SUBJECT = "system:serviceaccount:web:azure-auth-proxy"
+
+
+@pytest.fixture
+def issuer(mock_server: tuple[MockEntra, str]) -> ExternalIssuer:
+    """The cluster's service-account issuer, trusted by a federated credential on the app."""
+    mock, _ = mock_server
+    trusted = mock.trust_issuer(AKS_ISSUER)
+    mock.clients[DEFAULT_CLIENT_ID].federated_credentials.append(
+        FederatedCredential(AKS_ISSUER, SUBJECT))
+    return trusted
+
+
+def workload(token_file: Path) -> dict[str, dict[str, str]]:
+    return {"azure": {"client_secret": "", "client_credential": "workload_identity",
+                      "federated_token_file": str(token_file)}}
+
+
+async def sign_in(stack: Stack) -> aiohttp.ClientResponse:
+    async with stack.new_browser() as browser:
+        return await stack.login(client=browser)
+
+
+async def test_sign_in_with_the_federated_token_and_no_secret(
+        make_stack: StackFactory, issuer: ExternalIssuer, tmp_path: Path) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    first = issuer.token(SUBJECT)
+    token_file.write_text(first)
+    stack = await make_stack(workload(token_file))
+    assert (await sign_in(stack)).status == 200
+    sent = stack.mock.token_requests[-1]
+    assert "client_secret" not in sent
+    assert sent["client_assertion"] == first
+    # Kubernetes rotates the file: the next token request reads the new token.
+    second = issuer.token(SUBJECT)
+    assert second != first
+    token_file.write_text(second + "\n")
+    assert (await sign_in(stack)).status == 200
+    assert stack.mock.client_assertions == [first, second]
+
+
+@pytest.mark.parametrize(("case", "cause"), [
+    ("wrong audience", "AADSTS700212"),
+    ("wrong subject", "AADSTS700213"),
+    ("untrusted issuer", "AADSTS700211"),
+    ("expired", "expired at"),
+    ("unreadable file", "cannot read azure.federated_token_file"),
+    ("not a JWT", "holds no JWT"),
+    ("too large", "larger than 16384 bytes"),
+])
+async def test_a_bad_federated_token_fails_sign_in_with_502_and_says_why(
+        make_stack: StackFactory, issuer: ExternalIssuer, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, case: str, cause: str) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    token = {
+        "wrong audience": lambda: issuer.token(SUBJECT, audience="api://other"),
+        "wrong subject": lambda: issuer.token("system:serviceaccount:web:intruder"),
+        "untrusted issuer": lambda: ExternalIssuer("https://evil.example/").token(SUBJECT),
+        "expired": lambda: issuer.token(SUBJECT, lifetime=-120),
+        "unreadable file": lambda: "",
+        "not a JWT": lambda: "not-a-token",
+        "too large": lambda: issuer.token(SUBJECT, extra={"pad": "x" * 20000}),
+    }[case]()
+    if token:
+        token_file.write_text(token)
+    stack = await make_stack(workload(token_file))
+    resp = await sign_in(stack)
+    assert resp.status == 502
+    failures = [r.getMessage() for r in caplog.records
+                if "login failed" in r.getMessage() and "step=code-redemption" in r.getMessage()]
+    assert len(failures) == 1, caplog.messages
+    assert cause in failures[0], failures
+    assert "request_id=" in failures[0]
+    if token:
+        assert token not in caplog.text
+        assert token.split(".")[-1] not in caplog.text  # not even the signature
+    if case in ("expired", "unreadable file", "not a JWT", "too large"):
+        assert stack.mock.client_assertions == []  # refused before reaching Entra
+
+
+async def test_ready_says_why_when_the_token_file_is_unreadable(
+        make_stack: StackFactory, issuer: ExternalIssuer, tmp_path: Path) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    stack = await make_stack(workload(token_file))
+    async with stack.client.get(stack.url + "/ready") as resp:
+        assert resp.status == 503
+        body = await resp.json()
+    assert body["ready"] is False
+    assert "federated token file cannot be read" in body["reason"]
+    token_file.write_text(issuer.token(SUBJECT))
+    async with stack.client.get(stack.url + "/ready") as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_ready_says_why_when_the_token_has_expired(
+        make_stack: StackFactory, issuer: ExternalIssuer, tmp_path: Path) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(issuer.token(SUBJECT, lifetime=-1))
+    stack = await make_stack(workload(token_file))
+    async with stack.client.get(stack.url + "/ready", headers=HTML) as resp:
+        assert resp.status == 503
+        assert "federated token has expired" in (await resp.json())["reason"]
+
+
+def test_check_config_names_a_missing_token_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "token"
+    config = from_dict(deep_merge(base_config(4180, "http://127.0.0.1:9", "http://127.0.0.1:8"),
+                                  workload(missing)))
+    with pytest.raises(ConfigError) as info:
+        check_files(config)
+    assert info.value.problems == [
+        f"azure.federated_token_file: cannot read {missing}: No such file or directory"]
+
+
+def test_check_config_accepts_a_readable_token_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("x")  # check-config reads it; the token is checked per request
+    config = from_dict(deep_merge(base_config(4180, "http://127.0.0.1:9", "http://127.0.0.1:8"),
+                                  workload(token_file)))
+    check_files(config)
