@@ -98,6 +98,27 @@ async def test_a_bad_federated_token_fails_sign_in_with_502_and_says_why(
         assert stack.mock.client_assertions == []  # refused before reaching Entra
 
 
+async def test_refresh_grants_read_the_file_too(
+        make_stack: StackFactory, issuer: ExternalIssuer, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(issuer.token(SUBJECT))
+    stack = await make_stack({**workload(token_file), "session": {"store": "memory"}})
+    stack.mock.access_token_lifetime = 60  # inside the refresh window: every request refreshes
+    assert (await stack.login()).status == 200
+    token_file.unlink()
+    async with stack.client.get(stack.url + "/x") as resp:
+        assert resp.status == 200  # a refresh that cannot be made keeps the session
+    assert any("token refresh failed" in m and "cause=cannot read azure.federated_token_file"
+               in m for m in caplog.messages), caplog.messages
+    rotated = issuer.token(SUBJECT)
+    token_file.write_text(rotated)
+    async with stack.client.get(stack.url + "/y") as resp:
+        assert resp.status == 200
+    assert stack.mock.token_requests[-1]["grant_type"] == "refresh_token"
+    assert stack.mock.client_assertions[-1] == rotated
+
+
 async def test_ready_says_why_when_the_token_file_is_unreadable(
         make_stack: StackFactory, issuer: ExternalIssuer, tmp_path: Path) -> None:
     token_file = tmp_path / "azure-identity-token"
