@@ -16,6 +16,7 @@ from proxy.errors import ConfigError
 from proxy.mock_entra import DEFAULT_CLIENT_ID, MockEntra
 from proxy.mock_entra.federation import ExternalIssuer, FederatedCredential
 from tests.conftest import HTML, Stack, StackFactory, base_config, deep_merge
+from tests.test_cli import AZURE_NO_SECRET, SESSION_SECRET, UPSTREAM, cli, stderr_lines, write
 
 AKS_ISSUER = "https://oidc.aks.example/5f0c1d2e-0000-4000-8000-0000000000a5/"
 SUBJECT = "system:serviceaccount:web:azure-auth-proxy"
@@ -159,3 +160,21 @@ def test_check_config_accepts_a_readable_token_file(tmp_path: Path) -> None:
     config = from_dict(deep_merge(base_config(4180, "http://127.0.0.1:9", "http://127.0.0.1:8"),
                                   workload(token_file)))
     check_files(config)
+
+
+def test_check_config_command_reports_the_file_from_the_pods_environment(tmp_path: Path) -> None:
+    text = (f'[server]\npublic_url = "https://tools.example.com"\n\n{AZURE_NO_SECRET}'
+            f'client_credential = "workload_identity"\n\n[session]\n'
+            f'secret = "{SESSION_SECRET}"\n\n{UPSTREAM}')
+    path = write(tmp_path / "proxy.toml", text)
+    missing = tmp_path / "tokens" / "azure-identity-token"
+    result = cli("check-config", "-c", str(path), cwd=tmp_path,
+                 env={"AZURE_FEDERATED_TOKEN_FILE": str(missing)})
+    assert result.returncode == 1
+    assert stderr_lines(result) == [f"config error: azure.federated_token_file: cannot read "
+                                    f"{missing}: No such file or directory"]
+    missing.parent.mkdir()
+    missing.write_text("x")
+    result = cli("check-config", "-c", str(path), cwd=tmp_path,
+                 env={"AZURE_FEDERATED_TOKEN_FILE": str(missing)})
+    assert result.returncode == 0, result.stderr
