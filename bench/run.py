@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -46,6 +47,7 @@ from .common import (
     which,
 )
 from .load import run_load, wrk_available
+from .memory import GroupMemory, peak_memory
 from .report import Extra, Report, Row
 from .servers import (
     WORKERS_UNSUPPORTED,
@@ -133,12 +135,16 @@ class Run:
                 await run_load(url, headers, connections=s.connections, seconds=s.warmup,
                                threads=s.threads, workdir=self.procs.workdir)
             runs = []
-            for _ in range(s.repeat):
-                runs.append(await run_load(url, headers, connections=s.connections,
-                                           seconds=s.seconds, threads=s.threads,
-                                           workdir=self.procs.workdir))
-                if proc is not None and not proc.alive():
-                    raise BenchError(f"{proc.name} died under load: {proc.log_tail()}")
+            watched = proc.pid if proc is not None and scenario == "get" else None
+            async with (peak_memory(watched) if watched else contextlib.nullcontext()) as mem:
+                for _ in range(s.repeat):
+                    runs.append(await run_load(url, headers, connections=s.connections,
+                                               seconds=s.seconds, threads=s.threads,
+                                               workdir=self.procs.workdir))
+                    if proc is not None and not proc.alive():
+                        raise BenchError(f"{proc.name} died under load: {proc.log_tail()}")
+            if mem is not None:
+                self.memory(label, mem)
             await self.check_once(url, headers, expect)  # still the right answer after
         except BenchError as exc:
             row.note = f"failed: {exc}"
@@ -157,6 +163,16 @@ class Run:
         self.progress(f"{label:<36} {scenario:<8} {result.rps:>9,.0f} req/s  "
                       f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
                       f"errors {result.errors_text}{spread}")
+
+    def memory(self, label: str, mem: GroupMemory) -> None:
+        """The process group's peak memory under the GET load; a supervisor's own target."""
+        supervised = label.startswith("azure-auth-proxy") and mem.processes > 1
+        self.report.extras.append(Extra(
+            f"memory under the GET load: {label}", mem.describe(),
+            reference="peak of 0.5 s samples; PSS shares common pages among the processes",
+            target="supervisor ≤ 25 MiB RSS" if supervised else "",
+            met=mem.leader_rss_kib <= 25 * 1024 if supervised else None))
+        self.progress(f"{label:<36} memory   {mem.describe()}")
 
     def skip(self, contender: str, label: str, note: str, scenarios: tuple[str, ...]) -> None:
         for scenario in scenarios:

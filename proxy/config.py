@@ -114,6 +114,9 @@ class AzureConfig:
     identity_header: Secret = field(default_factory=lambda: Secret(""))
     # Claims mapping: Entra signs this app's tokens with its own key, at jwks_uri?appid=...
     app_signing_keys: bool = False
+    # The API whose access token upstreams with pass_authorization_header get, e.g.
+    # ["api://<app-id>/.default"]: scopes of one resource (Entra: one token per resource).
+    upstream_scopes: tuple[str, ...] = ()
 
     @property
     def authority(self) -> str:
@@ -220,6 +223,9 @@ class UpstreamConfig:
     client_key_file: str = ""
     server_name: str = ""  # the name verified and sent as SNI (default: the URL's host)
     tls_insecure_skip_verify: bool = False  # never implied; logged loudly at every start
+    # Authorization: Bearer <the user's access token for azure.upstream_scopes>; the
+    # client's own Authorization header is replaced (server-side session stores only).
+    pass_authorization_header: bool = False
     access: AccessPolicyConfig | None = None
 
 

@@ -10,7 +10,12 @@ from yarl import URL
 from .config import CLIENT_CREDENTIALS, TENANT_ALIASES, AzureConfig, Config, SessionConfig
 from .config_check_identity import check_identity, check_ui
 from .config_check_redis import check_redis
-from .config_check_upstream import check_policy, check_shared_origins, check_upstream
+from .config_check_upstream import (
+    check_policy,
+    check_shared_origins,
+    check_upstream,
+    check_upstream_token,
+)
 from .validators import DOMAIN as _DOMAIN
 from .validators import is_guid, is_loopback_host
 
@@ -281,5 +286,5 @@ def check(config: Config) -> list[str]:
         if key in seen:
             out.append(f"{where}.path: {upstream.path!r} is already routed for this host")
         seen.add(key)
-    out += check_shared_origins(config)
+    out += check_shared_origins(config) + check_upstream_token(config)
     return out

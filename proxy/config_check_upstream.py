@@ -77,3 +77,40 @@ def check_shared_origins(config: Config) -> list[str]:
                        f"upstreams[{first[origin][0]}], which has the same origin")
         first.setdefault(origin, (index, settings))
     return out
+
+
+_OIDC_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
+
+
+def check_upstream_token(config: Config) -> list[str]:
+    """pass_authorization_header and the API it asks Entra for (azure.upstream_scopes)."""
+    scopes = config.azure.upstream_scopes
+    out: list[str] = []
+    for index, u in enumerate(config.upstreams):
+        if not u.pass_authorization_header:
+            continue
+        where = f"upstreams[{index}].pass_authorization_header"
+        if not scopes:
+            out.append(f"{where}: needs azure.upstream_scopes, the API's scope (e.g. "
+                       "[\"api://<app-id>/.default\"])")
+        if "offline_access" not in config.azure.scopes:
+            out.append(f"{where}: needs 'offline_access' in azure.scopes (the token is asked "
+                       "for with the session's refresh token)")
+        if config.session.store == "cookie":
+            out.append(f"{where}: needs a server-side session store (session.store = 'memory' "
+                       "or 'redis'): the access token is never put in a cookie")
+    resources: list[str] = []
+    for scope in scopes:
+        resource, _, name = scope.rpartition("/")
+        if scope.lower() in _OIDC_SCOPES:
+            out.append(f"azure.upstream_scopes: {scope!r} is a sign-in scope; list only the "
+                       "API's scopes (offline_access is added)")
+        elif not resource or not name or any(c.isspace() for c in scope):
+            out.append(f"azure.upstream_scopes: {scope!r} must name its API, as "
+                       "'<resource>/<scope>' (e.g. 'api://<app-id>/.default')")
+        elif resource not in resources:
+            resources.append(resource)
+    if len(resources) > 1:
+        out.append(f"azure.upstream_scopes: scopes of {len(resources)} APIs "
+                   f"({', '.join(resources)}); Entra issues a token for one API at a time")
+    return out

@@ -13,9 +13,11 @@ from .headers import peer_trusted, upstream_headers
 from .pages import sign_in_page
 from .request_kind import is_navigation
 from .request_target import forwarded_host, route_request
+from .routes import Route
 from .signin import begin_login, redirect
 from .state import REQUEST_ID, ROUTE, State, get_state
 from .upstream import forward
+from .upstream_token import upstream_token
 
 
 async def send_to_sign_in(request: web.Request, state: State) -> web.StreamResponse:
@@ -39,28 +41,35 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raise NotFound("No application is configured at this address.")
     request[ROUTE] = route
     if route.is_public(request.raw_path):
-        return await forward(request, route, outgoing_headers(request, state),
+        return await forward(request, route, outgoing_headers(request, state, route),
                              state.upstream_http, state.upstream_pool)
     try:
         session = await admit(request, state, route)
-    except SignInRequired:
+        headers = outgoing_headers(request, state, route)
+        if route.pass_authorization:  # (the client's Authorization is gone: outgoing_headers)
+            headers["Authorization"] = "Bearer " + await upstream_token(request, state, session)
+    except SignInRequired:  # no session, or it ended for want of the upstream's token
         if is_navigation(request):
             return await send_to_sign_in(request, state)
         raise
-    headers = outgoing_headers(request, state)
     # Everything the upstream learns about the user, after every client copy was stripped
     # (built once per identity: upstream_identity.py).
     state.upstream_identity.add(headers, session, route.audience)
     return await forward(request, route, headers, state.upstream_http, state.upstream_pool)
 
 
-def outgoing_headers(request: web.Request, state: State) -> CIMultiDict[str]:
+def outgoing_headers(request: web.Request, state: State, route: Route) -> CIMultiDict[str]:
     """The request's headers as the upstream gets them, before identity headers (built only
-    for requests that are forwarded, not for those sent to sign in or refused)."""
+    for requests that are forwarded, not for those sent to sign in or refused). On a route
+    that gets the proxy's Authorization, the client's never goes up, not even on a public
+    path: the app trusts that header."""
     peer = request.remote
-    return upstream_headers(
+    headers = upstream_headers(
         request.headers, owned=state.owned_headers, cookie_prefix=state.sessions.name,
         peer=peer, peer_is_trusted=peer_trusted(peer, state.trusted),
         scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID],
         forwarded_host=forwarded_host(request))
+    if route.pass_authorization:
+        headers.popall("Authorization", None)
+    return headers
 

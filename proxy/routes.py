@@ -79,6 +79,8 @@ class Route:
     prefix: str  # the upstream URL's own path, without a trailing slash ("" for none)
     name: str  # host + path: the route's label in logs and metrics
     under: str  # the path without a trailing slash ("" for "/"): what matches_path tests
+    # Authorization: Bearer <the user's token for azure.upstream_scopes>, never the client's
+    pass_authorization: bool = False
 
     def matches_path(self, path: str) -> bool:
         under, path = (self.under, path) if self.case_sensitive else \
@@ -151,6 +153,7 @@ def _route(i: int, u: UpstreamConfig, default: AccessPolicyConfig) -> Route:
         prefix=url.raw_path.rstrip("/"),
         name=f"{u.host.lower()}{u.path}" if u.host else u.path,
         under=u.path.rstrip("/"),
+        pass_authorization=u.pass_authorization_header,
     )
 
 

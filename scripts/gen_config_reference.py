@@ -215,6 +215,13 @@ DESCRIPTIONS = {
         "the proxy then fetches (it also lists the tenant's keys). Without it, every sign-in "
         "of such an app is refused as signed with an unknown key."
     ),
+    "azure.upstream_scopes": (
+        "The API whose access token is sent to upstreams with `pass_authorization_header`, "
+        "e.g. `[\"api://<app-id>/.default\"]`: scopes of one resource (Entra issues one "
+        "token per resource); `offline_access` is added. The token is obtained with the "
+        "session's refresh token, kept server-side and refreshed `session.refresh` before it "
+        "expires. The app registration needs that delegated permission, consented."
+    ),
     "azure.tenant_id": (
         "Who may sign in: a tenant GUID or verified domain (single tenant), `organizations` "
         "(work/school accounts of any tenant), `common` (work/school and personal accounts) or "
@@ -538,6 +545,13 @@ DESCRIPTIONS = {
         "`https://` only: `true` accepts any certificate (no chain or name check). Never "
         "the default, never implied by another key; logged as a warning at every start and "
         "reload. Routes sharing an origin must agree on every TLS key."
+    ),
+    "upstreams.pass_authorization_header": (
+        "`true`: send `Authorization: Bearer <the user's access token for "
+        "azure.upstream_scopes>` (Grafana JWT auth, Kubernetes Dashboard); the client's own "
+        "`Authorization` is removed, also on public paths, and a request admitted by an "
+        "`[api]` bearer token is refused (403). Needs `session.store = \"memory\"` or "
+        "`\"redis\"`. See [upstream-token.md](upstream-token.md)."
     ),
     "upstreams.access": (
         "Table `[upstreams.access]`: this route's own policy, replacing `[access]` (see "

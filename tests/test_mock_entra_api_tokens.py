@@ -136,3 +136,40 @@ async def test_v1_document_per_tenant_kind_and_cloud(entra: tuple[MockEntra, str
             assert resp.status == 503
         async with http.get(f"{idp}/{DEFAULT_TENANT_ID}/discovery/v2.0/keys") as resp:
             assert resp.status == 200
+
+
+async def refresh_for(idp: str, refresh_token: str, scope: str) -> tuple[int, dict[str, Any]]:
+    """The refresh_token grant the proxy's own client sends for another API's token."""
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{idp}/{DEFAULT_TENANT_ID}/oauth2/v2.0/token", data={
+                "grant_type": "refresh_token", "client_id": CALLER_CLIENT_ID,
+                "client_secret": CALLER_CLIENT_SECRET, "refresh_token": refresh_token,
+                "scope": f"{scope} offline_access"}) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize("granted", [True, False])
+async def test_default_scope_on_a_refresh_grant_is_what_was_consented(
+        entra: tuple[MockEntra, str], granted: bool) -> None:
+    """`<api>/.default` with a user's refresh token: the client's consented permissions on
+    that API, v2 by the API's manifest, with the API's token lifetime; without any, Entra's
+    invalid_grant AADSTS65001 with suberror consent_required."""
+    mock, idp = entra
+    api = mock.clients[DEFAULT_CLIENT_ID]
+    api.access_token_version, api.access_token_lifetime = 2, 1234
+    if granted:
+        mock.clients[CALLER_CLIENT_ID].delegated_grants[DEFAULT_CLIENT_ID] = ("access_as_user",)
+    await user_token(mock, idp, CALLER_CLIENT_ID, CALLER_CLIENT_SECRET,
+                     "alice@contoso.example", "offline_access User.Read")
+    refresh_token = mock.issued[-1]["refresh_token"]
+    status, body = await refresh_for(idp, refresh_token, f"{URI}/.default")
+    if not granted:
+        assert status == 400 and body["error"] == "invalid_grant", body
+        assert body["error_codes"] == [65001] and body["suberror"] == "consent_required"
+        return
+    assert status == 200 and body["expires_in"] == 1234, body
+    jwks = await get_json(f"{idp}/{DEFAULT_TENANT_ID}/discovery/v2.0/keys")
+    claims = verify(body["access_token"], jwks, DEFAULT_CLIENT_ID)
+    assert claims["scp"] == "access_as_user" and claims["azp"] == CALLER_CLIENT_ID
+    assert claims["iss"] == f"{idp}/{DEFAULT_TENANT_ID}/v2.0" and claims["oid"].startswith("a11c")
+    assert claims["exp"] - claims["iat"] == 1234

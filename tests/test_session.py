@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 
@@ -13,7 +14,7 @@ from proxy.session.budget import CHUNK_SIZE, MAX_CHUNKS, SESSION_MAX
 from proxy.session.cookie_store import CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
 from proxy.session.signing import LOGIN_SALT, app_salt, serializer
-from proxy.session.store import Session
+from proxy.session.store import Session, Tokens, tokens_from, with_upstream_token
 
 OLD, NEW = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
 ALICE = Identity(oid="o-1", tid="t-1", preferred_username="alice@contoso.example",
@@ -178,3 +179,23 @@ async def test_verified_cookie_cache_is_per_store_and_exact() -> None:
     assert other.load_identity(jar) is None  # another secret never sees the first one's cache
     value = jar["azp_session"]
     assert store().load_identity({"azp_session": value + "x"}) is None
+
+
+@pytest.mark.parametrize("expires_in", ["inf", "nan", "soon", float("inf"), -5])
+def test_an_unreadable_or_endless_lifetime_is_already_expired(expires_in: object) -> None:
+    before = time.time()
+    tokens = tokens_from({"access_token": "a", "expires_in": expires_in})
+    assert tokens.expires_at <= time.time()
+    assert before - 10 <= tokens.expires_at
+
+
+def test_the_upstream_token_survives_a_sign_in_refresh_and_a_record_round_trip() -> None:
+    old = Tokens("a", "r1", "i", 0.0)
+    got = with_upstream_token(old, {"access_token": "u", "refresh_token": "r2",
+                                    "expires_in": 600})
+    assert (got.upstream_token, got.refresh_token, got.access_token) == ("u", "r2", "a")
+    assert got.upstream_expires_at > time.time() + 500
+    refreshed = tokens_from({"access_token": "a2", "expires_in": 3600}, got)
+    assert refreshed.upstream_token == "u" and refreshed.refresh_token == "r2"
+    assert Tokens.from_dict(refreshed.to_dict()) == refreshed
+    assert Tokens.from_dict({"at": "a", "rt": "r", "it": "i", "exp": 1}).upstream_token == ""

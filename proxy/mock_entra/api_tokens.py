@@ -9,6 +9,10 @@ and the OAuth 2.0 client credentials flow"):
 - Client credentials (`scope=<resource>/.default`): any app in the tenant gets a token, with
   `roles` only for app roles assigned to it, `idtyp` "app", and `oid`/`sub` its service
   principal. Delegated (a user signed in to a client asking for `<resource>/<scope>`): `scp`.
+- Delegated `<resource>/.default` (a client's refresh_token grant asking for a token for
+  another API, "scopes and permissions": the static permissions): `scp` lists the
+  permissions consented for that client; with none, invalid_grant AADSTS65001 with
+  `suberror` consent_required (a silent grant cannot ask the user).
 """
 
 from __future__ import annotations
@@ -35,14 +39,37 @@ def find_api(mock: MockEntra, resource: str) -> MockClient | None:
     return None
 
 
-def delegated_resource(mock: MockEntra, scopes: tuple[str, ...]) -> tuple[MockClient, str] | None:
-    """(API, resource as named) when the scopes ask for a mock-registered API's scope."""
+def delegated_resource(mock: MockEntra, scopes: tuple[str, ...], caller: str
+                       ) -> tuple[MockClient, str, tuple[str, ...]] | None:
+    """(API, resource as named, scopes granted) when the scopes ask for a mock-registered
+    API's scope; `.default` stands for what client `caller` was granted on that API."""
     for scope in scopes:
         resource, _, name = scope.rpartition("/")
         api = find_api(mock, resource) if resource else None
-        if api is not None and name in api.api_scopes:
-            return api, resource
+        if api is None:
+            continue
+        if name == ".default":
+            client = mock.clients.get(caller)
+            granted = client.delegated_grants.get(api.client_id, ()) if client else ()
+            if not granted:
+                raise consent_required(caller, api)
+            return api, resource, tuple(f"{resource}/{g}" for g in granted)
+        if name in api.api_scopes:
+            return api, resource, scopes
     return None
+
+
+def consent_required(caller: str, api: MockClient) -> EntraError:
+    return EntraError("invalid_grant", 65001,
+                      f"The user or administrator has not consented to use the application "
+                      f"with ID '{caller}' named '{caller}'. Send an interactive authorization "
+                      f"request for this user and resource. (resource: {api.client_id})",
+                      suberror="consent_required")
+
+
+def token_lifetime(mock: MockEntra, api: MockClient) -> int:
+    """Seconds an access token for `api` lives: its lifetime policy, else the default."""
+    return api.access_token_lifetime or mock.access_token_lifetime
 
 
 def _pairwise(*parts: str) -> str:
@@ -57,7 +84,7 @@ def _claims(mock: MockEntra, api: MockClient, resource: str, *, base: str, tid: 
         "iss": f"{base}/{tid}/v2.0" if v2 else f"https://{mock.sts_host}/{tid}/",
         "iat": now,
         "nbf": now,
-        "exp": now + mock.access_token_lifetime,
+        "exp": now + token_lifetime(mock, api),
         "aio": b64url(secrets.token_bytes(48)),
     }
     claims |= {"azp": caller, "azpacr": "1"} if v2 else {"appid": caller, "appidacr": "1"}
@@ -104,8 +131,8 @@ def app_only_token(mock: MockEntra, base: str, tenant: Tenant, caller: MockClien
     if roles:
         claims["roles"] = list(roles)
     claims |= {"sub": caller.service_principal_oid, "tid": tenant.tid}
-    body = {"token_type": "Bearer", "expires_in": mock.access_token_lifetime,
-            "ext_expires_in": mock.access_token_lifetime,
+    body = {"token_type": "Bearer", "expires_in": token_lifetime(mock, api),
+            "ext_expires_in": token_lifetime(mock, api),
             "access_token": _finish(mock, claims, "2.0" if v2 else "1.0")}
     mock.issued.append(body)
     return body

@@ -26,6 +26,7 @@ class EntraError(Exception):
         status: int = 400,
         redirect: bool = True,
         description: str | None = None,
+        suberror: str | None = None,
     ) -> None:
         super().__init__(f"AADSTS{code}: {message}")
         self.error = error
@@ -35,6 +36,8 @@ class EntraError(Exception):
         self.redirect = redirect
         # Sent verbatim instead of the formatted AADSTS text (injected faults).
         self.description = description
+        # Entra's finer reason on some token errors (e.g. "consent_required" on invalid_grant).
+        self.suberror = suberror
 
 
 def unknown_tenant(segment: str) -> EntraError:
@@ -72,7 +75,7 @@ def error_fields(err: EntraError, base: str, now: float) -> dict[str, Any]:
     """The token-endpoint error body (ENTRA.md §5 "Token error"), key order as served."""
     trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
     stamp = timestamp(now)
-    return {
+    fields: dict[str, Any] = {
         "error": err.error,
         "error_description": err.description
         or (
@@ -85,6 +88,9 @@ def error_fields(err: EntraError, base: str, now: float) -> dict[str, Any]:
         "correlation_id": correlation_id,
         "error_uri": f"{base}/error?code={err.code}",
     }
+    if err.suberror:
+        fields["suberror"] = err.suberror
+    return fields
 
 
 def redirect_fields(err: EntraError, base: str, now: float) -> dict[str, str]:

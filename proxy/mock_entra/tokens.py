@@ -9,7 +9,7 @@ import json
 import secrets
 from typing import Any, Final
 
-from .api_tokens import delegated_resource, delegated_token
+from .api_tokens import delegated_resource, delegated_token, token_lifetime
 from .errors import EntraError
 from .faults import apply_overrides
 from .keys import b64url, encode_jws, sign_id_token
@@ -127,12 +127,15 @@ def access_token_claims(user: MockUser, sign_in: SignIn, *, now: int, uti: str,
     }
 
 
-def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str, now: int) -> str:
-    # One access token is for one resource: a registered API's scope wins over Graph's.
-    api = delegated_resource(mock, sign_in.scopes)
+def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str,
+                  now: int) -> tuple[str, int]:
+    """(token, seconds it lives). One access token is for one resource: a registered API's
+    scope wins over Graph's."""
+    api = delegated_resource(mock, sign_in.scopes, sign_in.client_id)
     if api is not None:
         return delegated_token(mock, api[0], api[1], base=base, user=user,
-                               caller=sign_in.client_id, scopes=sign_in.scopes, now=now)
+                               caller=sign_in.client_id, scopes=api[2], now=now), \
+            token_lifetime(mock, api[0])
     uti = _opaque(16)
     mock.access_tokens[uti] = AccessGrant(
         client_id=sign_in.client_id,
@@ -144,7 +147,7 @@ def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str, n
     # Graph tokens carry a header nonce that makes them unverifiable by third parties.
     header = {"typ": "JWT", "nonce": _opaque(32), "alg": "RS256", "x5t": key.kid, "kid": key.kid}
     claims = access_token_claims(user, sign_in, now=now, uti=uti, sts_host=mock.sts_host)
-    return encode_jws(header, claims, key.sign_rs256)
+    return encode_jws(header, claims, key.sign_rs256), mock.access_token_lifetime
 
 
 def _id_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str, now: int) -> str:
@@ -169,12 +172,12 @@ def mint_tokens(
     # groups); on organizations/common, the home tenant's account.
     user = home.in_tenant(sign_in.tenant)
     now = int(mock.clock())
-    access_token = _access_token(mock, user, sign_in, base, now)
+    access_token, lifetime = _access_token(mock, user, sign_in, base, now)
     body: dict[str, Any] = {
         "token_type": "Bearer",
         "scope": " ".join(s for s in sign_in.scopes if s != "offline_access"),
-        "expires_in": mock.access_token_lifetime,
-        "ext_expires_in": mock.access_token_lifetime,
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
         "access_token": access_token,
     }
     if "offline_access" in sign_in.scopes:

@@ -123,6 +123,12 @@ class MockClient:
     access_token_version: int | None = None
     # App roles granted to this app's service principal, by the API's client ID.
     app_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Delegated permissions this app holds on other APIs ("API permissions" with consent
+    # granted), by the API's client ID: what `<api>/.default` stands for on a user's grant.
+    delegated_grants: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A token lifetime policy on this API's service principal: its access tokens live this
+    # many seconds (None: the mock's default, MockEntra.access_token_lifetime).
+    access_token_lifetime: int | None = None
     home_tenant: str = DEFAULT_TENANT_ID
     # Federated identity credentials: outside tokens this app accepts as its client assertion.
     federated_credentials: list[FederatedCredential] = field(default_factory=list)

@@ -180,11 +180,13 @@ class EntraClient:
             raise IdPFailure("The token endpoint's answer has no ID token.")
         return body
 
-    async def refresh(self, refresh_token: str) -> dict[str, Any]:
-        """The refresh_token grant; TokenRejected when Entra says the grant is dead."""
+    async def refresh(self, refresh_token: str,
+                      scopes: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The refresh_token grant, for the sign-in scopes or (`scopes`) another API's
+        token; TokenRejected when Entra says the grant is dead or lacks consent."""
         try:
             body = await self._token_request(
-                {"grant_type": "refresh_token", "refresh_token": refresh_token})
+                {"grant_type": "refresh_token", "refresh_token": refresh_token}, scopes)
         except TokenRejected:
             self.metrics.token_refreshed("rejected")
             raise
@@ -194,9 +196,10 @@ class EntraClient:
         self.metrics.token_refreshed("ok")
         return body
 
-    async def _token_request(self, grant: dict[str, str]) -> dict[str, Any]:
+    async def _token_request(self, grant: dict[str, str],
+                             scopes: tuple[str, ...] | None = None) -> dict[str, Any]:
         metadata = await self.metadata()
-        form = {**grant, "scope": " ".join(self.azure.scopes),
+        form = {**grant, "scope": " ".join(self.azure.scopes if scopes is None else scopes),
                 **await self.credential.fields(self.http, self.azure.client_id,
                                                metadata.token_endpoint)}
         try:
@@ -213,6 +216,7 @@ class EntraClient:
             raise IdPFailure("The token endpoint's answer is not JSON.") from None
         if status != 200 or not isinstance(body, dict):
             error = str(body.get("error") or "") if isinstance(body, dict) else ""
+            suberror = str(body.get("suberror") or "") if isinstance(body, dict) else ""
             if status in (502, 503, 504):
                 raise IdPUnavailable(f"The sign-in service's token endpoint is unavailable "
                                      f"(HTTP {status}).")
@@ -222,7 +226,7 @@ class EntraClient:
             detail = str(body.get("error_description") or "") if isinstance(body, dict) else ""
             raise cls(f"The token endpoint refused the request "
                       f"({(error or 'HTTP ' + str(status))[:60]}).", error=error[:60],
-                      detail=(detail.splitlines() or [""])[0][:300])
+                      suberror=suberror[:60], detail=(detail.splitlines() or [""])[0][:300])
         return body
 
     async def overage_groups(self, claims: dict[str, Any], tokens: dict[str, Any]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
@@ -20,27 +21,53 @@ class Tokens:
     refresh_token: str
     id_token: str
     expires_at: float  # the access token's expiry, epoch seconds
+    # The access token for [azure] upstream_scopes (pass_authorization_header), got with the
+    # refresh token on first use; "" until then.
+    upstream_token: str = ""
+    upstream_expires_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"at": self.access_token, "rt": self.refresh_token, "it": self.id_token,
-                "exp": self.expires_at}
+                "exp": self.expires_at, "ut": self.upstream_token,
+                "uexp": self.upstream_expires_at}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tokens:
-        return cls(str(data["at"]), str(data["rt"]), str(data["it"]), float(data["exp"]))
+        return cls(str(data["at"]), str(data["rt"]), str(data["it"]), float(data["exp"]),
+                   str(data.get("ut") or ""), float(data.get("uexp") or 0.0))
+
+
+def expiry(response: Mapping[str, Any]) -> float:
+    """When a token response's access token expires, epoch seconds."""
+    expires_in = response.get("expires_in")
+    try:
+        lifetime = float(expires_in) if isinstance(expires_in, int | float | str) else 3600.0
+    except ValueError:
+        lifetime = 0.0
+    # Unreadable, NaN or infinite: expired at once, never valid for ever.
+    return time.time() + (lifetime if math.isfinite(lifetime) else 0.0)
 
 
 def tokens_from(response: dict[str, Any], previous: Tokens | None = None) -> Tokens:
-    """Tokens from a token response; Entra may omit a new refresh or ID token."""
-    expires_in = response.get("expires_in")
-    lifetime = float(expires_in) if isinstance(expires_in, int | float | str) else 3600.0
+    """Tokens from a token response; Entra may omit a new refresh or ID token. The upstream
+    token is not in it (another resource's): the previous one is kept."""
     return Tokens(
         access_token=str(response.get("access_token") or ""),
         refresh_token=str(response.get("refresh_token") or (previous.refresh_token
                                                              if previous else "")),
         id_token=str(response.get("id_token") or (previous.id_token if previous else "")),
-        expires_at=time.time() + lifetime,
+        expires_at=expiry(response),
+        upstream_token=previous.upstream_token if previous else "",
+        upstream_expires_at=previous.upstream_expires_at if previous else 0.0,
     )
+
+
+def with_upstream_token(tokens: Tokens, response: Mapping[str, Any]) -> Tokens:
+    """`tokens` with the upstream API's access token from a token response; a new refresh
+    token in it replaces the old (the session's other tokens stay)."""
+    return replace(tokens, upstream_token=str(response.get("access_token") or ""),
+                   upstream_expires_at=expiry(response),
+                   refresh_token=str(response.get("refresh_token") or tokens.refresh_token))
 
 
 @dataclass(frozen=True, slots=True)
