@@ -4,10 +4,11 @@
 cookie, refreshing a server-side session's tokens), records the user for the access log,
 applies the route's access policy (the global one without a route), logs a refusal and
 raises: SignInRequired when there is no session at all (the gateway sends a browser to
-sign in instead), AccessDenied when the policy says no. A stored session is first held to
-today's sign-in rules (client_id, issuer, allowed tenants, trust in unverified email).
-Anything later checks per request (step-up, revocation) belongs here, so every endpoint
-gets it at once.
+sign in instead), AccessDenied when the policy says no, StepUpRequired when the route's
+step-up (acrs, auth_time, MFA: step_up.py) asks for a proof the session lacks. A stored
+session is first held to today's sign-in rules (client_id, issuer, allowed tenants, trust
+in unverified email). Anything later checks per request (revocation) belongs here, so
+every endpoint gets it at once.
 
 The endpoints differ only in what counts, fixed per endpoint by a `Gate` constant (no
 per-request allocation): the gateway and /oauth2/auth admit with everything; /.auth/me
@@ -18,11 +19,12 @@ the cookie's session as stored.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from .errors import AccessDenied, SignInRequired
+from .errors import AccessDenied, SignInRequired, StepUpRequired
 from .headers import own_cookies
 from .oidc.bearer import bearer_token, identity_claims
 from .oidc.callers import caller_problem, calling_client
@@ -32,6 +34,7 @@ from .refresh import ensure_fresh
 from .routes import Route
 from .session.store import Session
 from .state import COOKIES, REQUEST_ID, TENANT, USER, State, session_cookies
+from .step_up import MEANING
 
 log = logging.getLogger("proxy.auth")
 
@@ -68,12 +71,18 @@ async def admit(request: web.Request, state: State, route: Route | None,
     request[USER] = identity.user
     request[TENANT] = identity.tid
     if gate.authorize:
-        decision = (route.policy if route else state.policy).decide(identity)
+        policy = route.policy if route else state.policy
+        decision = policy.decide(identity)
         if not decision.allowed:
             log.warning("access denied request_id=%s user=%s route=%s reason=%s",
                         request[REQUEST_ID], identity.user, route.name if route else "-",
                         decision.reason)
             raise AccessDenied(f"You are signed in as {identity.user}, but {decision.reason}.")
+        if policy.step_up and (missing := policy.step_up.missing(identity.proof, time.time())):
+            log.info("step-up required request_id=%s user=%s route=%s missing=%s",
+                     request[REQUEST_ID], identity.user, route.name if route else "-", missing)
+            raise StepUpRequired(f"This page needs {MEANING[missing]}: sign in again.",
+                                 missing=missing, challenge=policy.step_up.challenge(missing))
     return session
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .config import AccessPolicyConfig
 from .identity import Identity
+from .step_up import StepUp
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Policy:
     tenants: frozenset[str] = frozenset()
     members_only: bool = False
     allow_apps: bool = False
+    step_up: StepUp = StepUp()  # checked after the rules below, by admission.admit
 
     @classmethod
     def from_config(cls, config: AccessPolicyConfig) -> Policy:
@@ -38,6 +40,8 @@ class Policy:
             tenants=frozenset(t.lower() for t in config.tenants),
             members_only=config.members_only,
             allow_apps=config.allow_apps,
+            step_up=StepUp(tuple(config.auth_context), int(config.max_auth_age),
+                           config.require_mfa),
         )
 
     def decide(self, identity: Identity) -> Decision:

@@ -168,6 +168,12 @@ class AccessPolicyConfig:
     # App-only bearer tokens (client credentials: no user) may pass. Off by default: an app
     # is never let in, or passed on, as if it were a user.
     allow_apps: bool = False
+    # Step-up (proxy/step_up.py): Conditional Access authentication contexts the sign-in
+    # must satisfy (acrs), the longest time since the user authenticated (auth_time, sent
+    # as max_age; 0: any), and multi-factor authentication (amr holds "mfa").
+    auth_context: tuple[str, ...] = ()
+    max_auth_age: Duration = 0.0
+    require_mfa: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import warnings
 from yarl import URL
 
 from .config import AccessPolicyConfig, Config, UpstreamConfig
+from .step_up import CONTEXT_ID
 from .upstream_tls import TLS_KEYS, tls_settings
 from .validators import DOMAIN as _DOMAIN
 from .validators import is_guid, is_loopback_host
@@ -20,6 +21,10 @@ def check_policy(policy: AccessPolicyConfig, where: str) -> list[str]:
             if not is_guid(t)]
     out += [f"{where}.emails: {e!r} must contain exactly one @" for e in policy.emails
             if e.count("@") != 1]
+    out += [f"{where}.auth_context: {c!r} must be an authentication context id, c1 to c99"
+            for c in policy.auth_context if not CONTEXT_ID.match(c)]
+    if policy.max_auth_age < 0 or (0 < policy.max_auth_age < 60):
+        out.append(f"{where}.max_auth_age: must be 0 (any) or at least 1m")
     return out
 
 

@@ -6,6 +6,7 @@
   + NotFound (404)                no route matches
   + Unauthenticated (401)         no valid session (API clients get this instead of a redirect)
     - SignInRequired (401)        no session at all: admission.admit's answer
+    - StepUpRequired (401)        the route wants a proof (acrs, auth_time, amr) it lacks
   + LoginRejected (401)           the ID token failed validation: `reason` says which check
   + AccessDenied (403)            signed in, but the policy or tenant rules say no
   + IdPError                      the identity provider answered with an error
@@ -64,6 +65,18 @@ class Unauthenticated(ProxyError):
 class SignInRequired(Unauthenticated):
     """No session at all (rather than a bad one): a browser navigating is sent to sign in;
     every other client gets the same 401 (and error code) as any Unauthenticated."""
+
+
+class StepUpRequired(Unauthenticated):
+    """Signed in, but the route asks for a proof the session lacks (proxy/step_up.py): a
+    browser navigating signs in again; others get a 401 whose challenge names the claim."""
+
+    title = "Stronger sign-in required"
+
+    def __init__(self, public: str, *, missing: str, challenge: str) -> None:
+        super().__init__(public, missing=missing)
+        self.missing = missing
+        self.challenge = challenge
 
 
 class LoginRejected(ProxyError):

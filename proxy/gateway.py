@@ -8,7 +8,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .admission import admit
-from .errors import NotFound, SignInRequired
+from .errors import NotFound, SignInRequired, StepUpRequired
 from .headers import peer_trusted, upstream_headers
 from .pages import sign_in_page
 from .request_kind import is_navigation
@@ -20,8 +20,10 @@ from .upstream import forward
 from .upstream_token import upstream_token
 
 
-async def send_to_sign_in(request: web.Request, state: State) -> web.StreamResponse:
-    """A browser without a session: sign in, then come back to exactly this URL."""
+async def send_to_sign_in(request: web.Request, state: State,
+                          step_up: StepUpRequired | None = None) -> web.StreamResponse:
+    """A browser without a session, or whose session lacks the route's step-up: sign in,
+    then come back to exactly this URL."""
     origin = state.config.server.origin
     if request.host.lower() != origin.raw_authority.lower():
         # Another host behind the same proxy: sign in on the public_url host (where the
@@ -29,6 +31,11 @@ async def send_to_sign_in(request: web.Request, state: State) -> web.StreamRespo
         # must be in allowed_redirect_hosts (and cookie_domain must cover both).
         here = f"{origin.scheme}://{request.host}{request.raw_path}"
         return redirect(f"{origin}/oauth2/start?rd={quote(here, safe='')}")
+    if step_up is not None:
+        # Signed in already: straight to Entra (an old sign-in is forced to be redone, in
+        # case Entra does not honour max_age).
+        return await begin_login(request, request.raw_path,
+                                 prompt="login" if step_up.missing == "auth_time" else None)
     if not state.config.ui.skip_provider_button:
         return sign_in_page(request, request.raw_path)
     return await begin_login(request, request.raw_path)
@@ -51,6 +58,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except SignInRequired:  # no session, or it ended for want of the upstream's token
         if is_navigation(request):
             return await send_to_sign_in(request, state)
+        raise
+    except StepUpRequired as exc:
+        if is_navigation(request):
+            return await send_to_sign_in(request, state, exc)
         raise
     # Everything the upstream learns about the user, after every client copy was stripped
     # (built once per identity: upstream_identity.py).

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .step_up import Proof
+
 
 def _strings(value: Any) -> tuple[str, ...]:
     if isinstance(value, list | tuple):
@@ -39,6 +41,8 @@ class Identity:
     # "app" for an app-only bearer token (client credentials): `oid` is then the calling
     # app's service principal, not a person. Everything else is a "user".
     idtyp: str = "user"
+    # Step-up proof (acrs, auth_time, MFA) with its times: the strongest this session earned.
+    proof: Proof = Proof()
 
     @property
     def is_app(self) -> bool:
@@ -80,7 +84,16 @@ class Identity:
             out["extra"] = dict(self.extra)
         if self.is_app:  # users' stored sessions keep their shape
             out["idtyp"] = "app"
+        if stored := self.proof.to_stored():
+            out["proof"] = stored
         return out
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Identity:
+        """From a stored session (to_dict's form): its proof is read from `proof`, which a
+        token's claims never set (from_claims reads a token's own acrs/amr/auth_time)."""
+        return dataclasses.replace(cls.from_claims(data),
+                                   proof=Proof.from_stored(data.get("proof")))
 
     @classmethod
     def from_claims(cls, claims: dict[str, Any], extra_claims: tuple[str, ...] = ()) -> Identity:
@@ -106,6 +119,7 @@ class Identity:
             extra={str(k): str(v) for k, v in extra.items()},
             # Only an explicit "app" marks an app; the bearer path decides it (oidc/bearer).
             idtyp="app" if claims.get("idtyp") == "app" else "user",
+            proof=Proof.from_token(claims),
         )
 
 
@@ -129,8 +143,8 @@ _SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid", "
 # Kept for the proxy's own use, never sent on: Entra's `sid` is all front-channel logout
 # asks for, so any app (or its logs) holding it could sign the user out everywhere; `aud`
 # and `iss` bind the session to this app registration and tenant.
-INTERNAL_CLAIMS = frozenset({"sid", "aud", "iss", "xms_edov"})
-_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra", "idtyp", "xms_edov"}
+INTERNAL_CLAIMS = frozenset({"sid", "aud", "iss", "xms_edov", "proof"})
+_KNOWN = frozenset(_SCALARS) | {"groups", "roles", "extra", "idtyp", "xms_edov", "proof"}
 
 
 def email_vouched(claims: dict[str, Any]) -> bool:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import time
 
 from aiohttp import web
 
@@ -19,13 +21,24 @@ from .errors import (
     ProxyError,
     SessionTooLarge,
 )
+from .identity import Identity
 from .metrics import reason
 from .oidc.tokens import tenant_allowed
 from .pages import NO_STORE
 from .session.login_state import LoginStateError
 from .session.store import Session, tokens_from
 from .signin import begin_login, cookie_deletes, end_session, redirect, signed_out_page
-from .state import COOKIES, METRICS, REQUEST_ID, TENANT, USER, get_state, session_cookies
+from .state import (
+    COOKIES,
+    METRICS,
+    REQUEST_ID,
+    TENANT,
+    USER,
+    State,
+    get_state,
+    session_cookies,
+)
+from .step_up import MEANING
 
 log = logging.getLogger("proxy.auth")
 # Errors a person can act on (cancelled, not assigned, needs consent) versus a broken IdP.
@@ -104,6 +117,15 @@ async def _complete_login(request: web.Request) -> web.Response:
     if state.claim_rules.email_dropped(claims):
         log.info("email claim not used request_id=%s user=%s tid=%s reason=not-verified-by-"
                  "entra (no xms_edov)", request[REQUEST_ID], identity.user, identity.tid)
+    unmet = login.step_up.missing(identity.proof, time.time())
+    if unmet is not None:
+        # Entra signed the user in without what this sign-in asked for: refuse with a page
+        # (another redirect to Entra would loop).
+        log.warning("login refused request_id=%s user=%s reason=step-up-not-satisfied "
+                    "missing=%s", request[REQUEST_ID], identity.user, unmet)
+        raise AccessDenied(f"You signed in as {identity.user}, but without {MEANING[unmet]}, "
+                           "which this page requires.", return_to=login.target)
+    identity = await _with_earned_proof(request, state, identity)
     kept = tokens_from(tokens) if state.sessions.server_side else None
     try:
         request[COOKIES].extend(await state.sessions.save(Session(identity, tokens=kept),
@@ -118,6 +140,16 @@ async def _complete_login(request: web.Request) -> web.Response:
     log.info("login completed request_id=%s user=%s tid=%s", request[REQUEST_ID],
              identity.user, identity.tid)
     return redirect(login.target)
+
+
+async def _with_earned_proof(request: web.Request, state: State, identity: Identity) -> Identity:
+    """The session keeps the strongest proof it earned: a sign-in by the same user (same
+    app registration and issuer) adds to the proof of the session it replaces."""
+    old = await state.sessions.load(session_cookies(request))
+    if old is None or (old.identity.key, old.identity.aud, old.identity.iss) != (
+            identity.key, identity.aud, identity.iss):
+        return identity
+    return dataclasses.replace(identity, proof=old.identity.proof.merge(identity.proof))
 
 
 async def sign_out(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ session, so the user signs in again; a network failure or Entra outage does not.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -75,4 +76,6 @@ async def _refreshed_identity(session: Session, response: dict[str, Any], entra:
     # answers with the new access token; if it cannot, the refresh fails like an outage.
     claims["groups"] = await entra.overage_groups(claims, response)
     claims["sid"] = claims.get("sid") or old.sid
-    return rules.identity(claims)
+    identity = rules.identity(claims)
+    # A refresh never takes away the step-up proof the session earned (step_up.Proof).
+    return dataclasses.replace(identity, proof=old.proof.merge(identity.proof))

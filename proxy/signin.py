@@ -8,15 +8,18 @@ import logging
 from urllib.parse import urlencode
 
 from aiohttp import web
+from yarl import URL
 
 from .errors import BadRequest, StoreUnavailable
 from .pages import NO_STORE, render
 from .redirects import safe_target
+from .request_target import resolve
 from .session.budget import MAX_TARGET
 from .session.cookies import CookieSpec, session_cookie_names
 from .session.login_state import LoginState
 from .session.store import Session
-from .state import COOKIES, METRICS, REQUEST_ID, get_state, session_cookies
+from .state import COOKIES, METRICS, REQUEST_ID, State, get_state, session_cookies
+from .step_up import StepUp
 
 log = logging.getLogger("proxy.auth")
 
@@ -38,12 +41,25 @@ async def begin_login(request: web.Request, target: str,
                     request[REQUEST_ID], len(safe))
         raise BadRequest(f"The address to return to after sign-in is longer than "
                          f"{MAX_TARGET} characters. Open a shorter link and sign in again.")
-    login = LoginState.new(safe)
-    url = await state.entra.authorize_url(login, prompt=prompt)
+    login = LoginState.new(safe, target_step_up(state, safe))
+    url = await state.entra.authorize_url(login, prompt=prompt, step_up=login.step_up)
     request[COOKIES].extend(state.logins.start(login, session_cookies(request)))
     request.app[METRICS].logins.labels("started", "").inc()
     log.info("login started request_id=%s", request[REQUEST_ID])
     return redirect(url)
+
+
+def target_step_up(state: State, target: str) -> StepUp:
+    """The step-up of the route the sign-in returns to: asked for at sign-in, so a browser
+    going to a stepped-up page signs in once, and the callback checks Entra delivered it."""
+    url = URL(target)
+    host = url.raw_authority if url.is_absolute() else state.config.server.origin.raw_authority
+    try:
+        found = resolve(state.routes, [host], url.raw_path_qs or "/",
+                        state.config.server.origin.scheme)
+    except BadRequest:
+        return StepUp()  # the gateway refuses such a target anyway
+    return found.route.policy.step_up if found.route else state.policy.step_up
 
 
 async def end_session(request: web.Request, target: str | None,

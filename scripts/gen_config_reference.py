@@ -381,6 +381,22 @@ DESCRIPTIONS = {
         "sees it as an app (`X-Forwarded-Principal-Type: app`, assertion `idtyp: app`, "
         "Easy Auth claim `idtyp`), its `oid` being the app's service principal."
     ),
+    "access.auth_context": (
+        "Step-up: Conditional Access authentication context ids (`c1` to `c99`) the sign-in "
+        "must satisfy. The sign-in asks Entra for them (`claims` with essential `acrs`) and "
+        "the ID token's `acrs` must list each; a session without them is sent to sign in "
+        "again (XHR/API: 401 `insufficient_claims` challenge). See docs/step-up.md."
+    ),
+    "access.max_auth_age": (
+        "Step-up: the longest time since the user last authenticated at Entra (the ID "
+        "token's `auth_time`, 2 minutes of clock leeway); sent as `max_age`, and a stale "
+        "session signs in again with `prompt=login`. `0`: any. At least `1m` otherwise."
+    ),
+    "access.require_mfa": (
+        "Step-up: the token's `amr` must hold `mfa` (with `max_auth_age`, within that age). "
+        "Entra's v2.0 ID tokens carry no `amr`: for browser sign-ins require an "
+        "`auth_context` whose Conditional Access policy requires MFA (docs/step-up.md)."
+    ),
     # [identity]
     "identity.headers": (
         "Headers sent upstream, header name → claim. `groups`/`roles` are joined with `,`; a "

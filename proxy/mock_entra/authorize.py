@@ -7,6 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
+from .authentication import authenticate, parse_request
 from .errors import EntraError, injected, missing_parameter, unknown_tenant
 from .pages import error_page, sign_in_page
 from .redirects import RESPONSE_MODES, Reply, redirect_uri_matches
@@ -29,6 +30,7 @@ async def authorize(request: web.Request) -> web.Response:
         return error_page(err, base, now)
     try:
         _validate(mock, params)
+        parse_request(params)  # a malformed claims parameter is refused before sign-in
         user = _signed_in_user(mock, tenant, params, request.method)
     except EntraError as err:
         return reply.error(err, base, now) if err.redirect else error_page(err, base, now)
@@ -40,7 +42,9 @@ async def authorize(request: web.Request) -> web.Response:
             mock.users_for(tenant),
             tenant_label=request.match_info["tenant"],
         )
-    return reply.code(_issue_code(mock, tenant, user, params), session_state=str(uuid.uuid4()))
+    interactive = request.method == "POST" and "user" in params
+    code = _issue_code(mock, tenant, user, params, interactive=interactive)
+    return reply.code(code, session_state=str(uuid.uuid4()))
 
 
 def _tenant(mock: MockEntra, segment: str) -> Tenant:
@@ -158,7 +162,14 @@ def _allowed_user(mock: MockEntra, tenant: Tenant, username: str) -> MockUser:
     return user
 
 
-def _issue_code(mock: MockEntra, tenant: Tenant, user: MockUser, params: dict[str, str]) -> str:
+def _issue_code(mock: MockEntra, tenant: Tenant, user: MockUser, params: dict[str, str], *,
+                interactive: bool) -> str:
+    asked = parse_request(params)
+    satisfiable = tuple(c for c in asked.contexts if c not in mock.unsatisfiable_contexts)
+    auth = authenticate(mock.authentications.get(user.username), asked,
+                        interactive=interactive, user_mfa=user.mfa, satisfiable=satisfiable,
+                        now=int(mock.clock()))
+    mock.authentications[user.username] = auth
     sign_in = SignIn(
         client_id=params["client_id"],
         username=user.username,
@@ -166,6 +177,9 @@ def _issue_code(mock: MockEntra, tenant: Tenant, user: MockUser, params: dict[st
         tenant=tenant.canonical,
         sid=mock.start_session(user.username),
         nonce=params.get("nonce") or None,
+        auth=auth,
+        acrs=satisfiable,
+        auth_time_requested=asked.max_age is not None,
     )
     return mock.issue_code(
         sign_in,

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .authentication import Authentication
 from .faults import Faults
 from .federation import ExternalIssuer
 from .keys import KeyRing
@@ -39,6 +40,11 @@ class SignIn:
     tenant: str  # canonical tenant segment it was issued on
     sid: str
     nonce: str | None = None
+    # The authentication behind it (auth_time, MFA), the authentication contexts it met,
+    # and whether the request asked for auth_time (max_age: OIDC Core 3.1.2.1 requires it).
+    auth: Authentication | None = None
+    acrs: tuple[str, ...] = ()
+    auth_time_requested: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,12 @@ class MockEntra:
         self.client_assertions: list[str] = []  # every client_assertion presented, in order
         self.logouts: list[dict[str, str]] = []
         self.sessions: dict[str, str] = {}  # sid -> username
+        # username -> the user's last authentication (auth_time, MFA): authentication.py
+        self.authentications: dict[str, Authentication] = {}
+        # Authentication contexts no user can satisfy here (left out of `acrs`), and whether
+        # ID tokens carry `amr` (real v2.0 ones do not: authentication.py says why).
+        self.unsatisfiable_contexts: set[str] = set()
+        self.id_token_amr = False
         self.codes: dict[str, CodeGrant] = {}
         self.refresh_tokens: dict[str, SignIn] = {}
         self.access_tokens: dict[str, AccessGrant] = {}

@@ -10,6 +10,7 @@ import secrets
 from typing import Any, Final
 
 from .api_tokens import delegated_resource, delegated_token, token_lifetime
+from .authentication import id_token_proof
 from .errors import EntraError
 from .faults import apply_overrides
 from .keys import b64url, encode_jws, sign_id_token
@@ -49,7 +50,7 @@ def group_claims(user: MockUser, overage_limit: int) -> dict[str, Any]:
 
 def id_token_claims(
     user: MockUser, sign_in: SignIn, *, base: str, now: int, overage_limit: int,
-    optional_claims: tuple[str, ...] = (),
+    optional_claims: tuple[str, ...] = (), amr: bool = False,
 ) -> dict[str, Any]:
     """The v2 ID token payload, in the order Entra emits it."""
     claims: dict[str, Any] = {
@@ -86,6 +87,12 @@ def id_token_claims(
         claims["login_hint"] = login_hint(user)
     if user.roles:
         claims["roles"] = list(user.roles)
+    if sign_in.auth is not None:
+        proof = id_token_proof(sign_in.auth, sign_in.acrs, amr=amr)
+        # auth_time is an optional claim, and required when max_age was sent (OIDC 3.1.2.1).
+        if not (sign_in.auth_time_requested or "auth_time" in optional_claims):
+            del proof["auth_time"]
+        claims |= proof
     return claims | group_claims(user, overage_limit)
 
 
@@ -153,7 +160,8 @@ def _access_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str,
 def _id_token(mock: MockEntra, user: MockUser, sign_in: SignIn, base: str, now: int) -> str:
     client = mock.clients.get(sign_in.client_id)
     claims = id_token_claims(user, sign_in, base=base, now=now, overage_limit=mock.overage_limit,
-                             optional_claims=client.optional_claims if client else ())
+                             optional_claims=client.optional_claims if client else (),
+                             amr=mock.id_token_amr)
     claims = apply_overrides(claims, mock.faults.id_token_claims)
     # A claims-mapping app's tokens are signed with its own key (published at ?appid= only).
     key = mock.keys.app_key(client.client_id) if client and client.app_signing_key else None

@@ -88,6 +88,9 @@ class MockUser:
     # 0 = member, 1 = guest (the `acct` optional claim); `idp` = the home tenant's issuer.
     acct: int = 0
     idp: str | None = None
+    # The user performs MFA at every interactive sign-in (per-user MFA, or a Conditional
+    # Access policy for all apps): `amr` then holds "mfa" (authentication.py).
+    mfa: bool = False
 
     def in_tenant(self, tid: str) -> MockUser:
         """The directory object that signs in on tenant `tid`: the guest object in a resource

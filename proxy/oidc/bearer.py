@@ -44,7 +44,8 @@ _KNOWN_ALGS = frozenset({
     "ES256", "ES256K", "ES384", "ES512", "EdDSA",
 })
 _COPIED = ("oid", "tid", "sub", "name", "email", "groups", "roles", "scp",
-           "_claim_names", "_claim_sources", "hasgroups")
+           "_claim_names", "_claim_sources", "hasgroups",
+           "iat", "auth_time", "amr", "acrs")  # step-up proof (step_up.Proof.from_token)
 
 
 class BearerRejected(Unauthenticated):

@@ -26,6 +26,7 @@ from ..errors import (
     ProxyError,
     TokenRejected,
 )
+from ..step_up import StepUp
 from .bearer import BearerRejected, is_v1_token, validate_access_token
 from .client_auth import ClientCredential, build_credential
 from .contracts import IdPMetrics, NoMetrics, PkceLogin
@@ -144,11 +145,14 @@ class EntraClient:
             return metadata.jwks_uri
         return str(URL(metadata.jwks_uri).update_query(appid=self.azure.client_id))
 
-    async def authorize_url(self, login: PkceLogin, prompt: str | None = None) -> str:
+    async def authorize_url(self, login: PkceLogin, prompt: str | None = None,
+                            step_up: StepUp | None = None) -> str:
         metadata = await self.metadata()
         params = {"state": login.state, "response_mode": "query", "nonce": login.nonce,
                   "code_challenge": create_s256_code_challenge(login.verifier),
                   "code_challenge_method": "S256"}
+        if step_up:  # a route's step-up: claims (acrs) and max_age
+            params.update(step_up.authorize_params())
         if prompt or self.azure.prompt:
             params["prompt"] = prompt or self.azure.prompt
         if self.azure.domain_hint:

@@ -18,7 +18,7 @@ def _identity(payload: object) -> Identity | None:
     """A verified session cookie's identity; one without oid and tid is no session."""
     if not isinstance(payload, dict):
         return None
-    identity = Identity.from_claims(payload)
+    identity = Identity.from_stored(payload)
     return identity if identity.oid and identity.tid else None
 
 

@@ -1,4 +1,5 @@
-"""Per-login state (state, nonce, PKCE verifier, return target) in its own signed cookie.
+"""Per-login state (state, nonce, PKCE verifier, return target, step-up asked for) in its own
+signed cookie.
 
 The cookie is named after the state, so several tabs can sign in at once; it lives ten
 minutes and the callback deletes it (single use; a replay is refused by `LoginStates`).
@@ -17,6 +18,7 @@ from cachetools import TTLCache
 from itsdangerous import BadData
 
 from ..config import SessionConfig
+from ..step_up import NO_STEP_UP, StepUp
 from .budget import COOKIE_BUDGET, cookie_bytes
 from .cookies import CookieSpec
 from .signing import LOGIN_SALT, app_salt, serializer
@@ -36,14 +38,15 @@ class LoginState:
     nonce: str
     verifier: str
     target: str
+    step_up: StepUp = NO_STEP_UP  # what the sign-in asked of Entra; the callback checks it
 
     @classmethod
-    def new(cls, target: str) -> LoginState:
+    def new(cls, target: str, step_up: StepUp = NO_STEP_UP) -> LoginState:
         # One getrandom() call for all three: 99 bytes are 132 base64url characters with no
         # padding, cut into disjoint runs of 43, 43 and 46 (256+ random bits each; PKCE
         # wants 43 to 128 characters of [A-Za-z0-9-._~]).
         random = base64.urlsafe_b64encode(secrets.token_bytes(99)).decode()
-        return cls(random[:43], random[43:86], random[86:], target)
+        return cls(random[:43], random[43:86], random[86:], target, step_up)
 
 
 class LoginStates:
@@ -56,8 +59,11 @@ class LoginStates:
         self._used: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=LOGIN_TTL)
 
     def start(self, login: LoginState, cookies: Mapping[str, str]) -> list[CookieSpec]:
-        value = self._serializer.dumps(
-            {"s": login.state, "n": login.nonce, "v": login.verifier, "t": login.target})
+        data: dict[str, object] = {"s": login.state, "n": login.nonce, "v": login.verifier,
+                                   "t": login.target}
+        if login.step_up:
+            data["u"] = login.step_up.to_login()
+        value = self._serializer.dumps(data)
         new = CookieSpec(self.prefix + login.state, value, LOGIN_TTL)
         return self._evict(cookies, cookie_bytes([(new.name, new.value)])) + [new]
 
@@ -78,7 +84,8 @@ class LoginStates:
         if state in self._used:
             raise LoginStateError("this sign-in response was already used")
         self._used[state] = True
-        return LoginState(state, str(data["n"]), str(data["v"]), str(data["t"]))
+        return LoginState(state, str(data["n"]), str(data["v"]), str(data["t"]),
+                          StepUp.from_login(data.get("u")))
 
     def clear(self, state: str) -> CookieSpec:
         return CookieSpec(self.prefix + state, "", None)

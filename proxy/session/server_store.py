@@ -136,7 +136,7 @@ def _opaque_id(payload: object) -> str | None:
 def _session(session_id: str, record: dict[str, Any]) -> Session:
     tokens = record.get("tokens")
     return Session(
-        identity=Identity.from_claims(record["identity"]),
+        identity=Identity.from_stored(record["identity"]),
         id=session_id,
         created=float(record["created"]),
         tokens=Tokens.from_dict(tokens) if tokens else None,
