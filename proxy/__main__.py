@@ -1,4 +1,6 @@
-"""Command line: run | demo | check-config | mock-entra. Exit 0 ok, 1 bad config, 2 bad usage."""
+"""Command line: run | demo | check-config | doctor | mock-entra.
+
+Exit 0 ok, 1 bad config (doctor: a check failed), 2 bad usage."""
 
 from __future__ import annotations
 
@@ -99,6 +101,16 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .doctor import passed, report, run_checks
+
+    checks = asyncio.run(run_checks(_config(args).config, tenant=args.tenant or ""))
+    print(report(checks, args.json))
+    return 0 if passed(checks) else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -139,7 +151,13 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate and print the effective config "
                            "and where each value came from")
     check.set_defaults(func=_check)
-    for command in (run, check):
+    doctor = sub.add_parser("doctor", help="check the tenant setup from the outside: "
+                            "discovery, keys, clock, credential, redirect URI, Graph")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument("--tenant", metavar="GUID", help="tenant to probe the credential in "
+                        "when tenant_id is common/organizations (the app's home tenant)")
+    doctor.set_defaults(func=_doctor)
+    for command in (run, check, doctor):
         _config_options(command)
     demo = sub.add_parser("demo", help="mock Entra ID + demo app + proxy on loopback")
     demo.add_argument("--port", type=int, default=4180)

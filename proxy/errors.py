@@ -114,11 +114,13 @@ class TokenRejected(IdPFailure):
 class CredentialUnavailable(IdPFailure):
     """The app's client credential cannot be produced (federated token file unreadable or
     expired, managed identity endpoint down). `public` names the cause in fixed words for
-    pages and /ready; `cause` (for the log) adds the file or URL, never a token."""
+    pages and /ready; `cause` (the log's `detail`) adds the file or URL, never a token."""
 
     def __init__(self, public: str, cause: str) -> None:
+        # reason/detail: the callback's one log line ("login failed ... reason=client-
+        # credential detail=<cause>") and the refresh's.
         super().__init__(f"The proxy cannot authenticate to the sign-in service: {public}.",
-                         cause=cause)
+                         reason="client-credential", detail=cause)
         self.cause = cause
 
 

@@ -10,19 +10,18 @@ import time
 
 from aiohttp import web
 
-from . import logs
 from .errors import (
     AccessDenied,
     BadRequest,
     IdPDenied,
     IdPError,
     IdPFailure,
-    LoginRejected,
     ProxyError,
     SessionTooLarge,
 )
 from .identity import Identity
 from .metrics import reason
+from .oidc import aadsts
 from .oidc.tokens import tenant_allowed
 from .pages import NO_STORE
 from .session.login_state import LoginStateError
@@ -53,12 +52,45 @@ async def start(request: web.Request) -> web.Response:
     return await begin_login(request, request.query.get("rd", "/"), prompt=prompt)
 
 
-def _idp_error(error: str, description: str) -> IdPDenied | IdPFailure:
-    # Entra puts "AADSTSnnnn: text\r\nTrace ID: ..." in the description: keep the first line.
-    summary = description.splitlines()[0][:300] if description else ""
-    message = f"Microsoft Entra ID answered {error[:60]!r}" + (f": {summary}" if summary else ".")
+# `error` values of the OAuth and OIDC specs and Entra: the page names only one of these.
+_KNOWN_ERRORS = _DENIED | {"invalid_request", "invalid_client", "invalid_grant",
+                           "invalid_resource", "invalid_scope", "server_error",
+                           "temporarily_unavailable", "unsupported_response_type"}
+
+
+def _idp_error(request: web.Request, error: str, description: str) -> IdPDenied | IdPFailure:
+    """Entra's error redirect. Both texts are anyone's words (a link can carry them): the page
+    shows a known error name, the AADSTS digits and OUR hint; the log adds Entra's first line."""
+    code = aadsts.code_in(description)
+    shown = error if error in _KNOWN_ERRORS else "an error"
+    message = (f"Microsoft Entra ID refused the sign-in ({shown}"
+               f"{f', AADSTS{code}' if code else ''}).")
+    extra = aadsts.page_text(aadsts.hint(code, get_state(request).config))
     cls = IdPDenied if error in _DENIED else IdPFailure
-    return cls(message, error=error[:60])
+    return cls(f"{message} {extra}".strip(), error=error[:60], aadsts=str(code or ""),
+               reason="idp-error", detail=aadsts.first_line(description))
+
+
+# Context fields of a refusal that go in its log line, in this order, after the reason.
+_LOGGED = ("error", "aadsts", "hint", "detail", "tid", "user", "size", "groups")
+
+
+def _log_refusal(request: web.Request, exc: ProxyError) -> None:
+    """One WARNING line per failed callback: the request id the page shows, the reason (a
+    fixed text of ours), and Entra's error, code and our fix when Entra said no."""
+    context = dict(exc.context)
+    code = context.get("aadsts", "")
+    found = aadsts.hint(int(code) if code.isdigit() else None, get_state(request).config)
+    if found is not None:
+        context["hint"] = found.admin
+    template = "login %s request_id=%s reason=%s"
+    args: list[str] = ["failed" if isinstance(exc, IdPError) else "refused",
+                       request[REQUEST_ID], context.get("reason") or exc.public]
+    for key in _LOGGED:
+        if context.get(key):
+            template += f" {'idp_error' if key == 'error' else key}=%s"
+            args.append(context[key])
+    log.warning(template, *args)
 
 
 async def callback(request: web.Request) -> web.Response:
@@ -67,11 +99,7 @@ async def callback(request: web.Request) -> web.Response:
         response = await _complete_login(request)
     except ProxyError as exc:
         logins.labels("failed", reason(exc)).inc()
-        if isinstance(exc, LoginRejected):
-            # The operator's only clue to which ID token check failed (a key of another
-            # tenant, a stale nonce...); reasons are fixed texts, never token contents.
-            log.warning("login refused request_id=%s reason=%s", request[REQUEST_ID],
-                        exc.reason)
+        _log_refusal(request, exc)
         raise
     logins.labels("completed", "").inc()
     return response
@@ -85,33 +113,23 @@ async def _complete_login(request: web.Request) -> web.Response:
         request[COOKIES].append(state.logins.clear(login.state))
     except LoginStateError as exc:
         # Without our state, an error= text is anyone's words: show none of it.
-        log.warning("login refused request_id=%s reason=%s", request[REQUEST_ID], exc)
-        raise BadRequest(f"Sign-in could not be completed: {exc}. Please start again.") from None
+        raise BadRequest(f"Sign-in could not be completed: {exc}. Please start again.",
+                         reason=str(exc)) from None
     if "error" in query:
-        log.warning("login failed request_id=%s idp_error=%s", request[REQUEST_ID],
-                    query["error"][:60])
-        raise _idp_error(query["error"], query.get("error_description", ""))
+        raise _idp_error(request, query["error"], query.get("error_description", ""))
     code = query.get("code")
     if not code:
-        raise BadRequest("The sign-in response has no authorization code.")
-    try:
-        tokens = await state.entra.redeem(code, login)
-    except IdPError as exc:
-        # The operator's clue: the credential's cause (a file, an endpoint) or Entra's
-        # AADSTS line; the page says only that the sign-in service failed.
-        cause = exc.context.get("cause") or exc.context.get("detail") or exc.public
-        log.warning("login failed request_id=%s step=code-redemption reason=%s",
-                    request[REQUEST_ID], logs.escape(cause))
-        raise
+        raise BadRequest("The sign-in response has no authorization code.",
+                         reason="no-authorization-code")
+    tokens = await state.entra.redeem(code, login)
     claims = await state.entra.validate(tokens["id_token"], login.nonce)
     if not tenant_allowed(state.config.azure, claims["tid"]):
         # A B2B guest signing in on organizations/common gets their home tenant's token:
         # guests of an allowed tenant need tenant_id = that tenant's GUID (the log says so).
-        log.warning("login refused request_id=%s reason=tenant-not-allowed tid=%s (a guest of "
-                    "an allowed tenant needs [azure] tenant_id = that tenant's GUID)",
-                    request[REQUEST_ID], claims["tid"])
         raise AccessDenied("Accounts from your organization (tenant) may not use this service.",
-                           return_to=login.target)
+                           return_to=login.target, reason="tenant-not-allowed",
+                           tid=claims["tid"], hint="a guest of an allowed tenant needs "
+                           "[azure] tenant_id = that tenant's GUID")
     claims["groups"] = await state.entra.overage_groups(claims, tokens)
     identity = state.claim_rules.identity(claims)
     if state.claim_rules.email_dropped(claims):
@@ -131,9 +149,7 @@ async def _complete_login(request: web.Request) -> web.Response:
         request[COOKIES].extend(await state.sessions.save(Session(identity, tokens=kept),
                                                           session_cookies(request)))
     except SessionTooLarge as exc:
-        log.warning("login refused request_id=%s user=%s reason=session-too-large-for-cookie "
-                    "size=%s groups=%s", request[REQUEST_ID], identity.user,
-                    exc.context.get("size"), exc.context.get("groups"))
+        exc.context.update(reason="session-too-large-for-cookie", user=identity.user)
         raise
     request[USER] = identity.user
     request[TENANT] = identity.tid

@@ -48,11 +48,11 @@ async def ensure_fresh(session: Session, store: SessionStore, entra: EntraClient
             await store.clear_id(current.id)
             return None
         except (IdPError, LoginRejected) as exc:
-            # cause: the client credential's (a file, an endpoint) or Entra's AADSTS line.
-            cause = exc.context.get("cause") or exc.context.get("detail") or ""
+            # detail: the client credential's cause (a file, an endpoint) or Entra's AADSTS line.
+            detail = exc.context.get("detail") or ""
             log.warning("token refresh failed, keeping the session user=%s reason=%s%s",
                         current.identity.user, type(exc).__name__,
-                        f" cause={logs.escape(cause)}" if cause else "")
+                        f" detail={logs.escape(detail)}" if detail else "")
             return current
         fresh = current.with_tokens(tokens_from(response, current.tokens), identity)
         await store.update(fresh)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from email.utils import formatdate
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .authorize import authorize
 from .discovery import jwks, openid_configuration, v1_openid_configuration
@@ -19,6 +20,7 @@ def create_app(mock: MockEntra) -> web.Application:
     """Serve `mock`; every URL it emits is built from the request's origin."""
     app = web.Application()
     app[MOCK] = mock
+    app.on_response_prepare.append(_date_header)
     router = app.router
     router.add_get("/", index)
     router.add_get("/error", error_info)
@@ -37,6 +39,13 @@ def create_app(mock: MockEntra) -> web.Application:
     router.add_get("/v1.0/me/transitiveMemberOf", member_of)
     router.add_get("/v1.0/me/memberOf", member_of)
     return app
+
+
+async def _date_header(request: web.Request, response: web.StreamResponse) -> None:
+    """`Date` from the mock's own clock, as a server's comes from its clock (RFC 9110 §6.6.1)."""
+    mock = request.app[MOCK]
+    response.headers[hdrs.DATE] = formatdate(mock.clock() + mock.faults.date_offset,
+                                             usegmt=True)
 
 
 async def index(request: web.Request) -> web.Response:

@@ -32,6 +32,8 @@ async def authorize(request: web.Request) -> web.Response:
         _validate(mock, params)
         parse_request(params)  # a malformed claims parameter is refused before sign-in
         user = _signed_in_user(mock, tenant, params, request.method)
+        if user is not None:
+            _check_assignment(mock, params["client_id"], user)
     except EntraError as err:
         return reply.error(err, base, now) if err.redirect else error_page(err, base, now)
     if user is None:
@@ -160,6 +162,19 @@ def _allowed_user(mock: MockEntra, tenant: Tenant, username: str) -> MockUser:
             redirect=False,
         )
     return user
+
+
+def _check_assignment(mock: MockEntra, client_id: str, user: MockUser) -> None:
+    """An unassigned user of an app with "Assignment required" goes back with AADSTS50105,
+    `interaction_required`, as ENTRA.md §5's real example (the address is hidden)."""
+    assigned = mock.clients[client_id].assigned_users
+    if assigned is not None and user.username not in assigned:
+        raise EntraError(
+            "interaction_required",
+            50105,
+            "The signed in user '{EmailHidden}' is not assigned to a role for the application "
+            f"'{client_id}'(mock app).",
+        )
 
 
 def _issue_code(mock: MockEntra, tenant: Tenant, user: MockUser, params: dict[str, str], *,

@@ -50,7 +50,16 @@ def authenticate_client(
         )
     if not hmac.compare_digest(secret.encode(), client.client_secret.encode()):
         raise _invalid_client(
-            7000215, "Invalid client secret provided. Ensure the secret being sent is correct."
+            7000215, "Invalid client secret provided. Ensure the secret being sent in the "
+            "request is the client secret value, not the client secret ID, for a secret added "
+            f"to app '{client.client_id}'.",
+        )
+    if client.secret_expired:
+        raise _invalid_client(
+            7000222, f"The provided client secret keys for app '{client.client_id}' are "
+            "expired. Visit the Azure portal to create new keys for your app: "
+            "https://aka.ms/NewClientSecret, or consider using certificate credentials for "
+            "added security: https://aka.ms/certCreds.",
         )
     return client
 

@@ -48,6 +48,8 @@ class Faults:
     jwks_cloud_instance_name: str | None = None
     # Return the (Graph) access token in the id_token field.
     access_token_as_id_token: bool = False
+    # Seconds added to the `Date` header of every answer (a far-off IdP clock, for `doctor`).
+    date_offset: float = 0.0
     # Graph and userinfo answer this status.
     graph_status: int | None = None
     # Override userinfo members; DELETE removes (e.g. {"sub": "someone-else"}).

@@ -135,6 +135,10 @@ class MockClient:
     home_tenant: str = DEFAULT_TENANT_ID
     # Federated identity credentials: outside tokens this app accepts as its client assertion.
     federated_credentials: list[FederatedCredential] = field(default_factory=list)
+    # Enterprise app "Assignment required": only these users may sign in (None: anyone).
+    assigned_users: tuple[str, ...] | None = None
+    # The secret's end date has passed: the right secret gets AADSTS7000222, not a token.
+    secret_expired: bool = False
 
     @property
     def service_principal_oid(self) -> str:

@@ -27,6 +27,7 @@ from ..errors import (
     TokenRejected,
 )
 from ..step_up import StepUp
+from . import aadsts
 from .bearer import BearerRejected, is_v1_token, validate_access_token
 from .client_auth import ClientCredential, build_credential
 from .contracts import IdPMetrics, NoMetrics, PkceLogin
@@ -38,7 +39,6 @@ from .tokens import validate_id_token
 from .v1 import V1Authority
 
 # Token-endpoint errors that mean "this grant is over": sign the user in again.
-_DEAD_GRANT = {"invalid_grant", "interaction_required", "consent_required", "login_required"}
 METADATA_TTL = 24 * 3600.0  # Microsoft: recheck keys every 24 h
 REFETCH_INTERVAL = 10.0  # an unknown kid refetches the JWKS at most this often
 
@@ -200,6 +200,11 @@ class EntraClient:
         self.metrics.token_refreshed("ok")
         return body
 
+    async def app_token(self, scope: str) -> dict[str, Any]:
+        """The client credentials grant for `scope` (`doctor` probes the credential with it):
+        the same client authentication as every other token request of the proxy."""
+        return await self._token_request({"grant_type": "client_credentials"}, (scope,))
+
     async def _token_request(self, grant: dict[str, str],
                              scopes: tuple[str, ...] | None = None) -> dict[str, Any]:
         metadata = await self.metadata()
@@ -219,18 +224,7 @@ class EntraClient:
         except ValueError:
             raise IdPFailure("The token endpoint's answer is not JSON.") from None
         if status != 200 or not isinstance(body, dict):
-            error = str(body.get("error") or "") if isinstance(body, dict) else ""
-            suberror = str(body.get("suberror") or "") if isinstance(body, dict) else ""
-            if status in (502, 503, 504):
-                raise IdPUnavailable(f"The sign-in service's token endpoint is unavailable "
-                                     f"(HTTP {status}).")
-            cls = TokenRejected if error in _DEAD_GRANT else IdPFailure
-            # Entra's first line ("AADSTS700213: No matching federated identity record ...")
-            # names the cause for the log; it quotes claims, never the assertion itself.
-            detail = str(body.get("error_description") or "") if isinstance(body, dict) else ""
-            raise cls(f"The token endpoint refused the request "
-                      f"({(error or 'HTTP ' + str(status))[:60]}).", error=error[:60],
-                      suberror=suberror[:60], detail=(detail.splitlines() or [""])[0][:300])
+            raise aadsts.token_refusal(status, body, self.config)
         return body
 
     async def overage_groups(self, claims: dict[str, Any], tokens: dict[str, Any]) -> list[str]:

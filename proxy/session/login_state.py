@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cachetools import TTLCache
-from itsdangerous import BadData
+from itsdangerous import BadData, SignatureExpired
 
 from ..config import SessionConfig
 from ..step_up import NO_STEP_UP, StepUp
@@ -77,8 +77,11 @@ class LoginStates:
                                   "already finished, or started in another browser)")
         try:
             data = self._serializer.loads(raw, max_age=LOGIN_TTL)
+        except SignatureExpired:
+            raise LoginStateError(f"the sign-in took longer than {LOGIN_TTL // 60} minutes "
+                                  "(the sign-in state expired)") from None
         except (BadData, ValueError, UnicodeError):
-            raise LoginStateError("the sign-in state is invalid or expired") from None
+            raise LoginStateError("the sign-in state is invalid") from None
         if not isinstance(data, dict) or not hmac.compare_digest(str(data.get("s")), state):
             raise LoginStateError("the sign-in state does not match")
         if state in self._used:
