@@ -12,6 +12,7 @@ import pytest
 
 from proxy.app import check_files
 from proxy.config_load import from_dict
+from proxy.doctor import run_checks
 from proxy.errors import ConfigError
 from proxy.mock_entra import DEFAULT_CLIENT_ID, MockEntra
 from proxy.mock_entra.federation import ExternalIssuer, FederatedCredential
@@ -177,3 +178,20 @@ def test_check_config_command_reports_the_file_from_the_pods_environment(tmp_pat
     result = cli("check-config", "-c", str(path), cwd=tmp_path,
                  env={"AZURE_FEDERATED_TOKEN_FILE": str(missing)})
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("written", "status", "said"), [
+    (True, "PASS", "the federated token got an app token"),
+    (False, "FAIL", "cannot read azure.federated_token_file"),
+])
+async def test_doctor_probes_the_federated_credential(
+        mock_server: tuple[MockEntra, str], issuer: ExternalIssuer, tmp_path: Path,
+        written: bool, status: str, said: str) -> None:
+    _, idp = mock_server
+    token_file = tmp_path / "azure-identity-token"
+    if written:
+        token_file.write_text(issuer.token(SUBJECT))
+    config = from_dict(deep_merge(base_config(4180, idp, "http://127.0.0.1:9"),
+                                  workload(token_file)))
+    (check,) = [c for c in await run_checks(config) if c.name == "credential"]
+    assert check.status == status and said in check.detail, check
