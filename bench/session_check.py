@@ -1,6 +1,7 @@
 """Micro-benchmark of the per-request session check with the cookie store: decode and verify
 the signed session cookie (CookieStore.load_identity) and build the identity headers
-(proxy.headers.identity_headers), in microseconds per request.
+(proxy.header_budget.fit_identity_headers, at the default limits), in microseconds per
+request.
 
 The cookie is the one a real sign-in of the mock's alice@contoso.example writes: her
 identity claims (two groups, one role) signed with the session secret, default header map.
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from proxy.config_load import from_dict
-from proxy.headers import identity_headers
+from proxy.header_budget import fit_identity_headers
 from proxy.identity import Identity
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID
 from proxy.mock_entra.users import ADMINS_GROUP_ID, ENGINEERING_GROUP_ID
@@ -66,8 +67,11 @@ def measure(iterations: int = 20_000, repeat: int = 5) -> SessionCheckResult:
     identity = store.load_identity(cookies)
     if identity != ALICE:
         raise AssertionError(f"the cookie did not round-trip: {identity!r}")
-    headers = identity_headers(identity, mapping)
-    load, build = store.load_identity, identity_headers
+    def build(identity: Identity, mapping: dict[str, str]) -> list[tuple[str, str]]:
+        return fit_identity_headers(identity, mapping, limit=4096, budget=16384).pairs
+
+    headers = build(identity, mapping)
+    load = store.load_identity
     timings = []
     for _ in range(repeat):
         start = time.perf_counter_ns()

@@ -1,6 +1,7 @@
-"""Command line: run | demo | check-config | doctor | mock-entra.
+"""Command line: run | demo | check-config | doctor | mock-entra | sessions.
 
-Exit 0 ok, 1 bad config (doctor: a check failed), 2 bad usage."""
+Exit 0 ok, 1 bad config (doctor: a check failed; sessions: a store that cannot be
+administered), 2 bad usage."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__, logs
 from .config_load import ConfigSource, Loaded, redacted
@@ -111,6 +113,17 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if passed(checks) else 1
 
 
+def _sessions(args: argparse.Namespace) -> int:
+    from .sessions_cli import run
+
+    if args.user == "" or args.oid == "":  # "" would mean every session
+        print("sessions: --user and --oid need a value", file=sys.stderr)
+        return 2
+    loaded = _config(args, files=False, report=False)
+    return run(loaded.config, args.action, args.user or "", args.oid or "",
+               bool(getattr(args, "all", False)), args.json)
+
+
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -159,6 +172,7 @@ def parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=_doctor)
     for command in (run, check, doctor):
         _config_options(command)
+    _sessions_parser(sub)
     demo = sub.add_parser("demo", help="mock Entra ID + demo app + proxy on loopback")
     demo.add_argument("--port", type=int, default=4180)
     demo.set_defaults(func=_demo)
@@ -167,6 +181,25 @@ def parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.set_defaults(func=_mock)
     return p
+
+
+def _sessions_parser(sub: Any) -> None:
+    sessions = sub.add_parser("sessions", help="list or revoke server-side sessions "
+                              "(offboarding; [session] store = \"redis\")")
+    actions = sessions.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="sessions of a user, of an oid, or all")
+    revoke = actions.add_parser("revoke", help="end the sessions of a user, of an oid, or all, "
+                                "on every replica")
+    for action in (listing, revoke):
+        _config_options(action)
+        action.add_argument("--json", action="store_true", help="print JSON")
+        which = action.add_mutually_exclusive_group(required=action is revoke)
+        which.add_argument("--user", metavar="UPN", help="preferred_username (else email), "
+                           "any case")
+        which.add_argument("--oid", metavar="ID", help="the user's object id")
+        if action is revoke:
+            which.add_argument("--all", action="store_true", help="every session")
+        action.set_defaults(func=_sessions)
 
 
 def _config_options(p: argparse.ArgumentParser) -> None:

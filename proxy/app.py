@@ -12,7 +12,7 @@ from aiohttp import WSCloseCode, web
 from aiohttp.abc import AbstractResolver
 from aiohttp.typedefs import Handler
 
-from . import easy_auth, easy_auth_endpoints, endpoints, forward_auth, gateway, login, logs
+from . import admin, easy_auth, easy_auth_endpoints, endpoints, forward_auth, gateway, login, logs
 from .assertion import AssertionKeyError, AssertionSigner
 from .authorize import Policy
 from .background import Tasks
@@ -75,7 +75,7 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
                                config.identity.trust_unverified_email),
         policy=Policy.from_config(config.access),
         signer=signer,
-        upstream_identity=IdentityHeaders(config.identity, signer),
+        upstream_identity=IdentityHeaders(config.identity, signer, config.policy_groups),
     )
 
 
@@ -172,7 +172,8 @@ def build_app(config: Config, loader: ConfigLoader | None = None, *,
             if config.server.metrics_listen:
                 await stack.enter_async_context(
                     asynccontextmanager(serve_metrics)(app[METRICS],
-                                                       config.server.metrics_listen))
+                                                       config.server.metrics_listen,
+                                                       admin.routes(app[STATE])))
             yield
         await app[TASKS].close()  # before the clients a pending reload or retirement uses
         await app[STATE].current.sessions.close()

@@ -37,7 +37,9 @@ SIGNED_FIELDS: Final = ("oid", "tid", "email", "preferred_username", "name", "gr
                         "idtyp")
 
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-_CacheKey = tuple[str, tuple[str | tuple[str, ...], ...]]
+_CacheKey = tuple[str, bool, tuple[str | tuple[str, ...], ...]]
+# Where an assertion too long to carry the groups points instead (Entra's overage form).
+USERINFO_PATH: Final = "/oauth2/userinfo"
 
 
 class AssertionKeyError(Exception):
@@ -118,14 +120,17 @@ class AssertionSigner:
         """The signed assertion of `identity` for the upstream whose origin is `audience`."""
         return self.assertion_until(identity, audience, now)[0]
 
-    def assertion_until(self, identity: Identity, audience: str,
-                        now: float | None = None) -> tuple[str, float]:
-        """The assertion, and the wall-clock time until which it may be reused."""
+    def assertion_until(self, identity: Identity, audience: str, now: float | None = None,
+                        *, groups_elsewhere: bool = False) -> tuple[str, float]:
+        """The assertion, and the wall-clock time until which it may be reused.
+
+        `groups_elsewhere`: no `groups` claim but Entra's overage marker (`_claim_names`,
+        `_claim_sources`) pointing at /oauth2/userinfo, for a list too long for a header."""
         if not audience:
             raise ValueError("an assertion needs an audience (the upstream's origin)")
         moment = time.time() if now is None else now
         fields = tuple(_field(identity, name) for name in SIGNED_FIELDS)
-        key: _CacheKey = (audience, fields)
+        key: _CacheKey = (audience, groups_elsewhere, fields)
         try:  # half the cost of TTLCache.get, which looks the key up twice
             token, issued_at = self._cache[key]
             if self._fresh(issued_at, moment):
@@ -133,7 +138,7 @@ class AssertionSigner:
         except KeyError:
             pass
         issued_at = int(moment)
-        token = self._sign(identity, audience, issued_at)
+        token = self._sign(identity, audience, issued_at, groups_elsewhere)
         self._cache[key] = (token, issued_at)
         return token, issued_at + self.lifetime / 2
 
@@ -145,7 +150,8 @@ class AssertionSigner:
         # assertion about to expire; a clock that went back gets a new one, never a future iat.
         return issued_at <= moment < issued_at + self.lifetime / 2
 
-    def _sign(self, identity: Identity, audience: str, issued_at: int) -> str:
+    def _sign(self, identity: Identity, audience: str, issued_at: int,
+              groups_elsewhere: bool = False) -> str:
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": audience,
@@ -158,6 +164,12 @@ class AssertionSigner:
             "nbf": issued_at,
             "exp": issued_at + self.lifetime,
         }
+        if groups_elsewhere:
+            # As Entra's own overage: no `groups` at all (an empty list would read as "in no
+            # group"), and where the full list is.
+            del claims["groups"]
+            claims["_claim_names"] = {"groups": "src1"}
+            claims["_claim_sources"] = {"src1": {"endpoint": self.issuer + USERINFO_PATH}}
         # No `jti`: the token is reused across requests on purpose, so it would not be unique.
         return jwt.encode(claims, self._private_key, algorithm=self.algorithm,
                           headers={"kid": self.kid, "typ": "JWT"})

@@ -60,6 +60,8 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     workers: int = 1
     metrics_listen: str = ""
+    # Bearer token the admin endpoints on metrics_listen require (empty: loopback peers only)
+    admin_token: Secret = field(default_factory=lambda: Secret(""))
     log_format: str = "text"
     log_level: str = "info"
     access_log: bool = True
@@ -188,6 +190,15 @@ class IdentityConfig:
     pass_id_token: bool = False
     # Use the `email` claim without Entra's `xms_edov` (domain verified): single tenant only.
     trust_unverified_email: bool = False
+    # Stock upstreams refuse header lines past 8,190 bytes (aiohttp, gunicorn) or 8 KB
+    # (nginx): no line the proxy adds is longer than this ("Name: value"), lists are split
+    # over repeated lines, and all identity lines together stay within the total
+    # (header_budget.py; a list that does not fit is left out and marked <Header>-Overflow).
+    max_header_bytes: int = 4096
+    max_total_header_bytes: int = 16384
+    # Which groups go to upstreams: group ids, "re:<pattern>", "policy" (the groups access
+    # policies name). Empty: all. Policies always see every group.
+    groups_filter: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +260,12 @@ class Config:
     @property
     def redirect_uri(self) -> str:
         return f"{self.server.public_url.rstrip('/')}/callback/{self.azure.connector_id}"
+
+    @property
+    def policy_groups(self) -> frozenset[str]:
+        """Every group an access policy names (identity.groups_filter "policy")."""
+        policies = [self.access, *(u.access for u in self.upstreams if u.access is not None)]
+        return frozenset(g for policy in policies for g in policy.groups)
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -89,6 +89,9 @@ def check_server(config: Config) -> list[str]:
         elif s.metrics_listen == s.listen:
             out.append("server.metrics_listen: must differ from server.listen (metrics are "
                        "never served on the public port)")
+    if s.admin_token and len(s.admin_token.reveal()) < 32:
+        out.append("server.admin_token: too short; use at least 32 random characters (e.g. "
+                   "python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if s.log_format not in ("text", "json"):
         out.append(f"server.log_format: {s.log_format!r} must be one of ['text', 'json']")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -7,6 +7,7 @@ import os
 import re
 
 from .config import Config
+from .header_budget import PATTERN, POLICY
 from .validators import is_guid
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -45,6 +46,7 @@ def check_identity(config: Config) -> list[str]:
     if i.assertion_header and not i.assertion_key_file and config.server.workers > 1:
         out.append("identity.assertion_key_file: required with server.workers > 1, so every "
                    "process signs with the same key")
+    out += _check_budget(config)
     azure = config.azure
     if i.trust_unverified_email and not (
             is_guid(azure.tenant_id) and not azure.allow_any_tenant
@@ -53,6 +55,39 @@ def check_identity(config: Config) -> list[str]:
                    "GUID, no other allowed_tenants): another tenant's admin can put any "
                    "address in `email`; add the xms_edov optional claim instead")
     return out + check_api(config)
+
+
+# Stock servers' per-line limit (aiohttp, gunicorn: 8,190 bytes); below the floor not even
+# a signed assertion without groups fits.
+MAX_LINE = 8190
+MIN_LINE = 1024
+MAX_TOTAL = 65536
+
+
+def _check_budget(config: Config) -> list[str]:
+    i, out = config.identity, []
+    if not MIN_LINE <= i.max_header_bytes <= MAX_LINE:
+        out.append(f"identity.max_header_bytes: {i.max_header_bytes} is outside {MIN_LINE}.."
+                   f"{MAX_LINE} (stock upstreams refuse lines past 8,190 bytes)")
+    if not i.max_header_bytes <= i.max_total_header_bytes <= MAX_TOTAL:
+        out.append(f"identity.max_total_header_bytes: {i.max_total_header_bytes} must be at "
+                   f"least max_header_bytes ({i.max_header_bytes}) and at most {MAX_TOTAL} "
+                   "(nginx takes 4 x 8 KB of headers by default)")
+    for entry in i.groups_filter:
+        if entry == POLICY:
+            if not config.policy_groups:
+                out.append("identity.groups_filter: 'policy' names no group: no access policy "
+                           "has `groups`, so no group would reach the upstreams")
+        elif entry.startswith(PATTERN):
+            try:
+                re.compile(entry[len(PATTERN):])
+            except re.error as exc:
+                out.append(f"identity.groups_filter: {entry!r} is not a valid regular "
+                           f"expression ({exc.msg})")
+        elif not entry.strip() or entry != entry.strip():
+            out.append(f"identity.groups_filter: {entry!r} must be a group id, "
+                       f"'{PATTERN}<pattern>' or '{POLICY}'")
+    return out
 
 
 def check_api(config: Config) -> list[str]:

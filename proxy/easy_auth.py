@@ -38,7 +38,7 @@ import base64
 import json
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from .identity import Identity
 from .session.store import Tokens
@@ -107,28 +107,51 @@ def user_claims(identity: Identity) -> list[dict[str, str]]:
     ]
 
 
-def principal(identity: Identity) -> dict[str, Any]:
+# A principal too long for a header line carries, instead of its groups, what App Service
+# passes on from an Entra token in overage: `_claim_names` and `_claim_sources` (as JSON
+# strings), pointing here at /.auth/me, which lists every group.
+GROUPS_ELSEWHERE: Final = (
+    {"typ": "_claim_names", "val": json.dumps({"groups": "src1"}, separators=(",", ":"))},
+    {"typ": "_claim_sources",
+     "val": json.dumps({"src1": {"endpoint": ME_PATH}}, separators=(",", ":"))},
+)
+
+
+def principal(identity: Identity, *, groups_elsewhere: bool = False) -> dict[str, Any]:
     """The decoded X-MS-CLIENT-PRINCIPAL object, keys in App Service's order."""
+    claims = user_claims(identity)
+    if groups_elsewhere:
+        claims = [c for c in claims if c["typ"] != GROUPS_TYP] + list(GROUPS_ELSEWHERE)
     return {
         "auth_typ": PROVIDER,
-        "claims": user_claims(identity),
+        "claims": claims,
         "name_typ": _name(identity)[0],
         "role_typ": ROLE_TYP,
     }
 
 
-def encode_principal(identity: Identity) -> str:
+def encode_principal(identity: Identity, *, groups_elsewhere: bool = False) -> str:
     """Base64 of compact JSON; non-ASCII is \\u-escaped, so ASCII, UTF-8 and latin-1 decoders
     (all seen in Easy Auth samples) read the same text."""
-    body = json.dumps(principal(identity), separators=(",", ":"), ensure_ascii=True)
+    body = json.dumps(principal(identity, groups_elsewhere=groups_elsewhere),
+                      separators=(",", ":"), ensure_ascii=True)
     return base64.b64encode(body.encode("ascii")).decode("ascii")
 
 
 def principal_headers(
-    identity: Identity, session_tokens: Tokens | None, *, with_tokens: bool
+    identity: Identity, session_tokens: Tokens | None, *, with_tokens: bool,
+    max_line: int | None = None,
 ) -> list[tuple[str, str]]:
-    """Headers App Service adds upstream; tokens only when enabled and the session holds them."""
-    headers = [(PRINCIPAL, encode_principal(identity))]
+    """Headers App Service adds upstream; tokens only when enabled and the session holds them.
+    `max_line`: the longest "Name: value" line allowed. A principal past it goes without its
+    groups (GROUPS_ELSEWHERE); one still past it is not sent at all (the app then sees no
+    user rather than a wrong one)."""
+    headers: list[tuple[str, str]] = []
+    encoded = encode_principal(identity)
+    if max_line is not None and len(PRINCIPAL) + 2 + len(encoded) > max_line:
+        encoded = encode_principal(identity, groups_elsewhere=True)
+    if max_line is None or len(PRINCIPAL) + 2 + len(encoded) <= max_line:
+        headers.append((PRINCIPAL, encoded))
     name = next((v for _, v in _name_candidates(identity) if _header_safe(v)), "")
     if name:
         headers.append((PRINCIPAL_NAME, name))

@@ -8,8 +8,6 @@ from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict
 
-from .identity import Identity
-
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "proxy-connection",
@@ -25,6 +23,9 @@ ALWAYS_OWNED = frozenset({
 # "user" or "app" on every authenticated request: an app (app-only bearer token, where a
 # route allows apps) is never passed on as if it were a person.
 PRINCIPAL_TYPE = "X-Forwarded-Principal-Type"
+# "<identity header>-Overflow: true": the proxy left that header out, as too long for
+# upstreams' limits (header_budget.py). Owned like the header it marks.
+OVERFLOW_SUFFIX = "-Overflow"
 # Host is set for the upstream by the proxy; so is the body's framing (Content-Length here,
 # Transfer-Encoding being hop-by-hop), from the length the proxy read the body by.
 _NEVER_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
@@ -56,7 +57,7 @@ def owned_names(identity_headers: Iterable[str], assertion_header: str = "") -> 
     names = {canonical(n) for n in identity_headers} | ALWAYS_OWNED
     if assertion_header:
         names.add(canonical(assertion_header))
-    return frozenset(names)
+    return frozenset(names | {canonical(n + OVERFLOW_SUFFIX) for n in names})
 
 
 def is_owned(name: str, owned: frozenset[str]) -> bool:
@@ -175,14 +176,6 @@ def upstream_headers(
         out["X-Forwarded-Host"] = host
     out["X-Request-Id"] = request_id
     return out
-
-
-def identity_headers(identity: Identity, mapping: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Configured identity headers; a claim the user lacks (often email) sends no header.
-    The principal type is always sent (the client's copy was stripped)."""
-    pairs = ((name, clean_value(identity.claim(claim))) for name, claim in mapping.items())
-    return [(name, value) for name, value in pairs if value] + [(PRINCIPAL_TYPE,
-                                                                 identity.idtyp)]
 
 
 def response_headers(incoming: Mapping[str, str] | CIMultiDict[str],

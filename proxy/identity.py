@@ -133,10 +133,25 @@ def _audience(value: Any) -> str:
 
 def join_list(values: tuple[str, ...]) -> str:
     """One header value for a list: items joined with ','. Entra may emit group display
-    names, which can hold a comma, so in each item '%' becomes '%25' and ',' becomes '%2C':
-    split on ',' and percent-decode each item to get the list back, unambiguously."""
-    return ",".join(v.replace("%", "%25").replace(",", "%2C") if "%" in v or "," in v else v
-                    for v in values)
+    names, which can hold a comma, so in each item '%' becomes '%25' and ',' becomes '%2C',
+    and whitespace at an item's edge is percent-encoded too (as UTF-8): split on ',', strip
+    whitespace (repeated lines may be joined with ", ": RFC 9110 §5.3) and percent-decode
+    each item to get the list back, unambiguously."""
+    return ",".join(_list_item(v) if "%" in v or "," in v or (v and (v[0].isspace()
+                                                                     or v[-1].isspace()))
+                    else v for v in values)
+
+
+def _list_item(value: str) -> str:
+    value = value.replace("%", "%25").replace(",", "%2C")
+    body = value.strip()
+    start = value.index(body[0]) if body else len(value)
+    end = start + len(body)
+    return _percent(value[:start]) + body + _percent(value[end:])
+
+
+def _percent(text: str) -> str:
+    return "".join(f"%{b:02X}" for b in text.encode("utf-8", "surrogatepass"))
 
 
 _SCALARS = ("oid", "tid", "sub", "name", "preferred_username", "email", "sid", "aud", "iss")

@@ -8,7 +8,7 @@ With several workers, prometheus-client's multiprocess mode aggregates every pro
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -98,8 +98,8 @@ class CountingBackend:
     async def get(self, key: str) -> bytes | None:
         return await self._run("get", self._backend.get(key))
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
-        await self._run("set", self._backend.set(key, value, ttl))
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
+        await self._run("set", self._backend.set(key, value, ttl, existing=existing))
 
     async def delete(self, *keys: str) -> None:
         await self._run("delete", self._backend.delete(*keys))
@@ -109,6 +109,15 @@ class CountingBackend:
 
     async def pop_set(self, key: str) -> list[str]:
         return await self._run("pop_set", self._backend.pop_set(key))
+
+    async def index_add(self, key: str, member: str, expires_at: float) -> None:
+        await self._run("index_add", self._backend.index_add(key, member, expires_at))
+
+    async def index_members(self, key: str) -> list[str]:
+        return await self._run("index_members", self._backend.index_members(key))
+
+    async def index_remove(self, key: str, *members: str) -> None:
+        await self._run("index_remove", self._backend.index_remove(key, *members))
 
     def lock(self, key: str, ttl: float) -> AbstractAsyncContextManager[bool]:
         self._metrics.store_ops.labels("lock").inc()
@@ -121,14 +130,17 @@ class CountingBackend:
         await self._backend.close()
 
 
-async def serve(metrics: Metrics, listen: str) -> AsyncIterator[None]:
-    """Run /metrics on its own listener (never on the public port)."""
+async def serve(metrics: Metrics, listen: str,
+                routes: Sequence[web.RouteDef] = ()) -> AsyncIterator[None]:
+    """Run /metrics on its own listener (never on the public port), with `routes` (the
+    admin endpoints: proxy/admin.py)."""
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024)
     app.router.add_get("/metrics", handler)
+    app.router.add_routes(routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")

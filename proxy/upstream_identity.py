@@ -10,14 +10,17 @@ store the same one while its record is unchanged. So the token-free part is buil
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
+from collections.abc import Iterable
 
 from multidict import CIMultiDict
 
 from .assertion import AssertionSigner
 from .config import IdentityConfig
-from .easy_auth import principal_headers, token_headers
-from .headers import identity_headers
+from .easy_auth import PRINCIPAL, encode_principal, principal_headers, token_headers
+from .header_budget import GroupsFilter, fit_identity_headers, line_bytes
 from .hot_cache import HotCache
 from .identity import Identity
 from .session.store import Session
@@ -25,24 +28,30 @@ from .session.store import Session
 CACHE_SIZE = 4096  # (identity, upstream) pairs; each a handful of short strings
 REBUILD_AFTER = 60.0  # seconds, also without an assertion (nothing else expires sooner)
 
+log = logging.getLogger("proxy.identity")
+
+_Key = tuple[int, str, bool]  # (id of the identity, audience, one_line)
 _Entry = tuple[Identity, list[tuple[str, str]], float, float]  # (.., built, until)
 
 
 class IdentityHeaders:
     """Owned by the State (one per config): the headers it adds follow that config."""
 
-    def __init__(self, config: IdentityConfig, signer: AssertionSigner | None) -> None:
+    def __init__(self, config: IdentityConfig, signer: AssertionSigner | None,
+                 policy_groups: Iterable[str] = ()) -> None:
+        """`policy_groups`: every group an access policy names (groups_filter "policy")."""
         self._config = config
         self._signer = signer
+        self.groups_filter = GroupsFilter.from_config(config.groups_filter, policy_groups)
         # Expired entries leave on their own: an identity seen once is not kept alive.
-        self._built: HotCache[tuple[int, str], _Entry] = HotCache(CACHE_SIZE, REBUILD_AFTER)
+        self._built: HotCache[_Key, _Entry] = HotCache(CACHE_SIZE, REBUILD_AFTER)
 
     def add(self, headers: CIMultiDict[str], session: Session, audience: str | None,
-            *, tokens_too: bool = True) -> None:
+            *, tokens_too: bool = True, one_line: bool = False) -> None:
         """Add the user's headers for the route whose assertion audience is `audience`
         (None: no route, or no assertion wanted). `tokens_too=False` leaves out Entra's
         tokens. Every client copy of these names was stripped before."""
-        headers.extend(self._static(session.identity, audience))
+        headers.extend(self._static(session.identity, audience, one_line))
         tokens = session.tokens
         if tokens is None or not tokens_too:
             return
@@ -54,22 +63,61 @@ class IdentityHeaders:
         if config.easy_auth and config.easy_auth_tokens:
             headers.extend(token_headers(tokens))  # after the (cached) principal headers
 
-    def _static(self, identity: Identity, audience: str | None) -> list[tuple[str, str]]:
+    def _static(self, identity: Identity, audience: str | None,
+                one_line: bool = False) -> list[tuple[str, str]]:
         # Keyed by the object's id, checked by identity: an id reused after the object is
         # gone never matches, because the entry holds the object it was built for.
-        key = (id(identity), audience or "")
+        key = (id(identity), audience or "", one_line)
         now = time.time()
         entry = self._built.get(key, now)
         if entry is not None and entry[0] is identity and entry[2] <= now < entry[3]:
             return entry[1]  # (a clock gone back rebuilds: never an assertion from the future)
-        config = self._config
-        pairs = identity_headers(identity, config.headers)
-        until = now + REBUILD_AFTER
-        if self._signer is not None and audience:
-            token, renew_at = self._signer.assertion_until(identity, audience, now)
-            pairs.append((config.assertion_header, token))
-            until = min(until, renew_at)
-        if config.easy_auth:
-            pairs.extend(principal_headers(identity, None, with_tokens=False))
+        pairs, until = self._build(identity, audience, now, one_line)
         self._built.put(key, (identity, pairs, now, until), now, until=until)
         return pairs
+
+    def _build(self, identity: Identity, audience: str | None, now: float,
+               one_line: bool) -> tuple[list[tuple[str, str]], float]:
+        """The headers, each line within max_header_bytes and all within
+        max_total_header_bytes (header_budget.py); groups as groups_filter lets through."""
+        config = self._config
+        limit = config.max_header_bytes
+        shown = identity
+        if config.groups_filter:
+            shown = dataclasses.replace(identity, groups=self.groups_filter.apply(identity.groups))
+        extra: list[tuple[str, str]] = []
+        until = now + REBUILD_AFTER
+        elsewhere: list[str] = []
+        if self._signer is not None and audience:
+            name = config.assertion_header
+            token, renew_at = self._signer.assertion_until(shown, audience, now)
+            if line_bytes(name, token) > limit:
+                elsewhere.append(name)
+                token, renew_at = self._signer.assertion_until(shown, audience, now,
+                                                               groups_elsewhere=True)
+            if line_bytes(name, token) <= limit:
+                extra.append((name, token))
+            else:
+                elsewhere.append(f"{name} (left out)")
+            until = min(until, renew_at)
+        if config.easy_auth:
+            principal = principal_headers(shown, None, with_tokens=False, max_line=limit)
+            if principal[0][0] != PRINCIPAL:
+                elsewhere.append(f"{PRINCIPAL} (left out)")
+            elif principal[0][1] != encode_principal(shown):
+                elsewhere.append(PRINCIPAL)
+            extra += principal
+        spare = config.max_total_header_bytes - sum(line_bytes(n, v) for n, v in extra)
+        fitted = fit_identity_headers(shown, config.headers, limit=limit, budget=spare,
+                                      split=not one_line)
+        if fitted.overflowed or elsewhere:
+            # A list left out is worth a warning; groups only moved out of the assertion or
+            # the principal (while the headers carry them all) are expected from ~40 groups.
+            left_out = bool(fitted.overflowed) or any("left out" in e for e in elsewhere)
+            log.log(
+                logging.WARNING if left_out else logging.INFO,
+                "identity too large for upstream header limits user=%s groups=%d sent=%d "
+                "left_out=%s without_groups=%s: set identity.groups_filter, or let the app "
+                "read /oauth2/userinfo", identity.user, len(identity.groups), len(shown.groups),
+                ",".join(fitted.overflowed) or "-", ",".join(elsewhere) or "-")
+        return fitted.pairs + extra, until

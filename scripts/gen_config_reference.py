@@ -109,6 +109,12 @@ DESCRIPTIONS = {
         "`host:port` of a separate listener serving Prometheus metrics at `/metrics`; must "
         "differ from `listen` (metrics never appear on the public port). Empty: off."
     ),
+    "server.admin_token": (
+        "Secret (or `admin_token_file`). Session administration (`GET /admin/sessions`, "
+        "`POST /admin/sessions/revoke`) is served on `metrics_listen`; empty, only loopback "
+        "peers may use it. Set (at least 32 random characters), every caller, loopback too, "
+        "must send `Authorization: Bearer <token>`. docs/operations.md (Offboarding)."
+    ),
     "server.log_format": (
         "`text` or `json`: every line on stderr is one event; in `json` one JSON object "
         "(`time`, `level`, `logger`, `event`, the event's fields, `traceback` for errors), in "
@@ -442,6 +448,30 @@ DESCRIPTIONS = {
         "`domains` rules and is sent upstream only when `xms_edov` is true, since any "
         "tenant's admin can set any address (nOAuth). Allowed only with a single tenant "
         "(`tenant_id` a GUID, no other `allowed_tenants`). Prefer adding `xms_edov`."
+    ),
+    "identity.max_header_bytes": (
+        "Longest header line the proxy adds for the user (`Name: value`, in bytes), "
+        "1024..8190. Stock upstreams refuse lines past 8,190 bytes (aiohttp, gunicorn) or 8 KB "
+        "(nginx), so the default stays well under. A list (`groups`, `roles`) longer than one "
+        "line goes over repeated lines; the assertion and the Easy Auth principal go without "
+        "their groups, marked as Entra marks an overage. See "
+        "[identity-headers.md](identity-headers.md)."
+    ),
+    "identity.max_total_header_bytes": (
+        "All identity header lines together (tokens excepted), at least `max_header_bytes` "
+        "and at most 65536; at most 40 lines in any case. A list that would pass it is left "
+        "out, never cut short, and `<Header>-Overflow: true` (e.g. "
+        "`X-Forwarded-Groups-Overflow`) says so: the app reads the full list from "
+        "`/oauth2/userinfo`. The default leaves half of nginx's 4 × 8 KB for the client's own "
+        "headers."
+    ),
+    "identity.groups_filter": (
+        "Which groups reach upstreams (headers, assertion, principal, `/oauth2/auth`): group "
+        "object IDs (any case), `re:<pattern>` (a regular expression searched in each group), "
+        "and `policy` (the groups that `[access]` and `[upstreams.access]` name). Empty: all. "
+        "Access policies always see every group; `/oauth2/userinfo` and `/.auth/me` list "
+        "them all. An ingress's `/oauth2/auth?allowed_groups=` is not a policy here: list "
+        "those groups by ID. In the environment, a JSON list keeps a comma inside a pattern."
     ),
     # [api]
     "api.accept_bearer": (

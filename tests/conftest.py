@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -13,8 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
+from pytest_aiohttp import AiohttpClient
 
 from proxy.app import build_app
 from proxy.config import Config
@@ -106,21 +108,43 @@ def port_of(stack: Stack) -> int:
     return int(stack.url.rsplit(":", 1)[1])
 
 
+EntraTestClient = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+def mock() -> MockEntra:
+    """A fresh mock Entra ID for tests of the mock itself (a module may override it)."""
+    return MockEntra()
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, mock: MockEntra) -> EntraTestClient:
+    """A test client of the `mock` fixture's app, in process."""
+    return await aiohttp_client(create_app(mock))
+
+
+@contextlib.asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """An aiohttp app served on a loopback port, for the block: its base URL."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
 @pytest.fixture
 async def mock_server() -> AsyncIterator[tuple[MockEntra, str]]:
     mock = MockEntra()
-    server = TestServer(create_app(mock), host="127.0.0.1")
-    await server.start_server()
-    yield mock, str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with served(create_app(mock)) as url:
+        yield mock, url
 
 
 @pytest.fixture
 async def upstream_url() -> AsyncIterator[str]:
-    server = TestServer(echo_upstream.create_app(), host="127.0.0.1")
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with served(echo_upstream.create_app()) as url:
+        yield url
 
 
 @pytest.fixture

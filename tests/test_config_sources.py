@@ -351,7 +351,8 @@ def test_secret_fields_come_from_the_types() -> None:
     assert secret == {("AzureConfig", "client_secret"), ("AzureConfig", "identity_header"),
                       ("SessionConfig", "secret"),
                       ("SessionConfig", "secrets"), ("SessionConfig", "redis_url"),
-                      ("SessionConfig", "redis_sentinel_password")}
+                      ("SessionConfig", "redis_sentinel_password"),
+                      ("ServerConfig", "admin_token")}
 
 
 def test_identity_headers_are_read_only_all_the_way_down() -> None:

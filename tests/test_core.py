@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,8 +10,8 @@ from multidict import CIMultiDict
 
 from proxy.authorize import Policy
 from proxy.config import AccessPolicyConfig, UpstreamConfig
+from proxy.header_budget import fit_identity_headers
 from proxy.headers import (
-    identity_headers,
     is_owned,
     owned_names,
     strip_cookies,
@@ -55,9 +56,11 @@ def test_cookie_header_with_only_proxy_cookies_is_dropped() -> None:
 
 def test_identity_header_values_cannot_inject_lines() -> None:
     evil = Identity(oid="o", tid="t", name="Eve\r\nX-Forwarded-User: admin", groups=("a", "b"))
-    values = dict(identity_headers(evil, {"X-Name": "name", "X-Groups": "groups"}))
+    evil = dataclasses.replace(evil, groups=("a", "b\r\nX-Forwarded-User: admin"))
+    values = dict(fit_identity_headers(evil, {"X-Name": "name", "X-Groups": "groups"},
+                                       limit=4096, budget=16384).pairs)
     assert values["X-Name"] == "EveX-Forwarded-User: admin"
-    assert values["X-Groups"] == "a,b"
+    assert values["X-Groups"] == "a,bX-Forwarded-User: admin"
 
 
 def table(*routes: dict[str, object]) -> RouteTable:

@@ -36,6 +36,7 @@ FORWARD_AUTH_HEADERS = (
     "X-Auth-Request-Email",
     "X-Auth-Request-Groups",
     "X-Auth-Request-Preferred-Username",
+    "X-Auth-Request-Groups-Overflow",  # groups too long for a line: left out, marked
 )
 
 

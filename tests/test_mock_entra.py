@@ -14,8 +14,6 @@ from urllib.parse import quote_plus
 import aiohttp
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -36,8 +34,9 @@ from proxy.mock_entra import (
 )
 from proxy.mock_entra.keys import SigningKey, b64url, thumbprint_sha1, thumbprint_sha256
 from proxy.mock_entra.redirects import redirect_uri_matches
+from tests.conftest import EntraTestClient
 
-Client = TestClient[web.Request, web.Application]
+Client = EntraTestClient  # the conftest's `client` fixture: the mock's app in process
 
 CID = DEFAULT_CLIENT_ID
 SECRET = "mock-secret"
@@ -45,16 +44,6 @@ REDIRECT = "http://127.0.0.1/callback/azuread"
 SCOPE = "openid profile email offline_access User.Read"
 ALICE = "alice@contoso.example"
 DAVE = "dave@contoso.example"
-
-
-@pytest.fixture
-def mock() -> MockEntra:
-    return MockEntra()
-
-
-@pytest.fixture
-async def client(aiohttp_client: AiohttpClient, mock: MockEntra) -> Client:
-    return await aiohttp_client(create_app(mock))
 
 
 def base_of(client: Client) -> str:

@@ -11,23 +11,12 @@ from typing import Any
 
 import jwt
 import pytest
-from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
-from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra, create_app
+from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra
 from tests.test_mock_entra import REDIRECT, SECRET, Client, assert_token_error
 
 TOKEN = f"/{DEFAULT_TENANT_ID}/oauth2/v2.0/token"
-
-
-@pytest.fixture
-def mock() -> MockEntra:
-    return MockEntra()
-
-
-@pytest.fixture
-async def client(aiohttp_client: AiohttpClient, mock: MockEntra) -> Client:
-    return await aiohttp_client(create_app(mock))
 
 
 async def app_token(client: Client, **fields: str) -> tuple[int, dict[str, Any]]:

@@ -9,10 +9,9 @@ from typing import Any
 
 import jwt
 import pytest
-from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
-from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra, create_app
+from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra
 from tests.test_mock_entra import ALICE, Client, authorize_params, pkce, tokens_for
 
 ACRS_C1 = json.dumps({"id_token": {"acrs": {"essential": True, "values": ["c1"]}}})
@@ -29,11 +28,6 @@ class Clock:
 @pytest.fixture
 def mock() -> MockEntra:  # overrides test_mock_entra's: a clock the test moves
     return MockEntra(clock=Clock())
-
-
-@pytest.fixture
-async def client(aiohttp_client: AiohttpClient, mock: MockEntra) -> Client:
-    return await aiohttp_client(create_app(mock))
 
 
 async def id_token(client: Client, mock: MockEntra, **params: str) -> dict[str, Any]:

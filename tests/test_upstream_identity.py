@@ -68,7 +68,7 @@ def test_a_reused_object_id_never_serves_another_users_headers(signer: Assertion
     mallory = Identity(oid="o-mallory", tid="t-1", preferred_username="mallory@c.example")
     # As if mallory's object had been allocated where alice's was: the entry is alice's.
     entries = builder._built._entries
-    entries[(id(mallory), AUD)] = entries.pop((id(ALICE), AUD))
+    entries[(id(mallory), AUD, False)] = entries.pop((id(ALICE), AUD, False))
     assert headers_for(builder, Session(mallory))["X-Forwarded-User"] == "mallory@c.example"
 
 
@@ -123,3 +123,16 @@ def test_the_cache_is_bounded(signer: AssertionSigner, monkeypatch: pytest.Monke
     for n in range(50):
         headers_for(builder, Session(Identity(oid=f"o{n}", tid="t", preferred_username=f"u{n}")))
     assert len(builder._built) == 8
+
+
+def test_forwarded_and_one_line_headers_are_cached_apart(signer: AssertionSigner) -> None:
+    """The same user and audience, forwarded (lists split) then in a forward-auth answer
+    (one line each): neither gets the other's cached headers."""
+    many = Identity(oid="o-many", tid="t-1", groups=tuple(f"group-{n:04}" for n in range(400)))
+    builder = IdentityHeaders(IdentityConfig(), signer)
+    forwarded = headers_for(builder, Session(many))
+    answer: CIMultiDict[str] = CIMultiDict()
+    builder.add(answer, Session(many), AUD, one_line=True)
+    assert len(forwarded.getall("X-Forwarded-Groups")) > 1
+    assert "X-Forwarded-Groups" not in answer and answer["X-Forwarded-Groups-Overflow"] == "true"
+    assert len(headers_for(builder, Session(many)).getall("X-Forwarded-Groups")) > 1

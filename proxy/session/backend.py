@@ -1,4 +1,5 @@
-"""What a server-side store needs from its storage: bytes by key with a TTL, sets, a lock."""
+"""What a server-side store needs from its storage: bytes by key with a TTL, sets, indexes
+(members that expire one by one), a lock."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Protocol
 class Backend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
+        """Store `value`; with `existing`, only if the key still exists (never resurrects a
+        record deleted meanwhile, e.g. a revoked session rewritten after a refresh)."""
 
     async def delete(self, *keys: str) -> None: ...
 
@@ -17,6 +20,15 @@ class Backend(Protocol):
 
     async def pop_set(self, key: str) -> list[str]:
         """Return and delete every member of a set."""
+
+    async def index_add(self, key: str, member: str, expires_at: float) -> None:
+        """Add `member` until `expires_at` (epoch seconds); members past theirs are dropped,
+        and the index itself expires with its last member: it never outgrows its sessions."""
+
+    async def index_members(self, key: str) -> list[str]:
+        """The members not yet past their expiry."""
+
+    async def index_remove(self, key: str, *members: str) -> None: ...
 
     def lock(self, key: str, ttl: float) -> AbstractAsyncContextManager[bool]: ...
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,16 @@ from ..errors import StoreUnavailable
 
 # Compare-and-delete: only the holder releases the refresh lock.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+# An index is a sorted set scored by each member's expiry: add, drop the expired, and let the
+# key expire with its last member. One key per script: Cluster routes it to that key's slot.
+_INDEX_ADD = """
+redis.call('zadd', KEYS[1], ARGV[1], ARGV[2])
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
+local last = redis.call('zrange', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('pexpireat', KEYS[1], math.ceil(tonumber(last[2]) * 1000))
+end
+"""
 _TIMEOUT = 2.0  # seconds per Redis socket operation: fail closed fast rather than hang
 CALL_BUDGET = 5.0  # seconds for one store call, retries included
 MAX_READS = 2  # batched reads (MGETs) in flight at once, per process
@@ -163,8 +174,9 @@ class RedisBackend:
                 if not waiter.done():
                     waiter.set_result(bytes(value) if value is not None else None)
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
-        await self._call("set", self._key(key), value, px=max(1, int(ttl * 1000)))
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
+        await self._call("set", self._key(key), value, px=max(1, int(ttl * 1000)),
+                         xx=existing)
 
     async def delete(self, *keys: str) -> None:
         for key in keys:  # one key per call: Cluster keeps them in different slots
@@ -178,6 +190,19 @@ class RedisBackend:
         members = await self._call("smembers", self._key(key))
         await self._call("delete", self._key(key))
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    async def index_add(self, key: str, member: str, expires_at: float) -> None:
+        await self._call("eval", _INDEX_ADD, 1, self._key(key), repr(expires_at), member,
+                         repr(time.time()))
+
+    async def index_members(self, key: str) -> list[str]:
+        members = await self._call("zrangebyscore", self._key(key), f"({time.time()!r}",
+                                   "+inf")
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    async def index_remove(self, key: str, *members: str) -> None:
+        if members:
+            await self._call("zrem", self._key(key), *members)
 
     @asynccontextmanager
     async def lock(self, key: str, ttl: float) -> AsyncIterator[bool]:

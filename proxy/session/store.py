@@ -81,6 +81,23 @@ class Session:
         return replace(self, tokens=tokens, identity=identity)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One stored session as an administrator sees it: never its id in full, never tokens."""
+
+    id_prefix: str  # the first characters of the opaque id: enough to tell sessions apart
+    user: str
+    oid: str
+    tid: str
+    created: float
+    last_seen: float
+    expires: float  # when it ends unless used: max_age, or sooner by idle_timeout
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id_prefix, "user": self.user, "oid": self.oid, "tenant": self.tid,
+                "created": self.created, "last_seen": self.last_seen, "expires": self.expires}
+
+
 class SessionStore(Protocol):
     name: str  # cookie name, also the prefix of every proxy cookie
     server_side: bool

@@ -5,7 +5,9 @@ Spoofing through Caddy is in tests/attacks/test_forward_auth_spoofing.py."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,18 +19,26 @@ from tests.conftest import ALICE, HTML, Stack, StackFactory, free_port
 BOB = "bob@contoso.example"  # no Admin role
 
 
-@pytest.fixture
-async def front(tmp_path: Path, make_stack: StackFactory,
-                upstream_url: str) -> AsyncIterator[tuple[str, Stack]]:
+@asynccontextmanager
+async def caddy_front(tmp_path: Path, make_stack: StackFactory, upstream_url: str,
+                      **extra: Any) -> AsyncIterator[tuple[str, Stack]]:
     port = free_port()
     # proxy.toml as the recipe's header comment says, with Caddy's URL as the public one.
     stack = await make_stack({
         "server": {"public_url": f"http://127.0.0.1:{port}",
                    "trusted_proxies": ["127.0.0.1/32"]},
         "upstreams": [{"path": "/", "url": upstream_url, "public": ["^/healthz$"]},
-                      {"path": "/admin", "url": upstream_url, "access": {"roles": ["Admin"]}}]})
+                      {"path": "/admin", "url": upstream_url, "access": {"roles": ["Admin"]}}],
+        **extra})
     async with caddy(tmp_path, port, int(URL(stack.url).port or 0), upstream_url) as url:
         yield url, stack
+
+
+@pytest.fixture
+async def front(tmp_path: Path, make_stack: StackFactory,
+                upstream_url: str) -> AsyncIterator[tuple[str, Stack]]:
+    async with caddy_front(tmp_path, make_stack, upstream_url) as pair:
+        yield pair
 
 
 def browser() -> aiohttp.ClientSession:
@@ -98,7 +108,8 @@ async def test_client_identity_headers_are_replaced_not_passed(
     stack.mock.auto_user = BOB
     spoof = {"X-Auth-Request-User": "alice@contoso.example",
              "X-Auth-Request-Email": "admin@evil", "X-Auth-Request-Groups": "admins",
-             "X-Auth-Request-Preferred-Username": "admin@evil"}
+             "X-Auth-Request-Preferred-Username": "admin@evil",
+             "X-Auth-Request-Groups-Overflow": "admin@evil"}
     async with browser() as bob:
         async with bob.get(url + "/app", headers={**HTML, **spoof}) as resp:
             saw = await upstream_saw(resp)
@@ -112,3 +123,17 @@ async def test_client_identity_headers_are_replaced_not_passed(
     async with aiohttp.ClientSession() as anonymous:  # and signed out, nothing gets through
         async with anonymous.get(url + "/app", headers=spoof, allow_redirects=False) as resp:
             assert resp.status == 302
+
+
+async def test_a_1000_group_user_is_marked_through_caddy(
+        tmp_path: Path, make_stack: StackFactory, upstream_url: str) -> None:
+    """Gina's groups do not fit one line of /oauth2/auth's answer: the recipe passes on the
+    marker that says so (docs/identity-headers.md), so the app never reads "no groups"."""
+    async with caddy_front(tmp_path, make_stack, upstream_url,
+                           session={"store": "memory"}) as (url, stack):
+        stack.mock.auto_user = "gina@contoso.example"
+        async with browser() as gina, gina.get(url + "/app", headers=HTML) as resp:
+            saw = await upstream_saw(resp)
+    assert saw["x-auth-request-groups-overflow"] == ["true"]
+    assert saw.get("x-auth-request-groups", []) in ([], [""]), saw
+    assert saw["x-auth-request-user"] == ["gina@contoso.example"]

@@ -101,7 +101,9 @@ async def test_acl_user_over_redis_url(make_stack: StackFactory, start_redis: St
 async def test_redis_cluster(make_stack: StackFactory, start_redis: StartRedis,
                              tmp_path: Path) -> None:
     redis_cluster = start_redis(RedisCluster(tmp_path / "redis-cluster"))
-    stack = await make_stack(redis_config(redis_cluster.url, redis_cluster=True))
+    admin = f"http://127.0.0.1:{free_port()}"
+    stack = await make_stack({**redis_config(redis_cluster.url, redis_cluster=True),
+                              "server": {"metrics_listen": admin.removeprefix("http://")}})
     browsers = [stack.new_browser() for _ in range(10)]
     try:
         for browser in browsers:  # ten sessions spread over the slots
@@ -111,6 +113,14 @@ async def test_redis_cluster(make_stack: StackFactory, start_redis: StartRedis,
         async with browsers[0].post(stack.url + "/oauth2/sign_out") as resp:
             assert resp.status == 200
         assert await status(browsers[0], stack.url + "/oauth2/userinfo") == 401
+        # Administration: its indexes and reads are one key per operation (any slot).
+        async with browsers[0].get(admin + "/admin/sessions", params={"user": ALICE}) as resp:
+            assert len((await resp.json())["sessions"]) == 9  # the signed-out one pruned
+        async with browsers[0].post(admin + "/admin/sessions/revoke",
+                                    json={"user": ALICE}) as resp:
+            assert (await resp.json())["revoked"] == 9
+        for browser in browsers[1:]:
+            assert await status(browser, stack.url + "/oauth2/userinfo") == 401
     finally:
         for browser in browsers:
             await browser.close()
