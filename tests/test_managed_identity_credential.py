@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from proxy.errors import CredentialUnavailable
 from proxy.oidc.managed_identity import REFRESH_BEFORE, ManagedIdentityCredential
+from tests.conftest import served
 
 Answer = Callable[[], web.Response]
 
@@ -35,11 +35,8 @@ async def endpoint() -> AsyncIterator[tuple[Endpoint, str, aiohttp.ClientSession
     state = Endpoint()
     app = web.Application()
     app.router.add_get("/token", state.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    async with aiohttp.ClientSession() as http:
-        yield state, str(server.make_url("/token")), http
-    await server.close()
+    async with served(app) as base, aiohttp.ClientSession() as http:
+        yield state, base + "/token", http
 
 
 async def test_concurrent_callers_share_one_fetch(

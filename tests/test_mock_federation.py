@@ -9,31 +9,28 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra, create_app
-from proxy.mock_entra.federation import ExternalIssuer, FederatedCredential
-from proxy.mock_entra.identity_endpoint import (
-    APP_SERVICE_PATH,
-    IMDS_PATH,
-    MockIdentityEndpoint,
-)
+from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra
+from proxy.mock_entra.federation import ExternalIssuer
+from proxy.mock_entra.identity_endpoint import APP_SERVICE_PATH, IMDS_PATH, MockIdentityEndpoint
 from proxy.oidc.credentials import ASSERTION_TYPE
-
-AKS_ISSUER = "https://oidc.aks.example/5f0c1d2e-0000-4000-8000-0000000000a5/"
-SUBJECT = "system:serviceaccount:web:azure-auth-proxy"
+from tests.conftest import served
+from tests.support.federation import (
+    AKS_ISSUER,
+    ENTRA_ISSUER,
+    HEADER,
+    SUBJECT,
+    USER_CLIENT_ID,
+    identity_endpoint,
+    trust,
+)
 
 
 @pytest.fixture
-async def entra() -> AsyncIterator[tuple[MockEntra, str, ExternalIssuer]]:
-    mock = MockEntra()
-    issuer = mock.trust_issuer(AKS_ISSUER)
-    mock.clients[DEFAULT_CLIENT_ID].federated_credentials.append(
-        FederatedCredential(AKS_ISSUER, SUBJECT))
-    server = TestServer(create_app(mock), host="127.0.0.1")
-    await server.start_server()
-    yield mock, str(server.make_url(f"/{DEFAULT_TENANT_ID}/oauth2/v2.0/token")), issuer
-    await server.close()
+def entra(mock_server: tuple[MockEntra, str]) -> tuple[MockEntra, str, ExternalIssuer]:
+    mock, idp = mock_server
+    issuer = trust(mock, AKS_ISSUER, SUBJECT)
+    return mock, f"{idp}/{DEFAULT_TENANT_ID}/oauth2/v2.0/token", issuer
 
 
 async def redeem(token_url: str, assertion: str) -> tuple[int, dict[str, Any]]:
@@ -97,16 +94,9 @@ async def test_a_federated_credential_of_another_app_does_not_count(
 
 @pytest.fixture
 async def identity() -> AsyncIterator[tuple[MockIdentityEndpoint, str]]:
-    endpoint = MockIdentityEndpoint(
-        ExternalIssuer(f"https://login.microsoftonline.com/{DEFAULT_TENANT_ID}/v2.0"),
-        principal_id="9d1f0000-0000-4000-8000-0000000000e1",
-        user_assigned={"c1d00000-0000-4000-8000-0000000000c1": "9d1f0000-0000-4000-8000-0000"
-                       "000000e2"},
-        identity_header="platform-header-value")
-    server = TestServer(endpoint.app(), host="127.0.0.1")
-    await server.start_server()
-    yield endpoint, str(server.make_url("")).rstrip("/")
-    await server.close()
+    endpoint = identity_endpoint(ExternalIssuer(ENTRA_ISSUER))
+    async with served(endpoint.app()) as url:
+        yield endpoint, url
 
 
 async def get(url: str, params: dict[str, str],
@@ -135,7 +125,7 @@ async def test_imds_answers_only_with_the_metadata_header(
 async def test_imds_user_assigned_identity_by_client_id(
         identity: tuple[MockIdentityEndpoint, str]) -> None:
     _, base = identity
-    known = {**IMDS, "client_id": "c1d00000-0000-4000-8000-0000000000c1"}
+    known = {**IMDS, "client_id": USER_CLIENT_ID}
     status, _ = await get(base + IMDS_PATH, known, {"Metadata": "true"})
     assert status == 200
     unknown = {**IMDS, "client_id": "c1d00000-0000-4000-8000-0000000000ff"}
@@ -151,7 +141,7 @@ async def test_app_service_form_needs_the_identity_header(
     status, _ = await get(base + APP_SERVICE_PATH, APP_SERVICE, headers)
     assert status == 401
     status, body = await get(base + APP_SERVICE_PATH, APP_SERVICE,
-                             {"X-IDENTITY-HEADER": "platform-header-value"})
+                             {"X-IDENTITY-HEADER": HEADER})
     assert status == 200, body
 
 
@@ -161,5 +151,5 @@ async def test_each_form_wants_its_own_api_version(
     status, _ = await get(base + IMDS_PATH, APP_SERVICE, {"Metadata": "true"})
     assert status == 400
     status, _ = await get(base + APP_SERVICE_PATH, IMDS,
-                          {"X-IDENTITY-HEADER": "platform-header-value"})
+                          {"X-IDENTITY-HEADER": HEADER})
     assert status == 400

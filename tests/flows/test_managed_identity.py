@@ -10,24 +10,30 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from proxy.app import build_app
 from proxy.config_load import from_dict
-from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra
+from proxy.mock_entra import DEFAULT_CLIENT_ID, MockEntra
 from proxy.mock_entra.federation import FederatedCredential
-from proxy.mock_entra.identity_endpoint import (
-    APP_SERVICE_PATH,
-    IMDS_PATH,
-    MockIdentityEndpoint,
+from proxy.mock_entra.identity_endpoint import APP_SERVICE_PATH, IMDS_PATH, MockIdentityEndpoint
+from tests.conftest import (
+    ProxyTestServer,
+    Stack,
+    StackFactory,
+    base_config,
+    deep_merge,
+    free_port,
+    served,
 )
-from tests.conftest import ProxyTestServer, Stack, StackFactory, base_config, deep_merge, free_port
-
-ENTRA_ISSUER = f"https://login.microsoftonline.com/{DEFAULT_TENANT_ID}/v2.0"
-SYSTEM_PRINCIPAL = "9d1f0000-0000-4000-8000-0000000000e1"
-USER_CLIENT_ID = "c1d00000-0000-4000-8000-0000000000c1"
-USER_PRINCIPAL = "9d1f0000-0000-4000-8000-0000000000e2"
-HEADER = "platform-identity-header-value"
+from tests.support.federation import (
+    ENTRA_ISSUER,
+    HEADER,
+    SYSTEM_PRINCIPAL,
+    USER_CLIENT_ID,
+    USER_PRINCIPAL,
+    identity_endpoint,
+    trust,
+)
 
 
 @pytest.fixture
@@ -35,17 +41,9 @@ async def identity(mock_server: tuple[MockEntra, str]
                    ) -> AsyncIterator[tuple[MockIdentityEndpoint, str]]:
     """The VM's identity endpoint; the app trusts the system-assigned identity (issuer = the
     tenant, subject = its principal id), as `az ad app federated-credential create` sets up."""
-    mock, _ = mock_server
-    issuer = mock.trust_issuer(ENTRA_ISSUER)
-    mock.clients[DEFAULT_CLIENT_ID].federated_credentials.append(
-        FederatedCredential(ENTRA_ISSUER, SYSTEM_PRINCIPAL))
-    endpoint = MockIdentityEndpoint(issuer, SYSTEM_PRINCIPAL,
-                                    user_assigned={USER_CLIENT_ID: USER_PRINCIPAL},
-                                    identity_header=HEADER)
-    server = TestServer(endpoint.app(), host="127.0.0.1")
-    await server.start_server()
-    yield endpoint, str(server.make_url("")).rstrip("/")
-    await server.close()
+    endpoint = identity_endpoint(trust(mock_server[0], ENTRA_ISSUER, SYSTEM_PRINCIPAL))
+    async with served(endpoint.app()) as url:
+        yield endpoint, url
 
 
 def managed(url: str, **azure: str) -> dict[str, Any]:

@@ -14,23 +14,17 @@ from proxy.app import check_files
 from proxy.config_load import from_dict
 from proxy.doctor import run_checks
 from proxy.errors import ConfigError
-from proxy.mock_entra import DEFAULT_CLIENT_ID, MockEntra
-from proxy.mock_entra.federation import ExternalIssuer, FederatedCredential
+from proxy.mock_entra import MockEntra
+from proxy.mock_entra.federation import ExternalIssuer
 from tests.conftest import HTML, Stack, StackFactory, base_config, deep_merge
+from tests.support.federation import AKS_ISSUER, SUBJECT, trust
 from tests.test_cli import AZURE_NO_SECRET, SESSION_SECRET, UPSTREAM, cli, stderr_lines, write
-
-AKS_ISSUER = "https://oidc.aks.example/5f0c1d2e-0000-4000-8000-0000000000a5/"
-SUBJECT = "system:serviceaccount:web:azure-auth-proxy"
 
 
 @pytest.fixture
 def issuer(mock_server: tuple[MockEntra, str]) -> ExternalIssuer:
     """The cluster's service-account issuer, trusted by a federated credential on the app."""
-    mock, _ = mock_server
-    trusted = mock.trust_issuer(AKS_ISSUER)
-    mock.clients[DEFAULT_CLIENT_ID].federated_credentials.append(
-        FederatedCredential(AKS_ISSUER, SUBJECT))
-    return trusted
+    return trust(mock_server[0], AKS_ISSUER, SUBJECT)
 
 
 def workload(token_file: Path) -> dict[str, dict[str, str]]:
