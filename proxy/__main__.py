@@ -71,9 +71,14 @@ def _run(args: argparse.Namespace) -> int:
     if supervised:
         from .supervisor import probe_listen
 
-        if problem := probe_listen(config.server.listen, *config.server.host_port):
-            print(f"azure-auth-proxy: {problem}", file=sys.stderr)  # before any worker
-            return 1
+        listens = [(config.server.listen, *config.server.host_port)]
+        if redirect := config.server.http_redirect_listen:
+            r_host, _, r_port = redirect.rpartition(":")
+            listens.append((redirect, r_host.strip("[]"), int(r_port)))
+        for listen, host, port in listens:
+            if problem := probe_listen(listen, host, port):
+                print(f"azure-auth-proxy: {problem}", file=sys.stderr)  # before any worker
+                return 1
     else:
         from .app import check_files
 

@@ -28,6 +28,7 @@ from .oidc.client_auth import ClientCredential
 from .oidc.credentials import CredentialError
 from .routes import RouteTable
 from .runner import CONNECTION_LIMITS, ConnectionLimits
+from .server_tls import ServerTls, new_context
 from .session.factory import build_store
 from .session.login_state import LoginStates
 from .state import METRICS, STATE, State, StateCell, get_state
@@ -42,8 +43,11 @@ MAX_FIELD_SIZE = 40 * 1024
 RETIRE_AFTER = 60.0  # seconds a replaced session store stays open for in-flight requests
 ConfigLoader = Callable[[], Config]
 # [server] keys the listener and its connections are built with (a reload cannot reach them).
-RESTART_ONLY = ("listen", "header_timeout", "keepalive_timeout", "max_connections")
+RESTART_ONLY = ("listen", "header_timeout", "keepalive_timeout", "max_connections",
+                "tls_cert_file", "tls_key_file", "tls_watch_interval", "http_redirect_listen")
 TASKS = web.AppKey("tasks", Tasks)  # every background task and timer the app started
+# The listener's TLS (server.tls_cert_file): its context and the current certificate.
+SERVER_TLS = web.AppKey("server_tls", ServerTls)
 
 
 def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
@@ -126,12 +130,14 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
 
 
 def check_files(config: Config) -> None:
-    """Load what config only names (certificate, federated token file, assertion key):
-    ConfigError if unusable."""
+    """Load what config only names (certificate, federated token file, assertion key, the
+    listener's TLS pair): ConfigError if unusable."""
     try:
         load_credential(config.azure).check_files()
     except CredentialError as exc:
         raise ConfigError([f"azure.federated_token_file: {exc}"]) from None
+    if config.server.tls_cert_file and config.server.tls_key_file:
+        new_context(config.server.tls_cert_file, config.server.tls_key_file)
     if config.identity.assertion_header and config.identity.assertion_key_file:
         _signer(config, None)
     for index, upstream in enumerate(config.upstreams):
@@ -168,6 +174,8 @@ def build_app(config: Config, loader: ConfigLoader | None = None, *,
                                            routes=routes, metrics=app[METRICS]))
         if loader is not None:
             _on_sighup(app, loader)
+        if SERVER_TLS in app and app[SERVER_TLS].interval > 0:
+            app[TASKS].spawn(app[SERVER_TLS].watch())
         async with AsyncExitStack() as stack:
             if config.server.metrics_listen:
                 await stack.enter_async_context(
@@ -185,6 +193,8 @@ def build_app(config: Config, loader: ConfigLoader | None = None, *,
     app[CONNECTION_LIMITS] = ConnectionLimits(server.header_timeout, server.max_connections)
     app[METRICS] = Metrics()
     app[TASKS] = Tasks()
+    if server.tls:  # loads the pair now: a bad one fails the start, not the first handshake
+        app[SERVER_TLS] = ServerTls(server)
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
     _add_routes(app)
@@ -194,9 +204,13 @@ def build_app(config: Config, loader: ConfigLoader | None = None, *,
 def _on_sighup(app: web.Application, loader: ConfigLoader) -> None:
     import signal
 
+    def hangup() -> None:
+        if SERVER_TLS in app:  # the certificate files too, whatever becomes of the config
+            app[SERVER_TLS].reload("SIGHUP")
+        app[TASKS].spawn(reload(app, loader))
+
     try:
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGHUP, lambda: app[TASKS].spawn(reload(app, loader)))
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
     except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
         log.warning("SIGHUP reload is not available in this process")
 

@@ -73,6 +73,15 @@ class ServerConfig:
     keepalive_timeout: Duration = 75.0  # an idle keep-alive connection is closed after this
     max_connections: int = 10000  # open client connections per process; more are refused
     worker_stuck_timeout: Duration = 30.0  # workers > 1: replace a worker whose loop is this quiet
+    # TLS on the listener (proxy/server_tls.py): PEM full chain and its key, both or neither
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_watch_interval: Duration = 5.0  # poll both files this often, reload on change; 0: off
+    http_redirect_listen: str = ""  # plain HTTP listener answering 308 to https (TLS only)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file or self.tls_key_file)
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -7,7 +7,8 @@ import re
 
 from yarl import URL
 
-from .config import CLIENT_CREDENTIALS, TENANT_ALIASES, AzureConfig, Config, SessionConfig
+from .config import TENANT_ALIASES, Config, SessionConfig
+from .config_check_credential import check_credential
 from .config_check_identity import check_identity, check_ui
 from .config_check_redis import check_redis
 from .config_check_upstream import (
@@ -41,14 +42,6 @@ def _url_problem(value: str, *, allow_path: bool) -> str | None:
     if url.query_string or url.fragment or url.user:
         return "must not carry a query, fragment or credentials"
     return None
-
-
-def _link_local(url: str) -> bool:
-    """IMDS answers plain http on a link-local address no router forwards."""
-    try:
-        return ipaddress.ip_address((URL(url).host or "").strip("[]")).is_link_local
-    except ValueError:
-        return False
 
 
 def _is_ip(host: str) -> bool:
@@ -110,6 +103,39 @@ def check_server(config: Config) -> list[str]:
     for h in s.allowed_redirect_hosts:
         if not _DOMAIN.match(h.removeprefix("*.").removeprefix(".")) and not is_loopback_host(h):
             out.append(f"server.allowed_redirect_hosts: {h!r} must be a host name or *.domain")
+    return out + _check_tls(config)
+
+
+def _check_tls(config: Config) -> list[str]:
+    """The listener's TLS; whether the files load and match is check_files' (app.py)."""
+    s = config.server
+    out: list[str] = []
+    for key, other in (("tls_cert_file", "tls_key_file"), ("tls_key_file", "tls_cert_file")):
+        if getattr(s, other) and not getattr(s, key):
+            out.append(f"server.{key}: required with server.{other} (TLS needs the "
+                       "certificate chain and its key)")
+    if s.tls and s.public_url.startswith("http://"):
+        out.append(f"server.public_url: {s.public_url!r} must be https:// when the proxy "
+                   "serves TLS (server.tls_cert_file)")
+    if s.tls_watch_interval and not 0.1 <= s.tls_watch_interval <= 3600:
+        out.append(f"server.tls_watch_interval: {s.tls_watch_interval:g} s must be 0 (off) "
+                   "or between 100ms and 1h")
+    if s.http_redirect_listen:
+        _, sep, r_port = s.http_redirect_listen.rpartition(":")
+        if not sep or not r_port.isdigit() or not 0 <= int(r_port) <= 65535:  # ":port": all
+            out.append(f"server.http_redirect_listen: {s.http_redirect_listen!r} must be "
+                       "[host]:port, e.g. \":8080\"")
+        elif not s.tls:
+            out.append("server.http_redirect_listen: needs TLS on server.listen "
+                       "(server.tls_cert_file and server.tls_key_file)")
+        elif s.http_redirect_listen in (s.listen, s.metrics_listen):
+            out.append("server.http_redirect_listen: must differ from server.listen and "
+                       "server.metrics_listen")
+        elif s.workers > 1 and r_port == "0":
+            out.append("server.http_redirect_listen: several workers need a fixed port")
+    if s.tls and not config.session.secure:
+        out.append("session.secure: false, but the proxy serves TLS (server.tls_cert_file): "
+                   "session cookies are always Secure then; remove the setting")
     return out
 
 
@@ -124,7 +150,7 @@ def check_azure(config: Config) -> list[str]:
     if bool(a.client_certificate_file) != bool(a.client_private_key_file):
         out.append("azure.client_certificate_file: set together with "
                    "azure.client_private_key_file (the certificate's private key)")
-    out += _check_credential(a)
+    out += check_credential(a, lambda url: _url_problem(url, allow_path=True))
     tenant = a.tenant_id.lower()
     if tenant not in TENANT_ALIASES and not is_guid(tenant) and not _DOMAIN.match(tenant):
         out.append(f"azure.tenant_id: {a.tenant_id!r} must be a tenant GUID, a verified domain, "
@@ -145,40 +171,6 @@ def check_azure(config: Config) -> list[str]:
         out.append(f"azure.graph_url: {a.graph_url!r} {problem}")
     if a.timeout <= 0:
         out.append("azure.timeout: must be greater than 0")
-    return out
-
-
-def _check_credential(a: AzureConfig) -> list[str]:
-    """The chosen client credential's keys are there, and no other credential's."""
-    kind = a.client_credential or ("certificate" if a.client_certificate_file else "secret")
-    if kind not in CLIENT_CREDENTIALS:
-        return [f"azure.client_credential: {kind!r} must be one of "
-                f"{', '.join(CLIENT_CREDENTIALS)}"]
-    needs = f'required when client_credential = "{kind}"'
-    out: list[str] = []
-    if kind == "secret" and not a.client_secret:
-        out.append("azure.client_secret: required (or azure.client_secret_file, "
-                   "or env PROXY_AZURE_CLIENT_SECRET)")
-    if kind == "certificate" and not a.client_certificate_file:
-        out.append(f"azure.client_certificate_file: {needs}")
-    if kind == "workload_identity" and not a.federated_token_file:
-        out.append(f"azure.federated_token_file: {needs} (Azure Workload Identity sets "
-                   "AZURE_FEDERATED_TOKEN_FILE in the pod: is the pod labelled "
-                   "azure.workload.identity/use: \"true\"?)")
-    if kind == "managed_identity":
-        problem = _url_problem(a.imds_url, allow_path=True)
-        if problem and not (problem.startswith("must use https") and _link_local(a.imds_url)):
-            out.append(f"azure.imds_url: {a.imds_url!r} {problem} (or a link-local address)")
-        if a.managed_identity_client_id and not is_guid(a.managed_identity_client_id):
-            out.append(f"azure.managed_identity_client_id: {a.managed_identity_client_id!r} "
-                       "must be the user-assigned identity's client ID (a GUID)")
-    if kind in ("workload_identity", "managed_identity"):
-        # A leftover secret or certificate would look like a fallback that is never used.
-        for key, value in (("client_secret", a.client_secret),
-                           ("client_certificate_file", a.client_certificate_file)):
-            if value:
-                out.append(f"azure.{key}: set together with client_credential = \"{kind}\", "
-                           "which replaces it; remove one")
     return out
 
 
@@ -235,7 +227,8 @@ def _check_session_cookie(config: Config) -> list[str]:
     # A login cookie must survive the cross-site return from Entra, a top-level GET.
     if s.samesite == "strict":
         out.append("session.samesite: 'strict' breaks the return from Entra; use 'lax'")
-    if s.secure and config.server.public_url.startswith("http://"):
+    # With TLS on, server.public_url's own line says https is needed: one line, not two.
+    if s.secure and config.server.public_url.startswith("http://") and not config.server.tls:
         out.append("session.secure: true, but server.public_url is plain http, so browsers "
                    "would drop the cookie; set secure = false (loopback only)")
     return out

@@ -12,6 +12,9 @@
   not in when it fires.
 * A connection cap per process. Past `max_connections` open connections, a new one is
   answered 503 and closed at once, and a WARNING is logged once until the count drops.
+* A TLS handshake timeout. Under TLS the handler first hears of a connection once its
+  handshake is done, so neither the header timer nor the cap covers the handshake:
+  `ProxySite` gives it `header_timeout` too (asyncio's default is 60 s).
 """
 
 from __future__ import annotations
@@ -160,3 +163,27 @@ class ProxyRunner(web.AppRunner):
         quiet = cast(_QuietServer, server)
         quiet.gate = ConnectionGate(self.app.get(CONNECTION_LIMITS, ConnectionLimits()))
         return quiet
+
+
+class ProxySite(web.TCPSite):
+    """web.TCPSite whose TLS handshakes must complete within `handshake_timeout` seconds."""
+
+    def __init__(self, runner: web.BaseRunner, host: str | None, port: int, *,
+                 handshake_timeout: float, **kwargs: Any) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        self.handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        if self._ssl_context is None:
+            await super().start()
+            return
+        # TCPSite.start with one more argument (aiohttp passes none for the handshake).
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self.handshake_timeout)
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

@@ -23,7 +23,7 @@ from . import logs
 from .config import Config
 from .config_load import ConfigSource
 from .errors import ConfigError
-from .runner import ProxyRunner
+from .runner import ProxyRunner, ProxySite
 from .supervisor import FATAL_EXIT
 
 log = logging.getLogger("proxy")
@@ -95,19 +95,27 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool,
     """Serve until SIGTERM/SIGINT, then drain: stop accepting, close WebSockets (1001), let
     in-flight requests (uploads included) finish within drain_timeout, then clean up.
     aiohttp's own shutdown would drop request bytes that arrive after it begins."""
-    from .app import close_websockets
+    from .app import SERVER_TLS, close_websockets
     from .state import STATE
 
     runner = ProxyRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
+    tls = app.get(SERVER_TLS)
     host, port = config.server.host_port
-    site = web.TCPSite(runner, host or None, port, reuse_port=reuse_port or None)
+    site = ProxySite(runner, host or None, port, reuse_port=reuse_port or None,
+                     ssl_context=tls.listener if tls else None,
+                     handshake_timeout=config.server.header_timeout)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
         raise ListenError(exc.errno, f"cannot listen on {config.server.listen}: "
                           f"{exc.strerror or exc}") from None
+    try:
+        redirects = await _redirect_site(config, reuse_port)
+    except ListenError:
+        await runner.cleanup()
+        raise
     # Everything built so far (modules, config, app, clients) lives as long as the process:
     # move it out of the collector's sight, so full collections only walk request garbage.
     gc.freeze()
@@ -126,6 +134,28 @@ async def _serve(app: web.Application, config: Config, reuse_port: bool,
     if app[STATE].inflight:
         log.warning("drain timeout: cutting %d request(s) still in flight", app[STATE].inflight)
     await runner.cleanup()
+    if redirects is not None:
+        await redirects.cleanup()
+
+
+async def _redirect_site(config: Config, reuse_port: bool) -> web.BaseRunner | None:
+    """server.http_redirect_listen's plain HTTP listener (308 to https), started, or None."""
+    if not config.server.http_redirect_listen:
+        return None
+    from .http_redirect import redirect_app
+
+    runner = ProxyRunner(redirect_app(config), access_log=None, handle_signals=False,
+                         shutdown_timeout=1.0)
+    await runner.setup()
+    host, _, port = config.server.http_redirect_listen.rpartition(":")
+    try:
+        await web.TCPSite(runner, host.strip("[]") or None, int(port),
+                          reuse_port=reuse_port or None).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(exc.errno, f"cannot listen on {config.server.http_redirect_listen} "
+                          f"(server.http_redirect_listen): {exc.strerror or exc}") from None
+    return runner
 
 
 def _beat(loop: asyncio.AbstractEventLoop, fd: int) -> None:

@@ -145,7 +145,8 @@ DESCRIPTIONS = {
         "(request line and headers); then it gets `408` and is closed, so a client that "
         "connects and sends nothing, or drips a head, cannot hold it (nginx: "
         "`client_header_timeout`). Later requests on the connection fall under "
-        "`keepalive_timeout`. More than 0."
+        "`keepalive_timeout`. With `tls_cert_file`, the TLS handshake must also complete "
+        "within it. More than 0."
     ),
     "server.keepalive_timeout": (
         "How long an idle keep-alive connection stays open after a response until the next "
@@ -164,6 +165,30 @@ DESCRIPTIONS = {
         "With `workers` > 1: a worker's event loop reports to the supervisor every second; "
         "one silent this long (a callback that never returns, a stopped process) is killed "
         "and replaced. 2 s to 1 h. A starting worker has at least 60 s to begin serving."
+    ),
+    "server.tls_cert_file": (
+        "PEM file with the certificate chain (the server's certificate first, then the "
+        "intermediates) that `listen` serves TLS with; set with `tls_key_file`. Empty: plain "
+        "HTTP (TLS ends at a load balancer or ingress). TLS 1.2 and 1.3 only, TLS 1.2 with "
+        "ECDHE and AES-GCM or ChaCha20-Poly1305 only; ALPN `http/1.1`. `public_url` must be "
+        "`https://`, and session cookies are always `Secure`. The pair is reloaded on SIGHUP "
+        "and when the files change (see `tls_watch_interval`); a new pair that does not "
+        "load is logged as an error and the running certificate kept. docs/tls.md."
+    ),
+    "server.tls_key_file": (
+        "The unencrypted PEM private key of `tls_cert_file` (RSA or EC)."
+    ),
+    "server.tls_watch_interval": (
+        "How often both TLS files are checked (inode, size, modification time); a change "
+        "reloads the pair for new connections (open ones keep theirs), as after a "
+        "cert-manager or certbot renewal. `0`: only on SIGHUP. 100 ms to 1 h."
+    ),
+    "server.http_redirect_listen": (
+        "`[host]:port` of a plain HTTP listener (e.g. `:8080`) answering every request "
+        "`308` to the same path on `https://`, except `/ping` (answered `OK`). The target "
+        "host is the request's `Host` only when it is `public_url`'s or an upstream's "
+        "`host`; any other goes to `public_url`'s host, so the listener is never an open "
+        "redirect. The port is `public_url`'s. Needs `tls_cert_file`. Empty: off."
     ),
     # [azure]
     "azure.client_id": (
@@ -336,7 +361,8 @@ DESCRIPTIONS = {
     ),
     "session.secure": (
         "`Secure` cookie attribute. Must be `false` when `public_url` is plain `http://` "
-        "(loopback only, e.g. the demo)."
+        "(loopback only, e.g. the demo), and cannot be `false` when the proxy serves TLS "
+        "(`server.tls_cert_file`)."
     ),
     "session.samesite": (
         "`lax` or `none` (`none` needs `secure = true`). `strict` is refused: it would drop "

@@ -60,6 +60,7 @@ for an integer: whole numbers are turned back into integers.
 {{- $dir := include "azp.secretDir" . -}}
 {{- $server := dict "listen" "0.0.0.0:4180" -}}
 {{- if .Values.metrics.enabled }}{{ $_ := set $server "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port)) }}{{ end -}}
+{{- if .Values.tls.secretName }}{{ $_ := set $server "tls_cert_file" "/run/tls/tls.crt" }}{{ $_ := set $server "tls_key_file" "/run/tls/tls.key" }}{{ end -}}
 {{- $azure := dict "client_secret_file" (printf "%s/client_secret" $dir) -}}
 {{- if .Values.workloadIdentity.signIn }}{{ $azure = dict "client_credential" "workload_identity" }}{{ end -}}
 {{- $session := dict "secret_file" (printf "%s/session_secret" $dir) "store" "cookie" -}}
@@ -84,6 +85,7 @@ for an integer: whole numbers are turned back into integers.
 {{- if not $azure.tenant_id }}{{ fail "config.azure.tenant_id is required (the Directory (tenant) ID)" }}{{ end -}}
 {{- if not .Values.config.upstreams }}{{ fail "config.upstreams needs at least one upstream" }}{{ end -}}
 {{- range $key := list "listen" "metrics_listen" }}{{ if hasKey $server $key }}{{ fail (printf "config.server.%s is set by the chart (see metrics.*); remove it" $key) }}{{ end }}{{ end -}}
+{{- range $key := list "tls_cert_file" "tls_key_file" }}{{ if hasKey $server $key }}{{ fail (printf "config.server.%s is set by the chart (see tls.secretName); remove it" $key) }}{{ end }}{{ end -}}
 {{- range $section, $keys := dict "azure" (list "client_secret" "client_secret_file" "client_credential") "session" (list "secret" "secret_file" "store" "redis_url" "redis_url_file") "identity" (list "assertion_key_file") -}}
 {{- $table := default dict (get $.Values.config $section) -}}
 {{- range $key := $keys }}{{ if hasKey $table $key }}{{ fail (printf "config.%s.%s is set by the chart (from secrets.* / redis.*); remove it" $section $key) }}{{ end }}{{ end -}}
