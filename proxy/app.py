@@ -24,7 +24,8 @@ from .metrics import CountingBackend, Metrics
 from .metrics import serve as serve_metrics
 from .middleware import outer
 from .oidc.client import EntraClient, load_credential
-from .oidc.credentials import CertificateCredential
+from .oidc.client_auth import ClientCredential
+from .oidc.credentials import CredentialError
 from .routes import RouteTable
 from .runner import CONNECTION_LIMITS, ConnectionLimits
 from .server_tls import ServerTls, new_context
@@ -51,7 +52,7 @@ SERVER_TLS = web.AppKey("server_tls", ServerTls)
 
 def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
                 upstream_http: aiohttp.ClientSession, upstream_pool: UpstreamPool,
-                credential: CertificateCredential | None,
+                credential: ClientCredential,
                 routes: RouteTable, metrics: Metrics,
                 previous: State | None = None) -> State:
     # Unchanged [session] settings keep the store (a memory store's sessions survive a
@@ -106,7 +107,9 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
     old = cell.current
     try:
         config = loader()
-        credential = load_credential(config.azure)
+        # Unchanged [azure]: keep the credential (a managed identity's cached token).
+        credential = (old.entra.credential if config.azure == old.config.azure
+                      else load_credential(config.azure))
         routes = RouteTable(config.upstreams, config.access)
         warn_insecure(config.upstreams)
         new = build_state(config, idp_http=old.entra.http, upstream_http=old.upstream_http,
@@ -127,8 +130,12 @@ async def reload(app: web.Application, loader: ConfigLoader) -> bool:
 
 
 def check_files(config: Config) -> None:
-    """Load what config only names (certificate, assertion key): ConfigError if unusable."""
-    load_credential(config.azure)
+    """Load what config only names (certificate, federated token file, assertion key, the
+    listener's TLS pair): ConfigError if unusable."""
+    try:
+        load_credential(config.azure).check_files()
+    except CredentialError as exc:
+        raise ConfigError([f"azure.federated_token_file: {exc}"]) from None
     if config.server.tls_cert_file and config.server.tls_key_file:
         new_context(config.server.tls_cert_file, config.server.tls_key_file)
     if config.identity.assertion_header and config.identity.assertion_key_file:

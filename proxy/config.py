@@ -14,6 +14,8 @@ from yarl import URL
 # parser table tell a duration from a plain float (proxy/config_values.py).
 Duration = Annotated[float, "duration"]
 
+CLIENT_CREDENTIALS = ("secret", "certificate", "workload_identity", "managed_identity")
+IMDS_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
 TENANT_ALIASES = ("organizations", "common", "consumers")
 CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
 DEFAULT_HEADERS: Mapping[str, str] = MappingProxyType({
@@ -112,6 +114,15 @@ class AzureConfig:
     timeout: Duration = 10.0
     client_certificate_file: str = ""  # PEM certificate: private_key_jwt instead of a secret
     client_private_key_file: str = ""  # PEM private key of that certificate
+    # How the app authenticates to the token endpoint: "" infers "certificate" (when
+    # client_certificate_file is set) or "secret"; or "workload_identity", "managed_identity".
+    client_credential: str = ""
+    federated_token_file: str = ""  # workload_identity; env AZURE_FEDERATED_TOKEN_FILE
+    managed_identity_client_id: str = ""  # a user-assigned identity; "" = system-assigned
+    # The managed identity endpoint: IMDS, or App Service's IDENTITY_ENDPOINT with
+    # identity_header (env IDENTITY_HEADER), which selects App Service's form.
+    imds_url: str = IMDS_URL
+    identity_header: Secret = field(default_factory=lambda: Secret(""))
     # Claims mapping: Entra signs this app's tokens with its own key, at jwks_uri?appid=...
     app_signing_keys: bool = False
     # The API whose access token upstreams with pass_authorization_header get, e.g.

@@ -8,6 +8,7 @@ import re
 from yarl import URL
 
 from .config import TENANT_ALIASES, Config, SessionConfig
+from .config_check_credential import check_credential
 from .config_check_identity import check_identity, check_ui
 from .config_check_redis import check_redis
 from .config_check_upstream import (
@@ -149,9 +150,7 @@ def check_azure(config: Config) -> list[str]:
     if bool(a.client_certificate_file) != bool(a.client_private_key_file):
         out.append("azure.client_certificate_file: set together with "
                    "azure.client_private_key_file (the certificate's private key)")
-    if not a.client_secret and not a.client_certificate_file:
-        out.append("azure.client_secret: required (or azure.client_secret_file, "
-                   "or env PROXY_AZURE_CLIENT_SECRET)")
+    out += check_credential(a, lambda url: _url_problem(url, allow_path=True))
     tenant = a.tenant_id.lower()
     if tenant not in TENANT_ALIASES and not is_guid(tenant) and not _DOMAIN.match(tenant):
         out.append(f"azure.tenant_id: {a.tenant_id!r} must be a tenant GUID, a verified domain, "

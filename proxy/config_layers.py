@@ -16,6 +16,11 @@ from typing import Any
 from .config_values import FieldSpec
 
 ENV_UPSTREAMS = "PROXY_UPSTREAMS"
+# What Azure's platforms set in a workload's environment: [azure] keys' defaults, under
+# proxy.toml. IDENTITY_ENDPOINT counts only with IDENTITY_HEADER (App Service, Container
+# Apps); Azure Arc sets the endpoint alone, for another protocol.
+PLATFORM_ENV = {"federated_token_file": "AZURE_FEDERATED_TOKEN_FILE",
+                "imds_url": "IDENTITY_ENDPOINT", "identity_header": "IDENTITY_HEADER"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,6 +43,16 @@ def overlay(entries: dict[str, Entry], layer: Mapping[str, Entry]) -> None:
         entries.pop(base, None)
         entries.pop(f"{base}_file", None)
         entries[key] = entry
+
+
+def platform_entries(environ: Mapping[str, str]) -> dict[str, Entry]:
+    """The [azure] defaults Azure Workload Identity and App Service put in the environment."""
+    found = {key: Entry(environ[var], f"env {var}", True)
+             for key, var in PLATFORM_ENV.items() if environ.get(var)}
+    if "imds_url" not in found or "identity_header" not in found:
+        found.pop("imds_url", None)
+        found.pop("identity_header", None)
+    return found
 
 
 def env_entries(section: str, spec: Mapping[str, FieldSpec], environ: Mapping[str, str],

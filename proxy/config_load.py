@@ -25,6 +25,7 @@ from .config_layers import (
     env_upstreams,
     flag_entries,
     overlay,
+    platform_entries,
 )
 from .config_values import SCHEMAS, FieldSpec, parse_duration
 from .errors import ConfigError
@@ -155,6 +156,9 @@ def build(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
             problems.append(f"{name}: {exc}")
             table = {}
         entries = {key: Entry(value, file_label, False) for key, value in table.items()}
+        for key, entry in (platform_entries(environ) if name == "azure" else {}).items():
+            if key not in entries and f"{key}_file" not in entries:  # under the file
+                entries[key] = entry
         overlay(entries, env_entries(name, SCHEMAS[cls], environ, problems))
         overlay(entries, by_flag.get(name, {}))
         sections[name] = _build(cls, entries, name, problems, sources)

@@ -15,7 +15,7 @@ import aiohttp
 from yarl import URL
 
 from .config import Config
-from .errors import ConfigError, IdPError, ProxyError
+from .errors import ConfigError, CredentialUnavailable, IdPError, ProxyError
 from .oidc import aadsts
 from .oidc.client import EntraClient, load_credential
 from .oidc.discovery import Metadata, discovery_url, issuer_problem, parse_metadata
@@ -25,6 +25,10 @@ from .oidc.tokens import LEEWAY
 SKEW_WARN = 60  # seconds: fine today, but half the ID token leeway is gone
 SKEW_FAIL = LEEWAY  # beyond the leeway, fresh tokens read as not yet valid or expired
 _MULTI = ("common", "organizations", "consumers")
+
+_CREDENTIAL_NAMES = {"secret": "client secret", "certificate": "certificate",
+                     "workload_identity": "federated token", "managed_identity":
+                     "managed identity's token"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +172,13 @@ class Doctor:
             self.add("credential", "FAIL", str(exc), "set [azure] client_secret or "
                      "client_certificate_file")
             return
+        except CredentialUnavailable as exc:  # a federated token file, an identity endpoint
+            self.add("credential", "FAIL", exc.cause, "docs/secretless.md")
+            return
         except ProxyError as exc:
             self._credential_refused(config, exc)
             return
-        kind = "certificate" if credential else "client secret"
+        kind = _CREDENTIAL_NAMES.get(credential.kind, credential.kind)
         self.add("credential", "PASS", f"the {kind} got an app token for {scope} from tenant "
                  f"{tenant} (the path every token request of the proxy takes)")
 

@@ -23,12 +23,16 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Ready once discovery and keys are loaded; otherwise 503 with the reason."""
+    """Ready once discovery and keys are loaded, the session store answers and the client
+    credential can be produced; otherwise 503 with the reason."""
     state = get_state(request)
     try:
         await state.entra.metadata()
         await state.entra.keys()
         await state.sessions.ping()
+        # The client credential too: a federated token file that cannot be read, or a
+        # managed identity endpoint that does not answer, fails every sign-in.
+        await state.entra.credential.probe(state.entra.http)
     except ProxyError as exc:
         return web.json_response({"ready": False, "reason": exc.public}, status=503,
                                  headers=NO_STORE)

@@ -13,6 +13,7 @@
     - IdPDenied (403)             `error=access_denied|consent_required|...` on the callback
     - IdPFailure (502)            callback server errors, token endpoint errors, bad discovery
       . TokenRejected (502)       invalid_grant & co: a refresh that ends the session
+      . CredentialUnavailable (502)  the proxy cannot produce its own client credential
     - IdPUnavailable (503)        Entra/JWKS unreachable
     - IdPTimeout (504)
   + SessionTooLarge (500)         the identity does not fit the cookie store's budget
@@ -108,6 +109,19 @@ class IdPFailure(IdPError):
 
 class TokenRejected(IdPFailure):
     """The token endpoint refused a grant (invalid_grant...): the session cannot go on."""
+
+
+class CredentialUnavailable(IdPFailure):
+    """The app's client credential cannot be produced (federated token file unreadable or
+    expired, managed identity endpoint down). `public` names the cause in fixed words for
+    pages and /ready; `cause` (the log's `detail`) adds the file or URL, never a token."""
+
+    def __init__(self, public: str, cause: str) -> None:
+        # reason/detail: the callback's one log line ("login failed ... reason=client-
+        # credential detail=<cause>") and the refresh's.
+        super().__init__(f"The proxy cannot authenticate to the sign-in service: {public}.",
+                         reason="client-credential", detail=cause)
+        self.cause = cause
 
 
 class IdPUnavailable(IdPError):

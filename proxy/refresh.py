@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from . import logs
 from .errors import IdPError, LoginRejected, TokenRejected
 from .identity import ClaimRules, Identity
 from .oidc.client import EntraClient
@@ -47,8 +48,11 @@ async def ensure_fresh(session: Session, store: SessionStore, entra: EntraClient
             await store.clear_id(current.id)
             return None
         except (IdPError, LoginRejected) as exc:
-            log.warning("token refresh failed, keeping the session user=%s reason=%s",
-                        current.identity.user, type(exc).__name__)
+            # detail: the client credential's cause (a file, an endpoint) or Entra's AADSTS line.
+            detail = exc.context.get("detail") or ""
+            log.warning("token refresh failed, keeping the session user=%s reason=%s%s",
+                        current.identity.user, type(exc).__name__,
+                        f" detail={logs.escape(detail)}" if detail else "")
             return current
         fresh = current.with_tokens(tokens_from(response, current.tokens), identity)
         await store.update(fresh)

@@ -196,8 +196,9 @@ DESCRIPTIONS = {
         "name); ID tokens must carry it as `aud`."
     ),
     "azure.client_secret": (
-        "The client secret's **Value** (not its Secret ID). Required unless "
-        "`client_certificate_file` is set; if both are set, the certificate is used."
+        "The client secret's **Value** (not its Secret ID). Required when `client_credential` "
+        "is `secret` (the default without `client_certificate_file`); with both set and "
+        "`client_credential` empty, the certificate is used."
     ),
     "azure.client_certificate_file": (
         "PEM certificate uploaded to the app registration (leaf first if the file holds a "
@@ -208,6 +209,36 @@ DESCRIPTIONS = {
         "PEM file with the certificate's **unencrypted** RSA private key (may be the same file "
         "as the certificate). A missing, expired or mismatched pair stops startup and "
         "`check-config`."
+    ),
+    "azure.client_credential": (
+        "How the proxy authenticates to the token endpoint: `secret`, `certificate`, "
+        "`workload_identity` (the federated token in `federated_token_file`, read afresh for "
+        "every token request) or `managed_identity` (a token for `api://AzureADTokenExchange` "
+        "from the platform's managed identity endpoint, cached until 5 minutes before it "
+        "expires). Empty: `certificate` when `client_certificate_file` is set, else `secret`. "
+        "The last two need no secret at all and refuse a leftover `client_secret` or "
+        "certificate ([docs/secretless.md](secretless.md))."
+    ),
+    "azure.federated_token_file": (
+        "`workload_identity`: the file holding the federated (service account) token. "
+        "Default: the `AZURE_FEDERATED_TOKEN_FILE` that Azure Workload Identity sets in the "
+        "pod. `check-config` reports a missing or unreadable file; an expired token fails "
+        "sign-in with 502 and `/ready` with 503, naming the cause."
+    ),
+    "azure.managed_identity_client_id": (
+        "`managed_identity`: the client ID of a user-assigned identity (sent as `client_id`); "
+        "empty uses the system-assigned identity."
+    ),
+    "azure.imds_url": (
+        "`managed_identity`: the managed identity endpoint. Default IMDS (VMs, AKS nodes; "
+        "`Metadata: true`, api-version 2018-02-01); on App Service and Container Apps the "
+        "`IDENTITY_ENDPOINT` when `IDENTITY_HEADER` is set too (then `X-IDENTITY-HEADER`, "
+        "api-version 2019-08-01). Plain http only for loopback or link-local hosts."
+    ),
+    "azure.identity_header": (
+        "`managed_identity` on App Service / Container Apps: the `X-IDENTITY-HEADER` value. "
+        "Default: the `IDENTITY_HEADER` the platform sets; when set, `imds_url` is spoken to "
+        "in App Service's form."
     ),
     "azure.app_signing_keys": (
         "`true` for an app registration that uses claims mapping: Entra signs its tokens with "

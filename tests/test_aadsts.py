@@ -16,7 +16,8 @@ CONFIG = from_dict({
 })
 
 # The codes issue 14 names, each with a fix.
-SETUP_CODES = [50011, 700016, 7000215, 7000222, 50020, 65001, 50105, 53003, 90002]
+SETUP_CODES = [50011, 700016, 7000215, 7000222, 50020, 65001, 50105, 53003, 90002,
+               700211, 700212, 700213, 700024]
 
 
 @pytest.mark.parametrize("code", SETUP_CODES)

@@ -348,7 +348,8 @@ def test_a_field_type_without_a_parser_fails_when_the_schema_is_built() -> None:
 def test_secret_fields_come_from_the_types() -> None:
     secret = {(cls.__name__, name) for cls, spec in SCHEMAS.items()
               for name, field in spec.items() if field.secret}
-    assert secret == {("AzureConfig", "client_secret"), ("SessionConfig", "secret"),
+    assert secret == {("AzureConfig", "client_secret"), ("AzureConfig", "identity_header"),
+                      ("SessionConfig", "secret"),
                       ("SessionConfig", "secrets"), ("SessionConfig", "redis_url"),
                       ("SessionConfig", "redis_sentinel_password"),
                       ("ServerConfig", "admin_token")}

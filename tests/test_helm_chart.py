@@ -211,6 +211,12 @@ def test_a_config_change_rolls_the_pods() -> None:
      "config.identity.assertion_key_file"),
     (["--set", "config.server.listen=0.0.0.0:80"], "config.server.listen"),
     (["--set", "workloadIdentity.enabled=true"], "workloadIdentity.clientId"),
+    (["--set", "workloadIdentity.signIn=true", "--set", "secrets.clientSecret="],
+     "workloadIdentity.enabled"),
+    (["--set", "workloadIdentity.enabled=true", "--set", "workloadIdentity.clientId=x",
+      "--set", "workloadIdentity.signIn=true"], "secrets.clientSecret"),
+    (["--set", "config.azure.client_credential=managed_identity"],
+     "config.azure.client_credential"),
     (["--set", "metrics.serviceMonitor.enabled=true"], "metrics.serviceMonitor.enabled"),
     (["--set", "pdb.minAvailable=3"], "pdb.minAvailable"),
 ], ids=lambda v: v if isinstance(v, str) else None)
@@ -287,6 +293,25 @@ def test_optional_features_are_off_by_default() -> None:
     assert "annotations" not in one(docs, "ServiceAccount")["metadata"]
     assert "metrics_listen" not in tomllib.loads(proxy_toml(docs))["server"]
     assert [p["name"] for p in one(docs, "Service")["spec"]["ports"]] == ["http"]
+
+
+def test_workload_identity_sign_in_needs_and_mounts_no_client_secret(tmp_path: Path) -> None:
+    docs = render("--set", "workloadIdentity.enabled=true", "--set",
+                  f"workloadIdentity.clientId={DEFAULT_CLIENT_ID}", "--set",
+                  "workloadIdentity.signIn=true", "--set", "secrets.clientSecret=")
+    assert "client_secret" not in one(docs, "Secret")["data"]
+    assert "client_secret" not in secret_mount(docs)[1]
+    text = proxy_toml(docs)
+    azure = tomllib.loads(text)["azure"]
+    assert azure["client_credential"] == "workload_identity" and "client_secret_file" not in azure
+    path = tmp_path / "proxy.toml"
+    path.write_text(text)
+    # The webhook sets AZURE_FEDERATED_TOKEN_FILE in the pod; the proxy takes it from there.
+    env = {**fake_secret_env(text, tmp_path),
+           "AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token"}
+    config = load(path, env)
+    assert config.azure.federated_token_file == env["AZURE_FEDERATED_TOKEN_FILE"]
+    assert not config.azure.client_secret
 
 
 def test_ingress_nginx_forward_auth_example_points_at_the_chart() -> None:

@@ -1,5 +1,5 @@
-"""Token-endpoint client authentication: secret in the body, HTTP Basic, or a certificate
-assertion (private_key_jwt), as ENTRA.md §5 describes."""
+"""Token-endpoint client authentication: secret in the body, HTTP Basic, a certificate
+assertion (private_key_jwt), or a federated token as the assertion, as ENTRA.md §5 describes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .errors import EntraError, missing_parameter
+from .federation import verify_federated
 from .keys import thumbprint_sha1, thumbprint_sha256
 from .state import MockEntra
 from .users import MockClient
@@ -101,12 +102,16 @@ def _assertion_client(
     assertion = fields.get("client_assertion", "")
     try:
         header = jwt.get_unverified_header(assertion)
-        client_id = fields.get("client_id") or str(
-            jwt.decode(assertion, options={"verify_signature": False}).get("iss", "")
-        )
+        issuer = str(jwt.decode(assertion, options={"verify_signature": False}).get("iss", ""))
     except jwt.InvalidTokenError as exc:
         raise _invalid_client(50027, "JWT token is invalid or malformed.") from exc
-    client = _lookup(mock, client_id)
+    client = _lookup(mock, fields.get("client_id") or issuer)
+    mock.client_assertions.append(assertion)
+    if issuer != client.client_id:
+        # Another issuer's token: a federated credential (workload identity, managed identity).
+        verify_federated(mock.external_issuers, client.federated_credentials, assertion,
+                         mock.clock())
+        return client
     if client.certificate_pem is None:
         raise _invalid_client(700027, "No certificate credential is registered for the app.")
     certificate = x509.load_pem_x509_certificate(client.certificate_pem.encode())

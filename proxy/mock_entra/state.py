@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .authentication import Authentication
 from .faults import Faults
+from .federation import ExternalIssuer
 from .keys import KeyRing
 from .tenants import Tenant, resolve_tenant
 from .users import DEFAULT_DOMAINS, MockClient, MockUser, default_clients, default_users
@@ -96,6 +97,9 @@ class MockEntra:
         self.sts_host = "sts.windows.net"
         self.issued: list[dict[str, Any]] = []
         self.token_requests: list[dict[str, str]] = []
+        # Issuers outside Entra whose tokens federated credentials may trust, by issuer URL.
+        self.external_issuers: dict[str, ExternalIssuer] = {}
+        self.client_assertions: list[str] = []  # every client_assertion presented, in order
         self.logouts: list[dict[str, str]] = []
         self.sessions: dict[str, str] = {}  # sid -> username
         # username -> the user's last authentication (auth_time, MFA): authentication.py
@@ -116,6 +120,11 @@ class MockEntra:
         if self._keys is None:
             self._keys = KeyRing()
         return self._keys
+
+    def trust_issuer(self, issuer: str) -> ExternalIssuer:
+        """Make `issuer` one federated credentials may name (a new key each time)."""
+        self.external_issuers[issuer] = ExternalIssuer(issuer)
+        return self.external_issuers[issuer]
 
     def rotate_keys(self) -> None:
         """Publish a new key and sign with it; only the two newest stay published."""

@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Final
 
+from .federation import FederatedCredential
+
 DEFAULT_TENANT_ID: Final = "11111111-1111-4111-8111-111111111111"
 OTHER_TENANT_ID: Final = "22222222-2222-4222-8222-222222222222"
 # Entra's fixed tenant for personal Microsoft accounts (ENTRA.md §1).
@@ -131,6 +133,8 @@ class MockClient:
     # many seconds (None: the mock's default, MockEntra.access_token_lifetime).
     access_token_lifetime: int | None = None
     home_tenant: str = DEFAULT_TENANT_ID
+    # Federated identity credentials: outside tokens this app accepts as its client assertion.
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
     # Enterprise app "Assignment required": only these users may sign in (None: anyone).
     assigned_users: tuple[str, ...] | None = None
     # The secret's end date has passed: the right secret gets AADSTS7000222, not a token.

@@ -49,6 +49,17 @@ _HINTS: dict[int, tuple[str, bool, str]] = {
               "client_certificate_file", True, ""),
     700027: ("the certificate in [azure] client_certificate_file is not registered on app "
              "{client_id} (Certificates & secrets > Certificates)", True, ""),
+    # Federated credentials ([azure] client_credential = workload_identity/managed_identity).
+    700211: ("no federated credential of app {client_id} names the token's issuer: add one "
+             "with the AKS OIDC issuer URL, or {cloud}/{tenant}/v2.0 for a managed identity "
+             "(az ad app federated-credential create, docs/secretless.md)", True, ""),
+    700212: ("the federated token's audience is not one of the federated credential's: use "
+             "api://AzureADTokenExchange on both sides", True, ""),
+    700213: ("the federated credential's subject of app {client_id} differs from the token's "
+             "(case-sensitive): system:serviceaccount:<namespace>:<service account>, or the "
+             "managed identity's principal (object) ID", True, ""),
+    700024: ("the client assertion is outside its validity: an expired federated token (is "
+             "the projected token still rotated?) or a skewed clock", True, ""),
     90002: ("tenant {tenant} does not exist in {cloud}: set [azure] tenant_id to the Directory "
             "(tenant) ID of the app's Overview page, and check cloud_instance", True, ""),
     50194: ("app {client_id} is single-tenant: set [azure] tenant_id to its tenant's GUID, "

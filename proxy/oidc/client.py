@@ -29,8 +29,9 @@ from ..errors import (
 from ..step_up import StepUp
 from . import aadsts
 from .bearer import BearerRejected, is_v1_token, validate_access_token
+from .client_auth import ClientCredential, build_credential
 from .contracts import IdPMetrics, NoMetrics, PkceLogin
-from .credentials import CertificateCredential, CredentialError, client_auth_fields
+from .credentials import CredentialError
 from .discovery import Metadata, discovery_url, parse_metadata
 from .graph import graph_base, has_overage, member_groups
 from .jwks import KeySet, UnknownKey
@@ -42,25 +43,23 @@ METADATA_TTL = 24 * 3600.0  # Microsoft: recheck keys every 24 h
 REFETCH_INTERVAL = 10.0  # an unknown kid refetches the JWKS at most this often
 
 
-def load_credential(azure: AzureConfig) -> CertificateCredential | None:
-    """The certificate credential, read once at startup; a bad file is a config error."""
-    if not azure.client_certificate_file:
-        return None
+def load_credential(azure: AzureConfig) -> ClientCredential:
+    """The app's client credential; an unusable certificate is a config error. A federated
+    token or managed identity is not touched here: check_files and each token request do."""
     try:
-        return CertificateCredential.load(azure.client_certificate_file,
-                                          azure.client_private_key_file)
+        return build_credential(azure)
     except CredentialError as exc:
         raise ConfigError([f"azure.client_certificate_file: {exc}"]) from None
 
 
 class EntraClient:
     def __init__(self, config: Config, http: aiohttp.ClientSession,
-                 credential: CertificateCredential | None = None,
+                 credential: ClientCredential | None = None,
                  metrics: IdPMetrics | None = None) -> None:
         self.metrics: IdPMetrics = metrics or NoMetrics()
         self.config = config
         self.azure = config.azure
-        self.credential = credential
+        self.credential = credential or build_credential(config.azure)
         self.http = http
         self.timeout = aiohttp.ClientTimeout(total=config.azure.timeout)
         self._metadata: tuple[float, Metadata] | None = None
@@ -210,8 +209,8 @@ class EntraClient:
                              scopes: tuple[str, ...] | None = None) -> dict[str, Any]:
         metadata = await self.metadata()
         form = {**grant, "scope": " ".join(self.azure.scopes if scopes is None else scopes),
-                **client_auth_fields(self.azure.client_id, self.azure.client_secret.reveal(),
-                                     self.credential, metadata.token_endpoint)}
+                **await self.credential.fields(self.http, self.azure.client_id,
+                                               metadata.token_endpoint)}
         try:
             async with self.http.post(metadata.token_endpoint, data=form,
                                       timeout=self.timeout) as resp:

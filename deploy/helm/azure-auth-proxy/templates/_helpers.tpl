@@ -44,7 +44,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The keys of the Secret the proxy reads (each one a file in azp.secretDir). */}}
 {{- define "azp.secretKeys" -}}
-{{- $keys := list "client_secret" "session_secret" "assertion_key" -}}
+{{- $keys := list "session_secret" "assertion_key" -}}
+{{- if not .Values.workloadIdentity.signIn }}{{ $keys = prepend $keys "client_secret" }}{{ end -}}
 {{- if .Values.redis.enabled }}{{ $keys = append $keys "redis_url" }}{{ end -}}
 {{- toJson $keys -}}
 {{- end -}}
@@ -61,6 +62,7 @@ for an integer: whole numbers are turned back into integers.
 {{- if .Values.metrics.enabled }}{{ $_ := set $server "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port)) }}{{ end -}}
 {{- if .Values.tls.secretName }}{{ $_ := set $server "tls_cert_file" "/run/tls/tls.crt" }}{{ $_ := set $server "tls_key_file" "/run/tls/tls.key" }}{{ end -}}
 {{- $azure := dict "client_secret_file" (printf "%s/client_secret" $dir) -}}
+{{- if .Values.workloadIdentity.signIn }}{{ $azure = dict "client_credential" "workload_identity" }}{{ end -}}
 {{- $session := dict "secret_file" (printf "%s/session_secret" $dir) "store" "cookie" -}}
 {{- if .Values.redis.enabled -}}
 {{- $_ := set $session "store" "redis" -}}
@@ -84,18 +86,20 @@ for an integer: whole numbers are turned back into integers.
 {{- if not .Values.config.upstreams }}{{ fail "config.upstreams needs at least one upstream" }}{{ end -}}
 {{- range $key := list "listen" "metrics_listen" }}{{ if hasKey $server $key }}{{ fail (printf "config.server.%s is set by the chart (see metrics.*); remove it" $key) }}{{ end }}{{ end -}}
 {{- range $key := list "tls_cert_file" "tls_key_file" }}{{ if hasKey $server $key }}{{ fail (printf "config.server.%s is set by the chart (see tls.secretName); remove it" $key) }}{{ end }}{{ end -}}
-{{- range $section, $keys := dict "azure" (list "client_secret" "client_secret_file") "session" (list "secret" "secret_file" "store" "redis_url" "redis_url_file") "identity" (list "assertion_key_file") -}}
+{{- range $section, $keys := dict "azure" (list "client_secret" "client_secret_file" "client_credential") "session" (list "secret" "secret_file" "store" "redis_url" "redis_url_file") "identity" (list "assertion_key_file") -}}
 {{- $table := default dict (get $.Values.config $section) -}}
 {{- range $key := $keys }}{{ if hasKey $table $key }}{{ fail (printf "config.%s.%s is set by the chart (from secrets.* / redis.*); remove it" $section $key) }}{{ end }}{{ end -}}
 {{- end -}}
 {{- if not .Values.secrets.existingSecret -}}
-{{- if not .Values.secrets.clientSecret }}{{ fail "secrets.clientSecret is required (or name a Secret in secrets.existingSecret)" }}{{ end -}}
+{{- if and (not .Values.workloadIdentity.signIn) (not .Values.secrets.clientSecret) }}{{ fail "secrets.clientSecret is required (or name a Secret in secrets.existingSecret)" }}{{ end -}}
 {{- if lt (len .Values.secrets.sessionSecret) 32 }}{{ fail "secrets.sessionSecret must be at least 32 random characters (or use secrets.existingSecret)" }}{{ end -}}
 {{- if not (regexMatch "^\\s*-----BEGIN (EC |RSA )?PRIVATE KEY-----" .Values.secrets.assertionKey) }}{{ fail "secrets.assertionKey must be a PEM private key shared by all replicas: --set-file secrets.assertionKey=assertion-key.pem (or use secrets.existingSecret)" }}{{ end -}}
 {{- if and .Values.redis.enabled (not .Values.redis.url) }}{{ fail "redis.url is required when redis.enabled (or put redis_url in secrets.existingSecret)" }}{{ end -}}
 {{- end -}}
 {{- if and .Values.redis.url (not (regexMatch "^rediss?://" .Values.redis.url)) }}{{ fail "redis.url must start with redis:// or rediss://" }}{{ end -}}
 {{- if and .Values.workloadIdentity.enabled (not .Values.workloadIdentity.clientId) }}{{ fail "workloadIdentity.clientId is required when workloadIdentity.enabled" }}{{ end -}}
+{{- if and .Values.workloadIdentity.signIn (not .Values.workloadIdentity.enabled) }}{{ fail "workloadIdentity.signIn needs workloadIdentity.enabled (the webhook projects the token)" }}{{ end -}}
+{{- if and .Values.workloadIdentity.signIn .Values.secrets.clientSecret }}{{ fail "secrets.clientSecret is not used with workloadIdentity.signIn; remove it" }}{{ end -}}
 {{- if and .Values.workloadIdentity.enabled (not .Values.serviceAccount.create) }}{{ fail "workloadIdentity.enabled needs serviceAccount.create (the chart annotates its service account)" }}{{ end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}{{ fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}{{ end -}}
 {{- if and .Values.pdb.enabled (ge (int .Values.pdb.minAvailable) (int (ternary .Values.hpa.minReplicas .Values.replicaCount .Values.hpa.enabled))) }}{{ fail "pdb.minAvailable must be below the replica count (hpa.minReplicas or replicaCount), or no node could ever be drained" }}{{ end -}}
