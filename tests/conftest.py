@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +123,20 @@ def mock() -> MockEntra:
 async def client(aiohttp_client: AiohttpClient, mock: MockEntra) -> EntraTestClient:
     """A test client of the `mock` fixture's app, in process."""
     return await aiohttp_client(create_app(mock))
+
+
+async def wait_ready(url: str, context: ssl.SSLContext | bool = True) -> None:
+    """Wait up to 30 s for a spawned proxy's /ping: a process that spawns workers imports
+    the app in each, which takes seconds on a loaded 2-core machine."""
+    connector = aiohttp.TCPConnector(ssl=context)
+    async with aiohttp.ClientSession(connector=connector) as client:
+        for _ in range(300):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with client.get(url + "/ping") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise AssertionError("proxy did not start")
 
 
 @contextlib.asynccontextmanager

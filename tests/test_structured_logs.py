@@ -26,8 +26,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.logs import JsonFormatter, TextFormatter, fields
 from proxy.mock_entra import MockEntra, create_app
-from tests.conftest import ALICE, HTML, StackFactory, base_config, deep_merge, free_port
-from tests.flows.test_streaming import wait_ready
+from tests.conftest import ALICE, HTML, StackFactory, base_config, deep_merge, free_port, wait_ready
 from tests.support.proxy_toml import to_toml
 from tests.support.text_log import captured_text_log
 

@@ -32,8 +32,7 @@ from proxy.logs import JsonFormatter, TextFormatter
 from proxy.mock_entra import DEFAULT_CLIENT_ID, MockEntra, create_app
 from tests import echo_upstream
 from tests.attacks.harness import raw_exchange
-from tests.conftest import ALICE, HTML, base_config, deep_merge, free_port
-from tests.flows.test_streaming import wait_ready
+from tests.conftest import ALICE, HTML, base_config, deep_merge, free_port, wait_ready
 from tests.support.proxy_toml import to_toml
 
 BOB = "bob@contoso.example"

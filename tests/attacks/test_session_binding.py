@@ -39,8 +39,8 @@ from tests.conftest import (
     base_config,
     deep_merge,
     free_port,
+    wait_ready,
 )
-from tests.flows.test_streaming import wait_ready
 from tests.support.proxy_toml import write_proxy_toml
 
 FAMILY = "session-binding"

@@ -10,8 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import ALICE, StackFactory, free_port
-from tests.flows.test_streaming import wait_ready
+from tests.conftest import ALICE, StackFactory, free_port, wait_ready
 from tests.redis_servers import (
     PERSISTENT,
     RedisCluster,

@@ -15,8 +15,7 @@ import aiohttp
 import pytest
 
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, MockEntra
-from tests.conftest import ALICE, HTML, SECRET, free_port
-from tests.flows.test_streaming import wait_ready
+from tests.conftest import ALICE, HTML, SECRET, free_port, wait_ready
 
 Running = tuple[str, Path, "subprocess.Popen[bytes]"]  # url, config file, process
 

@@ -19,8 +19,7 @@ import aiohttp
 import pytest
 
 from proxy.mock_entra import MockEntra
-from tests.conftest import ALICE, HTML, free_port
-from tests.flows.test_streaming import wait_ready
+from tests.conftest import ALICE, HTML, free_port, wait_ready
 from tests.support.proxy_toml import write_proxy_toml
 from tests.test_cli import cli
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.mock_entra import MockEntra
-from tests.conftest import ALICE, HTML, free_port
+from tests.conftest import ALICE, HTML, free_port, wait_ready
 from tests.support.proxy_toml import write_proxy_toml
 
 SIZE = 50 * 1024 * 1024
@@ -31,20 +30,6 @@ async def body() -> AsyncIterator[bytes]:
     for _ in range(SIZE // len(PIECE)):
         yield PIECE
 
-
-async def wait_ready(url: str) -> None:
-    """Up to 30 s: a process that spawns workers imports the app in each, which takes
-    seconds on a loaded 2-core machine."""
-    async with aiohttp.ClientSession() as client:
-        for _ in range(300):
-            try:
-                async with client.get(url + "/ping") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("proxy did not start")
 
 
 async def test_50mb_upload_and_download_stream_with_flat_memory(

@@ -20,8 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from proxy.config_load import ConfigSource
 from proxy.mock_entra import MockEntra
 from proxy.supervisor import probe_listen, supervise
-from tests.conftest import ALICE, HTML, free_port
-from tests.flows.test_streaming import wait_ready
+from tests.conftest import ALICE, HTML, free_port, wait_ready
 from tests.flows.test_workers import children
 from tests.support.proxy_toml import write_proxy_toml
 

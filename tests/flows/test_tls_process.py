@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -17,22 +16,9 @@ import aiohttp
 import pytest
 
 from proxy.mock_entra import MockEntra
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_ready
 from tests.support.proxy_toml import write_proxy_toml
 from tests.support.server_pki import TestCa, served_serial, wait_for_serial
-
-
-async def wait_ready(url: str, context: ssl.SSLContext) -> None:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
-        for _ in range(300):  # workers import the app first: seconds on a loaded machine
-            try:
-                async with client.get(url + "/ping") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("proxy did not start")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
