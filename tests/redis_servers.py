@@ -458,7 +458,24 @@ class RedisServer:
 # --------------------------------------------------------------------------- cluster
 
 
-class RedisCluster:
+class _Topology:
+    """Several servers started together: a start that fails part-way stops what it started."""
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class RedisCluster(_Topology):
     """3 masters (``replicas=1``: plus one replica each) with all 16384 slots assigned.
 
     ``start()`` creates the cluster the first time and afterwards just restarts the nodes,
@@ -492,13 +509,6 @@ class RedisCluster:
 
     def logs(self) -> str:
         return "\n".join(node.log_tail(15) for node in self.nodes)
-
-    def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         binaries = require_redis_binaries()
@@ -555,7 +565,7 @@ class RedisCluster:
 # --------------------------------------------------------------------------- sentinel
 
 
-class RedisSentinelSet:
+class RedisSentinelSet(_Topology):
     """A monitored master + replica and three sentinels (quorum 2) watching them."""
 
     def __init__(self, workdir: Path, *, master_name: str = "mymaster",
@@ -583,13 +593,6 @@ class RedisSentinelSet:
     def logs(self) -> str:
         servers = [self.master, self.replica, *self.sentinel_servers]
         return "\n".join(server.log_tail(15) for server in servers)
-
-    def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         require_redis_binaries("redis-server")
