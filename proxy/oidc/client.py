@@ -73,7 +73,9 @@ class EntraClient:
 
     async def _get_json(self, url: str, what: str) -> Any:
         try:
-            async with self.http.get(url, timeout=self.timeout) as resp:
+            # Never redirected: the metadata is checked against the configured cloud, and
+            # a redirect would fetch it (or the keys) from wherever the Location says.
+            async with self.http.get(url, timeout=self.timeout, allow_redirects=False) as resp:
                 if resp.status in (502, 503, 504):
                     raise IdPUnavailable(f"The sign-in service's {what} is unavailable "
                                          f"(HTTP {resp.status}).")
@@ -213,10 +215,16 @@ class EntraClient:
                 **client_auth_fields(self.azure.client_id, self.azure.client_secret.reveal(),
                                      self.credential, metadata.token_endpoint)}
         try:
-            async with self.http.post(metadata.token_endpoint, data=form,
-                                      timeout=self.timeout) as resp:
-                body = await resp.json(content_type=None)
+            # Never redirected: a 307/308 would resend the form (secret or client
+            # assertion, code, refresh token) to any host, past parse_metadata's origin check.
+            async with self.http.post(metadata.token_endpoint, data=form, timeout=self.timeout,
+                                      allow_redirects=False) as resp:
                 status = resp.status
+                if 300 <= status < 400:
+                    raise IdPFailure(f"The token endpoint answered with a redirect (HTTP "
+                                     f"{status}), which is not followed.",
+                                     reason=f"token-endpoint-{status}")
+                body = await resp.json(content_type=None)
         except TimeoutError:
             raise IdPTimeout("The sign-in service's token endpoint did not answer in time.") \
                 from None
