@@ -12,6 +12,7 @@ for the person signing in on the page, and the admin's fix in the log only.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,21 @@ def page_text(found: Hint | None) -> str:
         return ""
     sentence = found.admin if found.config else found.user
     return sentence[0].upper() + sentence[1:] + "."
+
+
+def fetch_refusal(what: str, status: int, text: str, config: Config) -> IdPFailure:
+    """A discovery (or key set) answer that is neither a document nor an outage, such as a
+    wrong tenant's AADSTS90002: the HTTP status, the code of Entra's JSON error (digits
+    only) and our fix for it. Nothing else of the answer reaches the page or /ready."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    code = code_of(body)
+    fix = page_text(hint(code, config))
+    return IdPFailure(f"The sign-in service's {what} answered HTTP {status}"
+                      f"{f' (AADSTS{code})' if code else ''}. {fix}".strip(),
+                      aadsts=str(code or ""), reason=f"idp-answered-{status}")
 
 
 def token_refusal(status: int, body: Any, config: Config) -> ProxyError:

@@ -73,14 +73,14 @@ class EntraClient:
 
     async def _get_json(self, url: str, what: str) -> Any:
         try:
-            # Never redirected: the metadata is checked against the configured cloud, and
-            # a redirect would fetch it (or the keys) from wherever the Location says.
+            # Never redirected: the metadata's origins are checked, not a Location's.
             async with self.http.get(url, timeout=self.timeout, allow_redirects=False) as resp:
                 if resp.status in (502, 503, 504):
                     raise IdPUnavailable(f"The sign-in service's {what} is unavailable "
                                          f"(HTTP {resp.status}).")
-                if resp.status != 200:
-                    raise IdPFailure(f"The sign-in service's {what} answered HTTP {resp.status}.")
+                if resp.status != 200:  # Entra's JSON error: its AADSTS code and our fix
+                    text = (await resp.content.read(1 << 16)).decode("utf-8", "replace")
+                    raise aadsts.fetch_refusal(what, resp.status, text, self.config)
                 return await resp.json(content_type=None)
         except TimeoutError:
             raise IdPTimeout(f"The sign-in service's {what} did not answer in time.") from None
