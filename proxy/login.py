@@ -72,7 +72,7 @@ def _idp_error(request: web.Request, error: str, description: str) -> IdPDenied 
 
 
 # Context fields of a refusal that go in its log line, in this order, after the reason.
-_LOGGED = ("error", "aadsts", "hint", "detail", "tid", "user", "size", "groups")
+_LOGGED = ("error", "aadsts", "hint", "detail", "tid", "user", "missing", "size", "groups")
 
 
 def _log_refusal(request: web.Request, exc: ProxyError) -> None:
@@ -138,11 +138,10 @@ async def _complete_login(request: web.Request) -> web.Response:
     unmet = login.step_up.missing(identity.proof, time.time())
     if unmet is not None:
         # Entra signed the user in without what this sign-in asked for: refuse with a page
-        # (another redirect to Entra would loop).
-        log.warning("login refused request_id=%s user=%s reason=step-up-not-satisfied "
-                    "missing=%s", request[REQUEST_ID], identity.user, unmet)
+        # (another redirect to Entra would loop). callback() logs it, once.
         raise AccessDenied(f"You signed in as {identity.user}, but without {MEANING[unmet]}, "
-                           "which this page requires.", return_to=login.target)
+                           "which this page requires.", return_to=login.target,
+                           reason="step-up-not-satisfied", user=identity.user, missing=unmet)
     identity = await _with_earned_proof(request, state, identity)
     kept = tokens_from(tokens) if state.sessions.server_side else None
     try:
