@@ -52,17 +52,11 @@ async def start(request: web.Request) -> web.Response:
     return await begin_login(request, request.query.get("rd", "/"), prompt=prompt)
 
 
-# `error` values of the OAuth and OIDC specs and Entra: the page names only one of these.
-_KNOWN_ERRORS = _DENIED | {"invalid_request", "invalid_client", "invalid_grant",
-                           "invalid_resource", "invalid_scope", "server_error",
-                           "temporarily_unavailable", "unsupported_response_type"}
-
-
 def _idp_error(request: web.Request, error: str, description: str) -> IdPDenied | IdPFailure:
     """Entra's error redirect. Both texts are anyone's words (a link can carry them): the page
     shows a known error name, the AADSTS digits and OUR hint; the log adds Entra's first line."""
     code = aadsts.code_in(description)
-    shown = error if error in _KNOWN_ERRORS else "an error"
+    shown = error if error in aadsts.KNOWN_ERRORS else "an error"
     message = (f"Microsoft Entra ID refused the sign-in ({shown}"
                f"{f', AADSTS{code}' if code else ''}).")
     extra = aadsts.page_text(aadsts.hint(code, get_state(request).config))

@@ -23,6 +23,13 @@ from ..errors import IdPFailure, IdPUnavailable, ProxyError, TokenRejected
 # Token endpoint errors that mean the grant is dead (sign in again), not a fault.
 _DEAD_GRANT = {"invalid_grant", "interaction_required", "consent_required", "login_required"}
 
+# `error` values of the OAuth and OIDC specs and Entra: a page names only one of these (an
+# error redirect's text is anyone's words, and a token endpoint's may be a spoofed IdP's).
+KNOWN_ERRORS = _DEAD_GRANT | {
+    "access_denied", "unauthorized_client", "invalid_request", "invalid_client",
+    "invalid_resource", "invalid_scope", "server_error", "temporarily_unavailable",
+    "unsupported_response_type", "unsupported_grant_type", "invalid_tenant"}
+
 _CODE = re.compile(r"AADSTS(\d{4,9})\b")
 
 
@@ -144,7 +151,8 @@ def token_refusal(status: int, body: Any, config: Config) -> ProxyError:
     code = code_of(body)
     description = body.get("error_description") if isinstance(body, dict) else None
     fix = page_text(hint(code, config))
-    return cls(f"The token endpoint refused the request ({(error or 'HTTP ' + str(status))[:60]}"
+    shown = (error if error in KNOWN_ERRORS else "an error") if error else f"HTTP {status}"
+    return cls(f"The token endpoint refused the request ({shown}"
                f"{f', AADSTS{code}' if code else ''}). {fix}".strip(), error=error[:60],
                suberror=suberror[:60], aadsts=str(code or ""), reason=f"token-endpoint-{status}",
                detail=first_line(description if isinstance(description, str) else ""))
