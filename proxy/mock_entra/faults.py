@@ -37,6 +37,8 @@ class Faults:
     discovery_issuer: str | None = None
     discovery_status: int | None = None
     jwks_status: int | None = None
+    # The key set answers `302 Location: <this>`: keys from wherever that is, if followed.
+    jwks_redirect: str | None = None
     # Only the v1 key set (/{tenant}/discovery/keys) fails: shows who reads which keys.
     v1_jwks_status: int | None = None
     token_delay: float = 0.0

@@ -1,12 +1,14 @@
 """A token endpoint that redirects gets no second request: aiohttp follows a 307/308 with the
 same form, which would hand the client secret (or certificate assertion), the authorization
 code and the PKCE verifier to any host, past the check that the discovery document's
-endpoints live on the configured cloud (review2 finding 1)."""
+endpoints live on the configured cloud (review2 finding 1). Nor does the key set: a
+redirected JWKS would verify ID tokens with keys from anywhere."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -66,3 +68,14 @@ async def test_doctor_does_not_send_the_secret_through_a_redirect(
     assert checks["credential"].status == "FAIL"
     assert "redirect (HTTP 307)" in checks["credential"].detail
     assert DEFAULT_CLIENT_SECRET not in str(checks)
+
+
+async def test_a_redirected_key_set_is_not_followed(make_stack: StackFactory,
+                                                    thief: Thief) -> None:
+    stack: Stack = await make_stack()
+    stack.mock.faults.jwks_redirect = thief.url
+    async with aiohttp.ClientSession() as client, client.get(stack.url + "/ready") as resp:
+        status, body = resp.status, await resp.json()
+    tally(FAMILY, refused=not thief.bodies, crashed=False)
+    assert thief.bodies == [] and status == 503
+    assert body["reason"] == "The sign-in service's key set (JWKS) answered HTTP 302."
