@@ -5,8 +5,11 @@ configuration only, never Entra's own words."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import aiohttp
+import pytest
 
 from tests.conftest import Browsers, StackFactory
 from tests.flows.test_login_security import fetch
@@ -17,10 +20,16 @@ ENTRAS_WORDS = ("not found", "Check to make sure", "Trace ID", "invalid_tenant")
 
 
 async def test_a_wrong_tenant_at_sign_in_start_and_ready_names_90002_and_the_fix(
-        make_stack: StackFactory, browsers: Browsers) -> None:
+        make_stack: StackFactory, browsers: Browsers, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     stack = await make_stack({"azure": {"tenant_id": UNKNOWN}})
     hop = await fetch(browsers(), stack.url + "/oauth2/start?rd=/")
     assert hop.status == 502, hop.text[:400]
+    rid = re.search(r"Request ID: ([0-9a-f]+)", hop.text)
+    assert rid, hop.text[:400]
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+             and f"request_id={rid[1]}" in r.getMessage()]
+    assert len(lines) == 1 and "(AADSTS90002). " + FIX in lines[0], lines
     assert "discovery document answered HTTP 400 (AADSTS90002)" in hop.text
     assert FIX in hop.text and "set [azure] tenant_id to the Directory (tenant) ID" in hop.text
     assert not [w for w in ENTRAS_WORDS if w in hop.text]
