@@ -162,7 +162,7 @@ def test_any_list_splits_within_the_limit_and_reads_back(items: list[str], limit
 
 
 # Any text, control characters included: what a group's display name may hold.
-RAW = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+RAW = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 
 
 @settings(max_examples=300, deadline=None, database=None)
