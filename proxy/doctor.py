@@ -25,6 +25,9 @@ from .oidc.tokens import LEEWAY
 SKEW_WARN = 60  # seconds: fine today, but half the ID token leeway is gone
 SKEW_FAIL = LEEWAY  # beyond the leeway, fresh tokens read as not yet valid or expired
 _MULTI = ("common", "organizations", "consumers")
+# Token errors Entra gives only once the client authenticated (about the scope or grant).
+_PAST_CLIENT_AUTH = frozenset({"invalid_scope", "invalid_resource", "invalid_grant",
+                               "consent_required", "interaction_required"})
 
 _CREDENTIAL_NAMES = {"secret": "client secret", "certificate": "certificate",
                      "workload_identity": "federated token", "managed_identity":
@@ -187,7 +190,7 @@ class Doctor:
         found = aadsts.hint(int(code) if code.isdigit() else None, config)
         fix = found.admin if found else "see Entra's answer; docs/troubleshooting.md"
         detail = exc.public.split(". ")[0]
-        if error in ("invalid_client", "unauthorized_client", "invalid_tenant") or not error:
+        if error not in _PAST_CLIENT_AUTH:  # unknown words prove nothing was accepted
             self.add("credential", "FAIL", detail, fix)
         else:  # past client authentication: the credential itself was accepted
             self.add("credential", "WARN", f"the credential was accepted, but {detail}", fix)

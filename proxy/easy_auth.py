@@ -140,14 +140,14 @@ def encode_principal(identity: Identity, *, groups_elsewhere: bool = False) -> s
 
 def principal_headers(
     identity: Identity, session_tokens: Tokens | None, *, with_tokens: bool,
-    max_line: int | None = None,
+    max_line: int | None = None, groups_elsewhere: bool = False,
 ) -> list[tuple[str, str]]:
     """Headers App Service adds upstream; tokens only when enabled and the session holds them.
     `max_line`: the longest "Name: value" line allowed. A principal past it goes without its
     groups (GROUPS_ELSEWHERE); one still past it is not sent at all (the app then sees no
     user rather than a wrong one)."""
     headers: list[tuple[str, str]] = []
-    encoded = encode_principal(identity)
+    encoded = encode_principal(identity, groups_elsewhere=groups_elsewhere)
     if max_line is not None and len(PRINCIPAL) + 2 + len(encoded) > max_line:
         encoded = encode_principal(identity, groups_elsewhere=True)
     if max_line is None or len(PRINCIPAL) + 2 + len(encoded) <= max_line:

@@ -108,7 +108,7 @@ def fit_identity_headers(identity: Identity, mapping: Mapping[str, str], *, limi
     marker = [(PRINCIPAL_TYPE, identity.idtyp)]
     # Nearly every identity fits as it is: one line per claim, checked at a glance.
     pairs = [(name, value) for name, claim in mapping.items()
-             if (value := clean_value(identity.claim(claim)))]
+             if (value := _header_value(identity, claim))]
     sizes = [len(name) + 2 + len(value) if value.isascii() else line_bytes(name, value)
              for name, value in pairs]
     if (not sizes or max(sizes) <= limit) and sum(sizes) + _size(marker) <= budget \
@@ -153,6 +153,15 @@ def _fit_slowly(identity: Identity, mapping: Mapping[str, str], limit: int, budg
         elif values:
             pairs.extend((name, v) for v in values)
     return Fitted(pairs + marker, tuple(name for name, _ in fields if name in dropped))
+
+
+def _header_value(identity: Identity, claim: str) -> str:
+    """A claim as one header value: list items cleaned BEFORE they are encoded (as
+    _fit_slowly does), so a control character cannot hide an item's edge space from
+    join_list ("Admins \x00" must not read back as "Admins")."""
+    if claim not in LIST_CLAIMS:
+        return clean_value(identity.claim(claim))
+    return join_list(tuple(v for v in map(clean_value, getattr(identity, claim)) if v))
 
 
 def _marker_size(name: str) -> int:

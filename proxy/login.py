@@ -52,17 +52,11 @@ async def start(request: web.Request) -> web.Response:
     return await begin_login(request, request.query.get("rd", "/"), prompt=prompt)
 
 
-# `error` values of the OAuth and OIDC specs and Entra: the page names only one of these.
-_KNOWN_ERRORS = _DENIED | {"invalid_request", "invalid_client", "invalid_grant",
-                           "invalid_resource", "invalid_scope", "server_error",
-                           "temporarily_unavailable", "unsupported_response_type"}
-
-
 def _idp_error(request: web.Request, error: str, description: str) -> IdPDenied | IdPFailure:
     """Entra's error redirect. Both texts are anyone's words (a link can carry them): the page
     shows a known error name, the AADSTS digits and OUR hint; the log adds Entra's first line."""
     code = aadsts.code_in(description)
-    shown = error if error in _KNOWN_ERRORS else "an error"
+    shown = error if error in aadsts.KNOWN_ERRORS else "an error"
     message = (f"Microsoft Entra ID refused the sign-in ({shown}"
                f"{f', AADSTS{code}' if code else ''}).")
     extra = aadsts.page_text(aadsts.hint(code, get_state(request).config))
@@ -72,7 +66,7 @@ def _idp_error(request: web.Request, error: str, description: str) -> IdPDenied 
 
 
 # Context fields of a refusal that go in its log line, in this order, after the reason.
-_LOGGED = ("error", "aadsts", "hint", "detail", "tid", "user", "size", "groups")
+_LOGGED = ("error", "aadsts", "hint", "detail", "tid", "user", "missing", "size", "groups")
 
 
 def _log_refusal(request: web.Request, exc: ProxyError) -> None:
@@ -138,11 +132,10 @@ async def _complete_login(request: web.Request) -> web.Response:
     unmet = login.step_up.missing(identity.proof, time.time())
     if unmet is not None:
         # Entra signed the user in without what this sign-in asked for: refuse with a page
-        # (another redirect to Entra would loop).
-        log.warning("login refused request_id=%s user=%s reason=step-up-not-satisfied "
-                    "missing=%s", request[REQUEST_ID], identity.user, unmet)
+        # (another redirect to Entra would loop). callback() logs it, once.
         raise AccessDenied(f"You signed in as {identity.user}, but without {MEANING[unmet]}, "
-                           "which this page requires.", return_to=login.target)
+                           "which this page requires.", return_to=login.target,
+                           reason="step-up-not-satisfied", user=identity.user, missing=unmet)
     identity = await _with_earned_proof(request, state, identity)
     kept = tokens_from(tokens) if state.sessions.server_side else None
     try:

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from yarl import URL
 
-from .errors import BadRequest, StoreUnavailable
+from .errors import BadRequest, IdPError, StoreUnavailable
 from .pages import NO_STORE, render
 from .redirects import safe_target
 from .request_target import resolve
@@ -42,7 +42,12 @@ async def begin_login(request: web.Request, target: str,
         raise BadRequest(f"The address to return to after sign-in is longer than "
                          f"{MAX_TARGET} characters. Open a shorter link and sign in again.")
     login = LoginState.new(safe, target_step_up(state, safe))
-    url = await state.entra.authorize_url(login, prompt=prompt, step_up=login.step_up)
+    try:
+        url = await state.entra.authorize_url(login, prompt=prompt, step_up=login.step_up)
+    except IdPError as exc:  # discovery: the page's text (ours, with any AADSTS fix) logged
+        log.warning("login not started request_id=%s reason=%s", request[REQUEST_ID],
+                    exc.public)
+        raise
     request[COOKIES].extend(state.logins.start(login, session_cookies(request)))
     request.app[METRICS].logins.labels("started", "").inc()
     log.info("login started request_id=%s", request[REQUEST_ID])

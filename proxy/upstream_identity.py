@@ -85,31 +85,16 @@ class IdentityHeaders:
         shown = identity
         if config.groups_filter:
             shown = dataclasses.replace(identity, groups=self.groups_filter.apply(identity.groups))
-        extra: list[tuple[str, str]] = []
-        until = now + REBUILD_AFTER
-        elsewhere: list[str] = []
-        if self._signer is not None and audience:
-            name = config.assertion_header
-            token, renew_at = self._signer.assertion_until(shown, audience, now)
-            if line_bytes(name, token) > limit:
-                elsewhere.append(name)
-                token, renew_at = self._signer.assertion_until(shown, audience, now,
-                                                               groups_elsewhere=True)
-            if line_bytes(name, token) <= limit:
-                extra.append((name, token))
-            else:
-                elsewhere.append(f"{name} (left out)")
-            until = min(until, renew_at)
-        if config.easy_auth:
-            principal = principal_headers(shown, None, with_tokens=False, max_line=limit)
-            if principal[0][0] != PRINCIPAL:
-                elsewhere.append(f"{PRINCIPAL} (left out)")
-            elif principal[0][1] != encode_principal(shown):
-                elsewhere.append(PRINCIPAL)
-            extra += principal
-        spare = config.max_total_header_bytes - sum(line_bytes(n, v) for n, v in extra)
-        fitted = fit_identity_headers(shown, config.headers, limit=limit, budget=spare,
-                                      split=not one_line)
+        # The assertion and the principal are within the total too: past it, they go
+        # without their groups (1), then the principal (2), then the assertion (3) is left
+        # out, until everything fits (with none of them, the total holds at any size).
+        total = config.max_total_header_bytes
+        for level in range(4):
+            extra, elsewhere, until = self._extras(shown, audience, now, level)
+            fitted = fit_identity_headers(shown, config.headers, limit=limit,
+                                          budget=total - _size(extra), split=not one_line)
+            if _size(fitted.pairs) + _size(extra) <= total:
+                break
         if fitted.overflowed or elsewhere:
             # A list left out is worth a warning; groups only moved out of the assertion or
             # the principal (while the headers carry them all) are expected from ~40 groups.
@@ -121,3 +106,40 @@ class IdentityHeaders:
                 "read /oauth2/userinfo", identity.user, len(identity.groups), len(shown.groups),
                 ",".join(fitted.overflowed) or "-", ",".join(elsewhere) or "-")
         return fitted.pairs + extra, until
+
+    def _extras(self, shown: Identity, audience: str | None, now: float,
+                level: int) -> tuple[list[tuple[str, str]], list[str], float]:
+        """(the assertion and principal lines, what went without groups or was left out,
+        until when they hold) at `level` of _build's budget steps."""
+        config = self._config
+        limit = config.max_header_bytes
+        extra: list[tuple[str, str]] = []
+        until = now + REBUILD_AFTER
+        elsewhere: list[str] = []
+        if self._signer is not None and audience:
+            name = config.assertion_header
+            token, renew_at = self._signer.assertion_until(shown, audience, now)
+            if level >= 1 or line_bytes(name, token) > limit:
+                elsewhere.append(name)
+                token, renew_at = self._signer.assertion_until(shown, audience, now,
+                                                               groups_elsewhere=True)
+            if line_bytes(name, token) <= limit and level < 3:
+                extra.append((name, token))
+            else:
+                elsewhere.append(f"{name} (left out)")
+            until = min(until, renew_at)
+        if config.easy_auth:
+            principal = principal_headers(shown, None, with_tokens=False, max_line=limit,
+                                          groups_elsewhere=level >= 1)
+            if principal[0][0] == PRINCIPAL and level >= 2:
+                principal = principal[1:]
+            if principal[0][0] != PRINCIPAL:
+                elsewhere.append(f"{PRINCIPAL} (left out)")
+            elif principal[0][1] != encode_principal(shown):
+                elsewhere.append(PRINCIPAL)
+            extra += principal
+        return extra, elsewhere, until
+
+
+def _size(pairs: Iterable[tuple[str, str]]) -> int:
+    return sum(line_bytes(n, v) for n, v in pairs)

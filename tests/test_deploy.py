@@ -8,6 +8,7 @@ relies on. Schema validation and linting are in scripts/lint-deploy.sh (`make li
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 import re
 import secrets
@@ -466,6 +467,13 @@ def test_traefik_example_uses_forward_auth() -> None:
     (forward,) = [m["forwardAuth"] for m in middlewares.values() if "forwardAuth" in m]
     assert forward["address"].endswith("/oauth2/auth")
     assert set(forward["authResponseHeaders"]) == set(FORWARD_AUTH_HEADERS)
+    # Traefik strips request headers matching this before copying the answer's (no traefik
+    # binary here: Go's RE2 reads this pattern as Python does): every spelling goes.
+    strip = re.compile(forward["authResponseHeadersRegex"])
+    for header in FORWARD_AUTH_HEADERS:
+        for spelling in (header, header.replace("-", "_"), header.lower().replace("-", "_", 1)):
+            assert strip.search(spelling), spelling
+    assert not strip.search("X-Forwarded-Authorization")
     (errors,) = [m["errors"] for m in middlewares.values() if "errors" in m]
     assert "401" in errors["status"] and errors["query"].startswith("/oauth2/start?rd=")
     assert any("/callback/" in r["rule"] for r in data["http"]["routers"].values())
@@ -480,9 +488,12 @@ def test_caddy_example_uses_forward_auth() -> None:
     assert re.search(r"^\s*respond /oauth2/auth 404$", text, re.M)
     # Not copy_headers: Caddy 2.6 sets a header the answer lacks to the placeholder's text.
     assert not re.search(r"^\s*copy_headers", text, re.M)
+    # The client's copies go in every spelling of X-Auth-Request-* ("_" reads as "-" in CGI).
+    for a, b, c in itertools.product("-_", repeat=3):
+        assert re.search(rf"^\s*request_header -X{a}Auth{b}Request{c}\*$", text, re.M)
     for header in FORWARD_AUTH_HEADERS:
+        assert header.startswith("X-Auth-Request-"), header
         placeholder = re.escape(f"{{http.reverse_proxy.header.{header}}}")
-        assert re.search(rf"^\s*request_header -{header}$", text, re.M), header
         guard = re.search(rf"^\s*(@\w+) expression `{placeholder} != null`$", text, re.M)
         assert guard, header
         assert re.search(rf"^\s*request_header {guard[1]} {header} {placeholder}$",

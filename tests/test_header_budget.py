@@ -21,6 +21,7 @@ from proxy.header_budget import (
     line_bytes,
     split_list,
 )
+from proxy.headers import clean_value
 from proxy.identity import Identity, join_list
 from tests.test_config import base_dict
 
@@ -158,3 +159,25 @@ def test_any_list_splits_within_the_limit_and_reads_back(items: list[str], limit
         return
     assert all(line_bytes("X-Groups", v) <= limit for v in values)
     assert parse(values) == items
+
+
+# Any text, control characters included: what a group's display name may hold.
+RAW = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(groups=st.lists(RAW, min_size=1, max_size=8), limit=st.sampled_from([60, 4096]))
+def test_a_control_character_cannot_change_what_a_group_reads_back_as(
+        groups: list[str], limit: int) -> None:
+    # The one-line path (4096) cleaned after encoding: "Admins \x00" read back as "Admins".
+    cleaned = [g for g in (clean_value(g) for g in groups) if g]
+    sent = fit(Identity(oid="o", tid="t", groups=tuple(groups)), limit=limit)
+    if "X-Groups-Overflow" in sent:
+        return
+    assert parse(sent.get("X-Groups", [])) == (cleaned or [""])
+
+
+def test_an_edge_space_behind_a_control_character_stays_encoded() -> None:
+    sent = fit(Identity(oid="o", tid="t", groups=("Admins \x00", "\x00 Admins", "\t")))
+    assert sent["X-Groups"] == ["Admins%20,%20Admins"]
+    assert parse(sent["X-Groups"]) == ["Admins ", " Admins"]

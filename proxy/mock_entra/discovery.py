@@ -100,6 +100,8 @@ async def jwks(request: web.Request) -> web.Response:
     base, now = origin(request), mock.clock()
     if mock.faults.jwks_status is not None:
         return _failure(mock.faults.jwks_status, base, now)
+    if mock.faults.jwks_redirect is not None:
+        raise web.HTTPFound(mock.faults.jwks_redirect)
     if "/v2.0/" not in request.path and mock.faults.v1_jwks_status is not None:
         return _failure(mock.faults.v1_jwks_status, base, now)
     segment = request.match_info["tenant"]

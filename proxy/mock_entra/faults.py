@@ -37,9 +37,14 @@ class Faults:
     discovery_issuer: str | None = None
     discovery_status: int | None = None
     jwks_status: int | None = None
+    # The key set answers `302 Location: <this>`: keys from wherever that is, if followed.
+    jwks_redirect: str | None = None
     # Only the v1 key set (/{tenant}/discovery/keys) fails: shows who reads which keys.
     v1_jwks_status: int | None = None
     token_delay: float = 0.0
+    # The token endpoint answers `307 Location: <this>` (a tampered or intercepted endpoint):
+    # a client that followed it would send its credential and the code there.
+    token_redirect: str | None = None
     # JWKS keys without kid/x5t; combine with id_token_header={"kid": DELETE} as needed.
     jwks_without_kid: bool = False
     # Publish the keys with this `issuer` / `cloud_instance_name` instead of the tenant's:

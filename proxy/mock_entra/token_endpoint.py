@@ -33,6 +33,8 @@ async def token(request: web.Request) -> web.Response:
     )
     if mock.faults.token_delay > 0:
         await asyncio.sleep(mock.faults.token_delay)
+    if mock.faults.token_redirect is not None:
+        return web.Response(status=307, headers={hdrs.LOCATION: mock.faults.token_redirect})
     if mock.faults.token_error is not None:
         status, body = mock.faults.token_error
         return web.json_response(body, status=status)

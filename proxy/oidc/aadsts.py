@@ -12,6 +12,7 @@ for the person signing in on the page, and the admin's fix in the log only.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,13 @@ from ..errors import IdPFailure, IdPUnavailable, ProxyError, TokenRejected
 
 # Token endpoint errors that mean the grant is dead (sign in again), not a fault.
 _DEAD_GRANT = {"invalid_grant", "interaction_required", "consent_required", "login_required"}
+
+# `error` values of the OAuth and OIDC specs and Entra: a page names only one of these (an
+# error redirect's text is anyone's words, and a token endpoint's may be a spoofed IdP's).
+KNOWN_ERRORS = _DEAD_GRANT | {
+    "access_denied", "unauthorized_client", "invalid_request", "invalid_client",
+    "invalid_resource", "invalid_scope", "server_error", "temporarily_unavailable",
+    "unsupported_response_type", "unsupported_grant_type", "invalid_tenant"}
 
 _CODE = re.compile(r"AADSTS(\d{4,9})\b")
 
@@ -127,6 +135,21 @@ def page_text(found: Hint | None) -> str:
     return sentence[0].upper() + sentence[1:] + "."
 
 
+def fetch_refusal(what: str, status: int, text: str, config: Config) -> IdPFailure:
+    """A discovery (or key set) answer that is neither a document nor an outage, such as a
+    wrong tenant's AADSTS90002: the HTTP status, the code of Entra's JSON error (digits
+    only) and our fix for it. Nothing else of the answer reaches the page or /ready."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    code = code_of(body)
+    fix = page_text(hint(code, config))
+    return IdPFailure(f"The sign-in service's {what} answered HTTP {status}"
+                      f"{f' (AADSTS{code})' if code else ''}. {fix}".strip(),
+                      aadsts=str(code or ""), reason=f"idp-answered-{status}")
+
+
 def token_refusal(status: int, body: Any, config: Config) -> ProxyError:
     """The error for a token endpoint answer that is not a token: unavailable (5xx), a dead
     grant (sign in again) or a failure, naming Entra's error and AADSTS code with our fix."""
@@ -139,7 +162,8 @@ def token_refusal(status: int, body: Any, config: Config) -> ProxyError:
     code = code_of(body)
     description = body.get("error_description") if isinstance(body, dict) else None
     fix = page_text(hint(code, config))
-    return cls(f"The token endpoint refused the request ({(error or 'HTTP ' + str(status))[:60]}"
+    shown = (error if error in KNOWN_ERRORS else "an error") if error else f"HTTP {status}"
+    return cls(f"The token endpoint refused the request ({shown}"
                f"{f', AADSTS{code}' if code else ''}). {fix}".strip(), error=error[:60],
                suberror=suberror[:60], aadsts=str(code or ""), reason=f"token-endpoint-{status}",
                detail=first_line(description if isinstance(description, str) else ""))

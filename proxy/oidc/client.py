@@ -72,12 +72,14 @@ class EntraClient:
 
     async def _get_json(self, url: str, what: str) -> Any:
         try:
-            async with self.http.get(url, timeout=self.timeout) as resp:
+            # Never redirected: the metadata's origins are checked, not a Location's.
+            async with self.http.get(url, timeout=self.timeout, allow_redirects=False) as resp:
                 if resp.status in (502, 503, 504):
                     raise IdPUnavailable(f"The sign-in service's {what} is unavailable "
                                          f"(HTTP {resp.status}).")
-                if resp.status != 200:
-                    raise IdPFailure(f"The sign-in service's {what} answered HTTP {resp.status}.")
+                if resp.status != 200:  # Entra's JSON error: its AADSTS code and our fix
+                    text = (await resp.content.read(1 << 16)).decode("utf-8", "replace")
+                    raise aadsts.fetch_refusal(what, resp.status, text, self.config)
                 return await resp.json(content_type=None)
         except TimeoutError:
             raise IdPTimeout(f"The sign-in service's {what} did not answer in time.") from None
@@ -212,10 +214,16 @@ class EntraClient:
                 **await self.credential.fields(self.http, self.azure.client_id,
                                                metadata.token_endpoint)}
         try:
-            async with self.http.post(metadata.token_endpoint, data=form,
-                                      timeout=self.timeout) as resp:
-                body = await resp.json(content_type=None)
+            # Never redirected: a 307/308 would resend the form (secret or client
+            # assertion, code, refresh token) to any host, past parse_metadata's origin check.
+            async with self.http.post(metadata.token_endpoint, data=form, timeout=self.timeout,
+                                      allow_redirects=False) as resp:
                 status = resp.status
+                if 300 <= status < 400:
+                    raise IdPFailure(f"The token endpoint answered with a redirect (HTTP "
+                                     f"{status}), which is not followed.",
+                                     reason=f"token-endpoint-{status}")
+                body = await resp.json(content_type=None)
         except TimeoutError:
             raise IdPTimeout("The sign-in service's token endpoint did not answer in time.") \
                 from None

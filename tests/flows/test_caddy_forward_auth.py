@@ -137,3 +137,22 @@ async def test_a_1000_group_user_is_marked_through_caddy(
     assert saw["x-auth-request-groups-overflow"] == ["true"]
     assert saw.get("x-auth-request-groups", []) in ([], [""]), saw
     assert saw["x-auth-request-user"] == ["gina@contoso.example"]
+
+
+async def test_underscore_spellings_of_the_answer_headers_are_removed(
+        front: tuple[str, Stack]) -> None:
+    """Caddy passes `X_Auth_Request_Groups` on as it is, and CGI/WSGI/PHP servers read it as
+    X-Auth-Request-Groups: a user the answer has no groups for (Bob), or one whose groups were
+    left out, would otherwise bring their own (review2 finding 5)."""
+    url, stack = front
+    stack.mock.auto_user = BOB
+    spoof = [("X_Auth_Request_Groups", "admins"), ("X_Auth_Request_Email", "admin@evil"),
+             ("x_auth_request_user", "admin@evil"), ("X-Auth_Request-Groups-Overflow", "x"),
+             ("X_AUTH_REQUEST_PREFERRED_USERNAME", "admin@evil")]
+    async with browser() as bob:
+        async with bob.get(url + "/app", headers=[*HTML.items(), *spoof]) as resp:
+            saw = await upstream_saw(resp)
+    assert saw["x-auth-request-user"] == [BOB]
+    smuggled = {k: v for k, v in saw.items() if "_" in k and "auth" in k}
+    assert smuggled == {}, smuggled
+    assert "admins" not in str(saw) and "admin@evil" not in str(saw)

@@ -223,3 +223,20 @@ async def test_forward_auth_answer_sends_filtered_groups(make_stack: StackFactor
         assert resp.headers["X-Auth-Request-Groups"] == f"{gina[1]},{gina[2]}"
         assert resp.headers["X-Forwarded-Groups"] == f"{gina[1]},{gina[2]}"
         assert "X-Auth-Request-Groups-Overflow" not in resp.headers
+
+
+async def test_the_total_budget_holds_with_the_assertion_and_principal(
+        make_stack: StackFactory, stock_url: str) -> None:
+    """max_total_header_bytes = max_header_bytes (allowed): the assertion and the principal,
+    each within a line, must not take the whole identity past the total (review2 finding 7)."""
+    stack = await big_stack(make_stack, stock_url, max_total_header_bytes=LIMIT)
+    alice = stack.mock.users["alice@contoso.example"]
+    alice.groups = [f"{n:08x}-0000-4000-8000-00000000abcd" for n in range(45)]
+    body = await seen_by_upstream(stack, "alice@contoso.example")
+    assert_within_limits(body, LIMIT, LIMIT)
+    assert one(body, "X-Forwarded-User") == "alice@contoso.example"
+    assert one(body, "X-Auth-Assertion") and one(body, "X-MS-CLIENT-PRINCIPAL")
+    # Never a partial list anywhere: all 45 groups, or none and the marker.
+    sent = groups_of(body["groups"])
+    assert sent == alice.groups or (sent == [] and one(
+        body, "X-Forwarded-Groups-Overflow") == "true")

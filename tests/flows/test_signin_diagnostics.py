@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -206,3 +207,17 @@ async def test_no_aadsts_code_means_no_hint(make_stack: StackFactory, browsers: 
     assert "aadsts=" not in line and "hint=" not in line
     assert "AADSTS50105" not in hop.text and "not assigned" not in hop.text
 
+
+
+async def test_an_unmet_step_up_logs_one_line(make_stack: StackFactory, browsers: Browsers,
+                                              caplog: pytest.LogCaptureFixture,
+                                              upstream_url: str) -> None:
+    # Entra signed the user in 20 minutes ago, for a route that needs 15: one line, not two.
+    stack = await make_stack({"upstreams": [
+        {"path": "/fresh", "url": upstream_url, "access": {"max_auth_age": "15m"}}]})
+    stack.mock.clock = lambda: time.time() - 1200
+    hop = await sign_in(stack, browsers(), path="/fresh")
+    assert hop.status == 403 and "more recent sign-in" in hop.text
+    line = refusal(caplog, hop)
+    assert "reason=step-up-not-satisfied" in line and f"user={ALICE}" in line
+    assert "missing=auth_time" in line
