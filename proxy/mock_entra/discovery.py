@@ -84,8 +84,11 @@ async def openid_configuration(request: web.Request) -> web.Response:
     if isinstance(tenant, web.Response):
         return tenant
     issuer = mock.faults.discovery_issuer or tenant.issuer(issuer_base(request))
+    document = discovery_document(base, tenant, issuer)
+    if mock.faults.discovery_msgraph_host is not None:
+        document["msgraph_host"] = mock.faults.discovery_msgraph_host
     return web.json_response(
-        discovery_document(base, tenant, issuer),
+        document,
         headers={"Cache-Control": DISCOVERY_CACHE_CONTROL},
     )
 

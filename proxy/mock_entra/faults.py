@@ -36,6 +36,9 @@ class Faults:
     authorize_error: tuple[str, str] | None = None
     discovery_issuer: str | None = None
     discovery_status: int | None = None
+    # Discovery names this `msgraph_host` (a tampered document): Graph calls, with the user's
+    # access token, would go there if the client believed it.
+    discovery_msgraph_host: str | None = None
     jwks_status: int | None = None
     # The key set answers `302 Location: <this>`: keys from wherever that is, if followed.
     jwks_redirect: str | None = None

@@ -31,13 +31,28 @@ def has_overage(claims: dict[str, Any]) -> bool:
     return (isinstance(names, dict) and "groups" in names) or claims.get("hasgroups") is True
 
 
+# The Graph hosts Entra's discovery documents name (global, US Gov L4/L5, China). The user's
+# access token goes to this host, so a document naming any other is refused.
+_GRAPH_HOSTS = frozenset({"graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us",
+                          "microsoftgraph.chinacloudapi.cn"})
+
+
 def graph_base(azure: AzureConfig, metadata: Metadata) -> str:
-    """`graph_url`, else discovery's `msgraph_host`, else the cloud's well-known Graph host."""
+    """`graph_url`, else discovery's `msgraph_host`, else the cloud's well-known Graph host.
+
+    Discovery's host must be a Microsoft Graph host, or the cloud instance's own authority
+    (a sovereign or test IdP that serves Graph itself): a document naming another host would
+    send every overage user's access token there, so it is refused (IdPFailure).
+    """
     if azure.graph_url:
         return azure.graph_url.rstrip("/")
     cloud = URL(azure.cloud_instance)
-    if metadata.msgraph_host:
-        return f"{cloud.scheme}://{metadata.msgraph_host}"
+    host = metadata.msgraph_host.lower()
+    if host:
+        if host not in _GRAPH_HOSTS and host != cloud.raw_authority.lower():
+            raise IdPFailure("The sign-in service's discovery document names a Graph host that "
+                             "is not Microsoft Graph; set [azure] graph_url if it is intended.")
+        return f"{cloud.scheme}://{host}"
     return _GRAPH_BY_LOGIN_HOST.get(cloud.host or "", "https://graph.microsoft.com")
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from aiohttp import web
+from yarl import URL
 
 from proxy.mock_entra import MockEntra
 from proxy.mock_entra.users import BIG_DIRECTORY_GROUP_COUNT
-from tests.conftest import StackFactory
+from tests.conftest import StackFactory, served
 from tests.flows.test_server_sessions import STORES, store_config
 
 GINA = "gina@contoso.example"
@@ -68,3 +70,25 @@ async def test_groups_are_not_read_from_the_lagging_index(
         {"path": "/", "url": upstream_url, "public": ["^/healthz$"]},
         {"path": "/new", "url": upstream_url, "access": {"groups": [newest]}}]})
     assert (await stack.login(dave.username, path="/new/x")).status == 200
+
+
+async def test_a_discovery_document_cannot_send_graph_calls_elsewhere(
+        make_stack: StackFactory, redis_url: str) -> None:
+    """The user's Graph access token goes to discovery's `msgraph_host`: a document naming a
+    host that is neither Microsoft Graph nor the IdP's own is refused (502), and the host that
+    would have received the token hears nothing."""
+    heard: list[str] = []
+
+    async def thief(request: web.Request) -> web.Response:
+        heard.append(request.headers.get("Authorization", ""))
+        return web.json_response({"value": []})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", thief)
+    async with served(app) as elsewhere:
+        stack = await make_stack(store_config("memory", redis_url))
+        stack.mock.faults.discovery_msgraph_host = URL(elsewhere).raw_authority
+        resp = await stack.login(GINA)
+        assert resp.status == 502
+        assert "Graph host that is not Microsoft Graph" in await resp.text()
+    assert heard == []
