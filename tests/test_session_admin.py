@@ -18,7 +18,7 @@ import redis.asyncio as redis
 from aiohttp.test_utils import make_mocked_request
 
 from proxy.__main__ import main
-from proxy.admin import Refused, check_caller, is_loopback_peer, token_matches
+from proxy.admin import Refused, check_caller, is_loopback_host, is_loopback_peer, token_matches
 from proxy.config import Secret, SessionConfig
 from proxy.config_load import load
 from proxy.identity import Identity
@@ -52,6 +52,19 @@ def request_from(peer: str, headers: dict[str, str] | None = None) -> Any:
     transport.get_extra_info.side_effect = lambda name, default=None: (
         (peer, 40000) if name == "peername" else default)
     return make_mocked_request("GET", "/admin/sessions", headers=headers, transport=transport)
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:9090", "127.0.0.1", "127.0.0.1:9090",
+                                  "[::1]", "[::1]:9090", "[::ffff:127.0.0.1]:1", "LocalHost"])
+def test_loopback_hosts(host: str) -> None:
+    assert is_loopback_host(host)
+
+
+@pytest.mark.parametrize("host", ["", "evil.example", "localhost.evil.example", "127.0.0.1.nip.io",
+                                  "[::2]", "10.0.0.1:9090", "localhost:9090:1",
+                                  "127.0.0.1@evil", "[::1", "[::1]x", "0.0.0.0"])
+def test_other_hosts_are_not_loopback(host: str) -> None:
+    assert not is_loopback_host(host)
 
 
 @pytest.mark.parametrize("peer", ["10.0.0.5", "::ffff:10.0.0.1", "192.168.1.1"])
