@@ -1,0 +1,113 @@
+"""pass_authorization_header attacked over real sockets: a client's own Authorization must
+never reach an upstream that trusts the header (any spelling, duplicates, public paths, a
+WebSocket upgrade), one user's token never another's request (concurrent sessions, memory
+and Redis), and no token in a log line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.attacks.harness import raw_exchange, tally
+from tests.conftest import ALICE, Browsers, Stack, StackFactory, port_of
+from tests.support import token_upstream as support
+from tests.support.token_upstream import JSON, TokenUpstream, register_api, token_config
+
+token_upstream = support.token_upstream
+BOB = "bob@contoso.example"
+MINE = "Bearer client-chosen.token.value"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def stack(request: pytest.FixtureRequest, make_stack: StackFactory, redis_url: str,
+                token_upstream: tuple[TokenUpstream, str]) -> Stack:
+    made = await make_stack(token_config(token_upstream[1], request.param, redis_url))
+    register_api(made.mock)
+    return made
+
+
+async def signed_in(stack: Stack, client: aiohttp.ClientSession, user: str) -> str:
+    """Sign `user` in on `client`; the Cookie header its session rides in."""
+    stack.mock.auto_user = user
+    async with client.get(stack.url + "/oauth2/start?rd=/healthz") as resp:
+        assert resp.status == 200
+    cookies = client.cookie_jar.filter_cookies(URL(stack.url))
+    return "; ".join(f"{name}={morsel.value}" for name, morsel in cookies.items())
+
+
+# Each: the header lines a client adds (CRLF-joined), then the path.
+SPELLINGS = [
+    f"Authorization: {MINE}",
+    f"authorization: {MINE}",
+    f"AUTHORIZATION: {MINE}",
+    f"Authorization: {MINE}\r\nAuthorization: {MINE}2",
+    f"aUtHoRiZaTiOn: {MINE}\r\nauthorization: {MINE}2",
+    f"Authorization: {MINE}\r\n continued-by-obs-fold",
+    f"Authorization : {MINE}",
+    f"Authorization:\t{MINE}",
+    f"Authorization: {MINE}\r\nProxy-Authorization: {MINE}3\r\nConnection: close, authorization",
+]
+
+
+@pytest.mark.parametrize("path", ["/dashboards", "/healthz"])
+@pytest.mark.parametrize("lines", SPELLINGS)
+async def test_no_spelling_of_the_clients_authorization_reaches_the_upstream(
+        stack: Stack, token_upstream: tuple[TokenUpstream, str], lines: str,
+        path: str) -> None:
+    upstream = token_upstream[0]
+    cookie = await signed_in(stack, stack.client, ALICE)
+    before = len(upstream.seen)
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port_of(stack)}\r\n"
+               f"Accept: application/json\r\nCookie: {cookie}\r\n{lines}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    exchange = await raw_exchange(port_of(stack), request)
+    statuses = exchange.statuses
+    sent = [value for seen in upstream.seen[before:] for value in seen]
+    leaked = any("client-chosen" in value for value in sent)
+    tally("client-authorization", refused=not leaked,
+          crashed=not statuses or statuses[0] >= 500, reached=leaked)
+    assert not leaked, sent
+    assert statuses and statuses[0] < 500
+    if statuses[0] == 200 and path == "/dashboards":  # the proxy's token, and only it
+        assert len(upstream.seen[-1]) == 1 and upstream.seen[-1][0].startswith("Bearer ey")
+
+
+async def test_a_websocket_upgrade_does_not_carry_the_clients_authorization(
+        stack: Stack, token_upstream: tuple[TokenUpstream, str]) -> None:
+    upstream = token_upstream[0]
+    await signed_in(stack, stack.client, ALICE)
+    before = len(upstream.seen)
+    with pytest.raises(aiohttp.WSServerHandshakeError):  # the upstream answers 200, not 101
+        await stack.client.ws_connect(stack.url + "/socket", headers={"Authorization": MINE})
+    sent = [value for seen in upstream.seen[before:] for value in seen]
+    tally("client-authorization", refused=bool(sent) and MINE not in sent, crashed=False,
+          reached=MINE in sent)
+    assert len(sent) == 1 and sent[0] != MINE and sent[0].startswith("Bearer ey")
+
+
+async def test_concurrent_users_each_get_only_their_own_token(
+        stack: Stack, token_upstream: tuple[TokenUpstream, str], browsers: Browsers,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    users = {ALICE: browsers(), BOB: browsers()}
+    for user, browser in users.items():
+        await signed_in(stack, browser, user)
+
+    async def one(user: str, browser: aiohttp.ClientSession) -> tuple[str, str]:
+        async with browser.get(stack.url + "/dashboards", headers=JSON) as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+            return user, body["claims"]["preferred_username"]
+
+    answers = await asyncio.gather(*(one(u, b) for _ in range(10) for u, b in users.items()))
+    crossed = [a for a in answers if a[0] != a[1]]
+    tally("token-crossing", refused=not crossed, crashed=False, reached=bool(crossed))
+    assert not crossed
+    tokens = {v.removeprefix("Bearer ") for seen in token_upstream[0].seen for v in seen}
+    assert len(tokens) == 2  # one per session, fetched once each
+    logged = "\n".join(r.getMessage() + str(r.__dict__.get("fields", "")) for r in caplog.records)
+    assert not any(token[20:60] in logged for token in tokens)
