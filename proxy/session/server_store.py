@@ -96,7 +96,7 @@ class ServerSideStore:
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
         previous = self._session_id(cookies)
         if previous:
-            await self._backend.delete(self._ns + "s:" + previous)
+            await self._forget(previous)
         fresh = Session(session.identity, secrets.token_urlsafe(32), time.time(), session.tokens)
         await self._write(fresh, seen=fresh.created, existing=False)
         if fresh.identity.sid:
@@ -126,8 +126,20 @@ class ServerSideStore:
     async def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
         session_id = self._session_id(cookies)
         if session_id:
-            await self._backend.delete(self._ns + "s:" + session_id)
+            await self._forget(session_id)
         return [CookieSpec(n, "", None) for n in session_cookie_names(cookies, self.name)]
+
+    async def _forget(self, session_id: str) -> None:
+        """Delete a session replaced by a new sign-in or signed out, and its index members:
+        a user signing in again and again (each step-up, a script) must not grow the
+        indexes by one member per sign-in until max_age."""
+        key = self._ns + "s:" + session_id
+        sealed = await self._backend.get(key)
+        await self._backend.delete(key)
+        opened = self._open(session_id, sealed, time.time(), remember=False) if sealed else None
+        if opened is not None:
+            for index in self._indexes_of(opened[0].identity):
+                await self._backend.index_remove(index, session_id)
 
     async def clear_id(self, session_id: str) -> None:
         await self._backend.delete(self._ns + "s:" + session_id)

@@ -1,0 +1,53 @@
+"""The session indexes (`sessions list|revoke`) under a user who signs in again and again in
+one browser (every step-up sign-in does, and so can a script), over real sockets with
+Redis: each sign-in replaces the browser's session, and must replace its index members too,
+or every index grows by one member per sign-in until max_age."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from tests.attacks.harness import tally
+from tests.conftest import ALICE, StackFactory
+
+SIGN_INS = 12
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[redis.Redis]:
+    made = redis.Redis.from_url(redis_url)
+    yield made
+    await made.aclose()
+
+
+async def members(client: redis.Redis, cookie: str) -> dict[str, int]:
+    """Members of each index of this proxy's sessions, by index kind (all, u, oid)."""
+    found = {}
+    async for key in client.scan_iter(f"azp:*/{cookie}:*"):
+        name = key.decode().rsplit(f"/{cookie}:", 1)[1]
+        kind = name.split(":", 1)[0]
+        if kind in ("all", "u", "oid"):
+            found[kind] = await client.zcard(key)
+    return found
+
+
+async def test_signing_in_again_and_again_keeps_one_member_per_index(
+        make_stack: StackFactory, redis_url: str, client: redis.Redis) -> None:
+    cookie = "azp_" + secrets.token_hex(4)
+    stack = await make_stack({"session": {"store": "redis", "redis_url": redis_url,
+                                          "cookie_name": cookie}})
+    stack.mock.auto_user = ALICE
+    for _ in range(SIGN_INS):
+        async with stack.client.get(stack.url + "/oauth2/start?rd=/") as resp:
+            assert resp.status == 200
+    grown = await members(client, cookie)
+    tally("session-index-growth", refused=grown == {"all": 1, "u": 1, "oid": 1},
+          crashed=False, reached=max(grown.values(), default=0) > 1)
+    assert grown == {"all": 1, "u": 1, "oid": 1}
+    async with stack.client.get(stack.url + "/oauth2/sign_out") as resp:
+        assert resp.status == 200
+    assert await members(client, cookie) == {}  # signed out: the indexes went with it
