@@ -111,3 +111,26 @@ async def test_concurrent_users_each_get_only_their_own_token(
     assert len(tokens) == 2  # one per session, fetched once each
     logged = "\n".join(r.getMessage() + str(r.__dict__.get("fields", "")) for r in caplog.records)
     assert not any(token[20:60] in logged for token in tokens)
+
+
+@pytest.mark.parametrize("uri", ["/dashboards", "/healthz"])
+async def test_forward_auth_never_says_yes_to_a_request_carrying_its_own_authorization(
+        make_stack: StackFactory, redis_url: str,
+        token_upstream: tuple[TokenUpstream, str], uri: str) -> None:
+    """With forward auth the ingress, not the proxy, forwards the request, headers and all:
+    a yes would hand the app (which trusts Authorization) the client's own header."""
+    config = token_config(token_upstream[1], "redis", redis_url)
+    config["server"] = {"trusted_proxies": ["127.0.0.1/32"]}
+    stack = await make_stack(config)
+    register_api(stack.mock)
+    await signed_in(stack, stack.client, ALICE)
+    check = stack.url + "/oauth2/auth"
+    for header in (MINE, "bearer x", "Basic YTpi"):
+        async with stack.client.get(check, headers={"X-Forwarded-Uri": uri,
+                                                    "Authorization": header}) as resp:
+            said_yes = resp.status == 202
+            tally("client-authorization", refused=resp.status == 403, crashed=resp.status >= 500,
+                  reached=said_yes)
+            assert resp.status == 403, header
+    async with stack.client.get(check, headers={"X-Forwarded-Uri": uri}) as resp:
+        assert resp.status == 202  # without one, as before
