@@ -30,6 +30,7 @@ log = logging.getLogger("proxy.admin")
 MAX_BODY = 4096  # bytes of a revoke request's body
 MAX_FILTER = 256  # characters of a user or oid filter
 REALM = 'Bearer realm="azure-auth-proxy admin"'
+_FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
 AdminHandler = Callable[[web.Request, ServerSideStore, str], Awaitable[web.Response]]
 
 
@@ -96,6 +97,10 @@ def check_caller(request: web.Request, token: str) -> None:
     if not is_loopback_peer(request.remote):
         raise Refused(403, "forbidden", "Only loopback callers may administer sessions "
                       "unless [server] admin_token is set.")
+    if any(name in request.headers for name in _FORWARDED):
+        # A reverse proxy on the same host makes every caller a loopback peer.
+        raise Refused(403, "forwarded", "A forwarded request is not a loopback caller: set "
+                      "[server] admin_token to administer sessions through a proxy.")
     host = request.headers.get("Host")
     if host is not None and not is_loopback_host(host):
         # A browser whose page's host name was rebound to 127.0.0.1 sends that name.

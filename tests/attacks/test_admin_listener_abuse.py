@@ -78,3 +78,19 @@ async def test_with_a_token_a_page_is_refused_and_any_host_name_is_fine(
     status, body, _ = await call("POST", p.admin + "/admin/sessions/revoke", data="all=true",
                                  headers={**auth, **FORM, "Host": "proxy.internal:9090"})
     assert status == 200 and body["revoked"] == 1 and await userinfo(p.b, alice) == 401
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded", "X-Real-IP",
+                                    "X-Forwarded-Host"])
+async def test_a_request_relayed_by_a_local_reverse_proxy_is_not_a_loopback_caller(
+        make_stack: StackFactory, redis_url: str, browsers: Browsers, header: str) -> None:
+    # nginx on the same host relaying the internet to the listener: the peer is 127.0.0.1.
+    p = await pair(make_stack, redis_url)
+    alice = await signed_in(p, browsers, ALICE)
+    value = "for=203.0.113.5" if header == "Forwarded" else "203.0.113.5"
+    status, body, _ = await call("POST", p.admin + "/admin/sessions/revoke",
+                                 json={"all": True}, headers={header: value})
+    alive = await userinfo(p.b, alice) == 200
+    tally("admin-forwarded", refused=status == 403 and alive, crashed=status >= 500,
+          reached=not alive)
+    assert status == 403 and body["error"] == "forwarded" and alive
