@@ -6,16 +6,26 @@ and Redis), and no token in a log line."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import aiohttp
+import jwt
 import pytest
 from yarl import URL
 
+from proxy.mock_entra import DEFAULT_CLIENT_ID
 from tests.attacks.harness import raw_exchange, tally
-from tests.conftest import ALICE, Browsers, Stack, StackFactory, port_of
+from tests.conftest import ALICE, Browsers, Stack, StackFactory, deep_merge, port_of
 from tests.support import token_upstream as support
-from tests.support.token_upstream import JSON, TokenUpstream, register_api, token_config
+from tests.support.token_upstream import (
+    API_ID,
+    API_SCOPE,
+    JSON,
+    TokenUpstream,
+    register_api,
+    token_config,
+)
 
 token_upstream = support.token_upstream
 BOB = "bob@contoso.example"
@@ -134,3 +144,34 @@ async def test_forward_auth_never_says_yes_to_a_request_carrying_its_own_authori
             assert resp.status == 403, header
     async with stack.client.get(check, headers={"X-Forwarded-Uri": uri}) as resp:
         assert resp.status == 202  # without one, as before
+
+
+OTHER_API = "a9200000-0000-4000-8000-0000000a9200"
+OTHER_URI = "api://other.contoso.example"
+
+
+async def test_a_token_for_another_api_is_never_sent_to_this_ones_app(
+        make_stack: StackFactory, redis_url: str,
+        token_upstream: tuple[TokenUpstream, str]) -> None:
+    """Replicas of two configs sharing Redis (a rolling deploy that moves the route to
+    another app's API; a reload does the same to one process): a session's token for the
+    old API, still valid, must not reach the app the new config names."""
+    upstream, upstream_url = token_upstream
+    old = await make_stack(token_config(upstream_url, "redis", redis_url))
+    register_api(old.mock)
+    old.mock.clients[OTHER_API] = dataclasses.replace(
+        old.mock.clients[API_ID], client_id=OTHER_API, identifier_uris=(OTHER_URI,))
+    old.mock.clients[DEFAULT_CLIENT_ID].delegated_grants[OTHER_API] = (API_SCOPE,)
+    moved = deep_merge(token_config(upstream_url, "redis", redis_url),
+                       {"azure": {"upstream_scopes": [f"{OTHER_URI}/.default"]}})
+    new = await make_stack(moved)
+    await signed_in(old, old.client, ALICE)
+    async with old.client.get(old.url + "/dashboards", headers=JSON) as resp:
+        assert resp.status == 200  # the old API's token is now in the shared session
+    async with old.client.get(new.url + "/dashboards", headers=JSON) as resp:  # same cookie
+        assert resp.status == 401  # the upstream only takes the old API: it refuses
+    sent = upstream.seen[-1][0].removeprefix("Bearer ")
+    audience = jwt.decode(sent, options={"verify_signature": False})["aud"]
+    tally("token-crossing", refused=audience == OTHER_API, crashed=False,
+          reached=audience == API_ID)
+    assert audience == OTHER_API
