@@ -94,3 +94,22 @@ async def test_a_request_relayed_by_a_local_reverse_proxy_is_not_a_loopback_call
     tally("admin-forwarded", refused=status == 403 and alive, crashed=status >= 500,
           reached=not alive)
     assert status == 403 and body["error"] == "forwarded" and alive
+
+
+async def test_the_admin_token_is_never_logged_nor_echoed(
+        make_stack: StackFactory, redis_url: str, browsers: Browsers,
+        caplog: pytest.LogCaptureFixture) -> None:
+    p = await pair(make_stack, redis_url, admin_token=TOKEN)
+    await signed_in(p, browsers, ALICE)
+    answers = []
+    for header in (f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}",
+                   f"Bearer {TOKEN}"):
+        status, body, _ = await call("GET", p.admin + "/admin/sessions",
+                                     headers={"Authorization": header})
+        answers.append((status, str(body)))
+    assert [status for status, _ in answers] == [401, 401, 401, 200]
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__.get('fields', '')}"
+                       for r in caplog.records)
+    leaked = TOKEN[:-1] in logged or any(TOKEN[:-1] in body for _, body in answers)
+    tally("admin-token-leak", refused=not leaked, crashed=False, reached=leaked)
+    assert not leaked
