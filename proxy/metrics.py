@@ -107,6 +107,9 @@ class CountingBackend:
     async def add_to_set(self, key: str, member: str, ttl: float) -> None:
         await self._run("add_to_set", self._backend.add_to_set(key, member, ttl))
 
+    async def remove_from_set(self, key: str, member: str) -> None:
+        await self._run("remove_from_set", self._backend.remove_from_set(key, member))
+
     async def pop_set(self, key: str) -> list[str]:
         return await self._run("pop_set", self._backend.pop_set(key))
 

@@ -155,6 +155,18 @@ async def cookie_of(s: ServerSideStore, identity: Identity) -> dict[str, str]:
     return {s.name: specs[-1].value}
 
 
+async def test_a_set_member_is_removed_alone_and_the_last_one_takes_the_set(
+        backend: Backend) -> None:
+    for member in ("a", "b"):
+        await backend.add_to_set("sid:x", member, 60.0)
+    await backend.remove_from_set("sid:x", "a")
+    await backend.remove_from_set("sid:x", "absent")
+    assert await backend.pop_set("sid:x") == ["b"]
+    await backend.add_to_set("sid:y", "a", 60.0)
+    await backend.remove_from_set("sid:y", "a")
+    assert await backend.pop_set("sid:y") == []
+
+
 async def test_a_rewrite_never_resurrects_a_revoked_session(backend: Backend) -> None:
     s = store(backend, idle_timeout=3600.0)
     cookie = await cookie_of(s, ALICE)

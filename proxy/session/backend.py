@@ -18,6 +18,8 @@ class Backend(Protocol):
 
     async def add_to_set(self, key: str, member: str, ttl: float) -> None: ...
 
+    async def remove_from_set(self, key: str, member: str) -> None: ...
+
     async def pop_set(self, key: str) -> list[str]:
         """Return and delete every member of a set."""
 

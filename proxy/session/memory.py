@@ -47,6 +47,14 @@ class MemoryBackend:
         members = item[0] if item is not None and isinstance(item[0], frozenset) else frozenset()
         self._items[key] = (members | {member}, ttl)
 
+    async def remove_from_set(self, key: str, member: str) -> None:
+        item = self._items.get(key)
+        if item is not None and isinstance(item[0], frozenset):
+            if rest := item[0] - {member}:
+                self._items[key] = (rest, item[1])
+            else:
+                del self._items[key]
+
     async def pop_set(self, key: str) -> list[str]:
         item = self._items.pop(key, None)
         return sorted(item[0]) if item is not None and isinstance(item[0], frozenset) else []

@@ -186,6 +186,9 @@ class RedisBackend:
         await self._call("sadd", self._key(key), member)
         await self._call("pexpire", self._key(key), max(1, int(ttl * 1000)))
 
+    async def remove_from_set(self, key: str, member: str) -> None:
+        await self._call("srem", self._key(key), member)
+
     async def pop_set(self, key: str) -> list[str]:
         members = await self._call("smembers", self._key(key))
         await self._call("delete", self._key(key))

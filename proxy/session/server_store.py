@@ -138,8 +138,12 @@ class ServerSideStore:
         await self._backend.delete(key)
         opened = self._open(session_id, sealed, time.time(), remember=False) if sealed else None
         if opened is not None:
-            for index in self._indexes_of(opened[0].identity):
+            identity = opened[0].identity
+            for index in self._indexes_of(identity):
                 await self._backend.index_remove(index, session_id)
+            if identity.sid:  # (the set of its Entra sign-in session: front-channel logout)
+                await self._backend.remove_from_set(self._ns + "sid:" + identity.sid,
+                                                    session_id)
 
     async def clear_id(self, session_id: str) -> None:
         await self._backend.delete(self._ns + "s:" + session_id)
