@@ -28,7 +28,7 @@ async def client(redis_url: str) -> AsyncIterator[redis.Redis]:
 
 async def members(client: redis.Redis, cookie: str) -> dict[str, int]:
     """Members of this proxy's session indexes and sid sets, summed by kind."""
-    found = {}
+    found: dict[str, int] = {}
     async for key in client.scan_iter(f"azp:*/{cookie}:*"):
         name = key.decode().rsplit(f"/{cookie}:", 1)[1]
         kind = name.split(":", 1)[0]
