@@ -175,3 +175,23 @@ async def test_a_token_for_another_api_is_never_sent_to_this_ones_app(
     tally("token-crossing", refused=audience == OTHER_API, crashed=False,
           reached=audience == API_ID)
     assert audience == OTHER_API
+
+
+async def test_a_route_without_the_option_is_unchanged_and_never_gets_the_token(
+        make_stack: StackFactory, redis_url: str,
+        token_upstream: tuple[TokenUpstream, str]) -> None:
+    upstream, upstream_url = token_upstream
+    config = token_config(upstream_url, "redis", redis_url)
+    config["upstreams"].insert(0, {"path": "/plain/", "url": upstream_url})
+    stack = await make_stack(config)
+    register_api(stack.mock)
+    await signed_in(stack, stack.client, ALICE)
+    async with stack.client.get(stack.url + "/dashboards", headers=JSON) as resp:
+        assert resp.status == 200  # the session now holds the API's token
+    token = upstream.seen[-1][0]
+    for headers in ({"Authorization": MINE}, {}):
+        async with stack.client.get(stack.url + "/plain/x", headers={**JSON, **headers}):
+            pass
+        sent = upstream.seen[-1]
+        tally("token-crossing", refused=token not in sent, crashed=False, reached=token in sent)
+        assert sent == ([MINE] if headers else [])  # the client's own, as before; never ours
