@@ -98,8 +98,10 @@ class CountingBackend:
     async def get(self, key: str) -> bytes | None:
         return await self._run("get", self._backend.get(key))
 
-    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
-        await self._run("set", self._backend.set(key, value, ttl, existing=existing))
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False,
+                  unchanged: bytes | None = None) -> None:
+        await self._run("set", self._backend.set(key, value, ttl, existing=existing,
+                                                 unchanged=unchanged))
 
     async def delete(self, *keys: str) -> None:
         await self._run("delete", self._backend.delete(*keys))

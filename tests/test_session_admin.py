@@ -5,6 +5,7 @@ with their sessions), and rewrites that never resurrect a revoked session."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import time
@@ -165,6 +166,42 @@ async def test_a_set_member_is_removed_alone_and_the_last_one_takes_the_set(
     await backend.add_to_set("sid:y", "a", 60.0)
     await backend.remove_from_set("sid:y", "a")
     assert await backend.pop_set("sid:y") == []
+
+
+class RefreshLandsFirst:
+    """A backend whose next write is preceded by another request's refresh (`land`): the
+    interleaving of a request's sliding idle write with a refresh on another replica."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.land: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def set(self, key: str, value: bytes, ttl: float, **kwargs: Any) -> None:
+        if (land := self.land) is not None:
+            self.land = None
+            await land()
+        await self.inner.set(key, value, ttl, **kwargs)
+
+
+async def test_an_idle_window_write_never_undoes_a_refresh_written_meanwhile(
+        backend: Backend) -> None:
+    racing = RefreshLandsFirst(backend)
+    s = store(racing, idle_timeout=3600.0)
+    session = await s.load(await cookie_of(s, ALICE))
+    assert session is not None and session.tokens is not None
+    await s._write(session, seen=time.time() - 120)  # last seen 2 minutes ago
+    refreshed = Session(dataclasses.replace(ALICE, groups=()), session.id, session.created,
+                        dataclasses.replace(session.tokens, access_token="at2",
+                                            refresh_token="rt2"))
+    racing.land = lambda: s.update(refreshed)
+    assert await s.reload(session.id) is not None  # read before the refresh, written after
+    assert racing.land is None  # (the idle write happened)
+    now = await s.reload(session.id)
+    assert now is not None and now.tokens is not None
+    assert (now.tokens.access_token, now.tokens.refresh_token) == ("at2", "rt2")
 
 
 async def test_a_rewrite_never_resurrects_a_revoked_session(backend: Backend) -> None:

@@ -10,9 +10,12 @@ from typing import Protocol
 class Backend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False,
+                  unchanged: bytes | None = None) -> None:
         """Store `value`; with `existing`, only if the key still exists (never resurrects a
-        record deleted meanwhile, e.g. a revoked session rewritten after a refresh)."""
+        record deleted meanwhile, e.g. a revoked session rewritten after a refresh); with
+        `unchanged`, only if it still holds exactly those bytes (a write of a copy read
+        earlier never undoes another's write since)."""
 
     async def delete(self, *keys: str) -> None: ...
 

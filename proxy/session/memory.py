@@ -33,8 +33,11 @@ class MemoryBackend:
         item = self._items.get(key)
         return item[0] if item is not None and isinstance(item[0], bytes) else None
 
-    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False,
+                  unchanged: bytes | None = None) -> None:
         if existing and key not in self._items:
+            return
+        if unchanged is not None and await self.get(key) != unchanged:
             return
         self._items[key] = (value, ttl)
 

@@ -72,7 +72,9 @@ class ServerSideStore:
             await self._backend.delete(self._ns + "s:" + session_id)
             return None
         if self.idle_timeout and now - seen > min(60.0, self.idle_timeout / 10):
-            await self._write(session, seen=now)  # sliding idle window, written sparingly
+            # The sliding idle window, written sparingly, and only over the record as read:
+            # a refresh written meanwhile (new tokens, groups) is never undone.
+            await self._write(session, seen=now, unchanged=sealed)
         return session
 
     def _open(self, session_id: str, sealed: bytes, now: float,
@@ -111,9 +113,11 @@ class ServerSideStore:
     async def update(self, session: Session) -> None:
         await self._write(session, seen=time.time())
 
-    async def _write(self, session: Session, seen: float, existing: bool = True) -> None:
+    async def _write(self, session: Session, seen: float, existing: bool = True,
+                     unchanged: bytes | None = None) -> None:
         """Write a session's record. A rewrite (`existing`) never brings back a record
-        deleted meanwhile: a session revoked or signed out while a request refreshed it."""
+        deleted meanwhile: a session revoked or signed out while a request refreshed it;
+        with `unchanged`, only over those very bytes."""
         remaining = session.created + self.max_age - time.time()
         ttl = min(remaining, self.idle_timeout) if self.idle_timeout else remaining
         record: dict[str, Any] = {"identity": session.identity.to_dict(),
@@ -121,7 +125,7 @@ class ServerSideStore:
                                   "tokens": session.tokens.to_dict() if session.tokens else None}
         sealed = self._cipher.seal(json.dumps(record).encode(), session.id)
         await self._backend.set(self._ns + "s:" + session.id, sealed, max(ttl, 1.0),
-                                existing=existing)
+                                existing=existing, unchanged=unchanged)
 
     async def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
         session_id = self._session_id(cookies)
