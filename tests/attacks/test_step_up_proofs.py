@@ -55,3 +55,22 @@ async def test_an_old_mfa_is_not_made_recent_by_a_later_token(stepped: Stack,
     assert not reached and result.status == 403 and "multi-factor" in result.text
     # The MFA of 30 minutes ago still counts where no age is asked.
     assert (await walk(stepped.client, stepped.url + "/mfa")).hops == []
+
+
+# Spellings of a stepped-up page that a sign-in's return target might read otherwise than
+# the gateway does: then the sign-in would ask for less than the page needs, and the page
+# would send the browser to sign in again, for ever.
+SPELLINGS = ["/mfa", "/mfa/", "/mfa?x=1", "/mfa/a%2Fb", "/mfa;x", "/MFA", "//mfa", "/mfa/%2e%2e/x",
+             "/mfa/./x", "/mfa#f", "/mfa?rd=/", "/mfa/%252e"]
+
+
+@pytest.mark.parametrize("path", SPELLINGS)
+async def test_no_spelling_of_a_stepped_up_page_makes_a_sign_in_loop(
+        stepped: Stack, path: str) -> None:
+    try:
+        result = await walk(stepped.client, stepped.url + path)
+    except AssertionError as exc:  # walk: more than 10 redirects
+        tally("step-up-loop", refused=False, crashed=False, reached=True)
+        raise AssertionError(f"redirect loop for {path}") from exc
+    tally("step-up-loop", refused=True, crashed=result.status >= 500)
+    assert result.status < 500 and len(result.hops) <= 3  # at most one sign-in
