@@ -30,6 +30,7 @@ log = logging.getLogger("proxy.admin")
 MAX_BODY = 4096  # bytes of a revoke request's body
 MAX_FILTER = 256  # characters of a user or oid filter
 REALM = 'Bearer realm="azure-auth-proxy admin"'
+_FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
 AdminHandler = Callable[[web.Request, ServerSideStore, str], Awaitable[web.Response]]
 
 
@@ -61,16 +62,50 @@ def token_matches(header: str | None, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback: `localhost` or a loopback
+    address, with or without a port. A DNS name that resolves to 127.0.0.1 is not."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name, closed, port = name[1:].partition("]")
+        if not closed or port[:1] not in ("", ":"):
+            return False
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name == "localhost" or is_loopback_peer(name)
+
+
+def from_a_web_page(headers: Mapping[str, str]) -> bool:
+    """Whether a browser sent this on behalf of a page: it names its Origin (every POST,
+    every cross-origin fetch) or a Sec-Fetch-Site other than "none" (typed by the user)."""
+    return "Origin" in headers or headers.get("Sec-Fetch-Site", "none").lower() != "none"
+
+
 def check_caller(request: web.Request, token: str) -> None:
-    """Raise Refused unless the caller may administer sessions."""
+    """Raise Refused unless the caller may administer sessions. A web page never may: any
+    site a browser on the proxy's host opens could otherwise post a form to the loopback
+    listener (cross-site request forgery) or, its name rebound to 127.0.0.1, read it."""
+    if from_a_web_page(request.headers):
+        raise Refused(403, "from-web-page", "The admin endpoints take requests from scripts "
+                      "and the CLI, not from web pages.")
     if token:
         if "Authorization" not in request.headers:
             raise Refused(401, "unauthenticated", "Send Authorization: Bearer <admin_token>.")
         if not token_matches(request.headers.get("Authorization"), token):
             raise Refused(401, "unauthenticated", "The admin token is not valid.")
-    elif not is_loopback_peer(request.remote):
+        return
+    if not is_loopback_peer(request.remote):
         raise Refused(403, "forbidden", "Only loopback callers may administer sessions "
                       "unless [server] admin_token is set.")
+    if any(name in request.headers for name in _FORWARDED):
+        # A reverse proxy on the same host makes every caller a loopback peer.
+        raise Refused(403, "forwarded", "A forwarded request is not a loopback caller: set "
+                      "[server] admin_token to administer sessions through a proxy.")
+    host = request.headers.get("Host")
+    if host is not None and not is_loopback_host(host):
+        # A browser whose page's host name was rebound to 127.0.0.1 sends that name.
+        raise Refused(403, "host-not-loopback", "Without [server] admin_token, address the "
+                      "listener as localhost or by its loopback address.")
 
 
 def _filter(values: Mapping[str, Any], revoking: bool) -> tuple[str, str, bool]:

@@ -98,6 +98,14 @@ async def check(request: web.Request) -> web.Response:
     asked = ingress_policy(request.query)
     if route is not None:
         request[ROUTE] = route
+        if route.pass_authorization and "Authorization" in request.headers:
+            # The app trusts Authorization, and here the ingress, not the proxy, forwards
+            # the request: with a yes, the client's own header (a token of its choosing, or
+            # an [api] caller's token for the proxy) would reach it. Proxy mode drops it.
+            log.warning("forward auth refused request_id=%s route=%s "
+                        "reason=client-authorization", request[REQUEST_ID], route.name)
+            raise AccessDenied("This app takes its Authorization header from the proxy "
+                               "only: a request that carries its own is refused.")
         if route.is_public(raw_path) and asked is None:
             return web.Response(status=202, headers=NO_STORE)
     session = await admit(request, state, route)

@@ -98,14 +98,19 @@ class CountingBackend:
     async def get(self, key: str) -> bytes | None:
         return await self._run("get", self._backend.get(key))
 
-    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
-        await self._run("set", self._backend.set(key, value, ttl, existing=existing))
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False,
+                  unchanged: bytes | None = None) -> None:
+        await self._run("set", self._backend.set(key, value, ttl, existing=existing,
+                                                 unchanged=unchanged))
 
     async def delete(self, *keys: str) -> None:
         await self._run("delete", self._backend.delete(*keys))
 
     async def add_to_set(self, key: str, member: str, ttl: float) -> None:
         await self._run("add_to_set", self._backend.add_to_set(key, member, ttl))
+
+    async def remove_from_set(self, key: str, member: str) -> None:
+        await self._run("remove_from_set", self._backend.remove_from_set(key, member))
 
     async def pop_set(self, key: str) -> list[str]:
         return await self._run("pop_set", self._backend.pop_set(key))

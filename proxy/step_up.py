@@ -23,6 +23,8 @@ MAX_CONTEXTS: Final = 99
 # The clock skew allowed between Entra and the proxy, as for ID tokens (oidc/tokens.LEEWAY):
 # a sign-in that just happened always satisfies the route that asked for it.
 LEEWAY: Final = 120
+# The time of a proof whose token has no `auth_time`: proven, but never recent.
+UNKNOWN: Final = 1
 # What each missing claim means, for pages, logs and the 401's error_description.
 MEANING: Final = {
     "acrs": "an authentication context (Conditional Access) this session has not satisfied",
@@ -44,12 +46,14 @@ class Proof:
     @classmethod
     def from_token(cls, claims: Mapping[str, Any]) -> Proof:
         """From validated token claims. A proof's time is `auth_time`, never later than
-        `iat` (authentication happens before issue), else `iat`."""
+        `iat` (authentication happens before issue). Without `auth_time` it is UNKNOWN, never
+        `iat`: a token issued now (SSO, a refresh) repeats the `amr` of an authentication
+        that may be hours old, which must not pass for a recent MFA."""
         iat = _time(claims.get("iat"))
         auth_time = _time(claims.get("auth_time"))
         if auth_time and iat:
             auth_time = min(auth_time, iat)
-        when = auth_time or iat
+        when = auth_time or UNKNOWN
         amr = claims.get("amr")
         mfa = isinstance(amr, list) and "mfa" in amr
         acrs = claims.get("acrs")

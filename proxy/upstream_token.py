@@ -33,12 +33,19 @@ POLL = 0.1
 _CONSENT = frozenset({"consent_required", "interaction_required"})
 
 
-def _due(tokens: Tokens, window: float, now: float) -> bool:
-    return not tokens.upstream_token or tokens.upstream_expires_at - window <= now
+def _scope(state: State) -> str:
+    return " ".join(state.config.azure.upstream_scopes)
 
 
-def _valid(tokens: Tokens, now: float) -> bool:
-    return bool(tokens.upstream_token) and tokens.upstream_expires_at > now + LEEWAY
+def _due(tokens: Tokens, window: float, now: float, scope: str) -> bool:
+    return (not tokens.upstream_token or tokens.upstream_scope != scope
+            or tokens.upstream_expires_at - window <= now)
+
+
+def _valid(tokens: Tokens, now: float, scope: str) -> bool:
+    """Still usable: for this config's API, and not about to expire."""
+    return (bool(tokens.upstream_token) and tokens.upstream_scope == scope
+            and tokens.upstream_expires_at > now + LEEWAY)
 
 
 async def upstream_token(request: web.Request, state: State, session: Session) -> str:
@@ -51,8 +58,8 @@ async def upstream_token(request: web.Request, state: State, session: Session) -
                     "bearer-caller" if not session.id else "no-tokens")
         raise AccessDenied("This app takes signed-in users only: an API token is not passed "
                            "on to it.")
-    window = state.config.session.refresh
-    if not _due(tokens, window, time.time()):
+    window, scope = state.config.session.refresh, _scope(state)
+    if not _due(tokens, window, time.time(), scope):
         return tokens.upstream_token
     deadline = time.monotonic() + WAIT_FOR_OTHER
     while True:
@@ -61,12 +68,12 @@ async def upstream_token(request: web.Request, state: State, session: Session) -
                 current = await state.sessions.reload(session.id)
                 if current is None or current.tokens is None:
                     await _ended(request, state, "session-gone")
-                if not _due(current.tokens, window, time.time()):
+                if not _due(current.tokens, window, time.time(), scope):
                     return current.tokens.upstream_token
                 return await _ask(request, state, current, current.tokens)
         # Another replica is asking Entra (for this token or the sign-in's): the token in
         # hand if still valid, else try the lock again until it is free or time is up.
-        if _valid(tokens, time.time()):
+        if _valid(tokens, time.time(), scope):
             return tokens.upstream_token
         if time.monotonic() >= deadline:
             log.warning("upstream token unavailable request_id=%s user=%s "
@@ -95,14 +102,14 @@ async def _ask(request: web.Request, state: State, session: Session, tokens: Tok
                                "sign-in.") from None
         await _ended(request, state, "refresh-rejected")
     except IdPError as exc:
-        if _valid(tokens, time.time()):
+        if _valid(tokens, time.time(), _scope(state)):
             log.warning("upstream token refresh failed, using the current one request_id=%s "
                         "user=%s reason=%s", request_id, user, type(exc).__name__)
             return tokens.upstream_token
         log.warning("upstream token unavailable request_id=%s user=%s reason=%s", request_id,
                     user, type(exc).__name__)
         raise
-    fresh = with_upstream_token(tokens, response)
+    fresh = with_upstream_token(tokens, response, _scope(state))
     if not fresh.upstream_token:
         log.warning("upstream token unavailable request_id=%s user=%s reason=no-access-token",
                     request_id, user)

@@ -192,10 +192,12 @@ def test_an_unreadable_or_endless_lifetime_is_already_expired(expires_in: object
 def test_the_upstream_token_survives_a_sign_in_refresh_and_a_record_round_trip() -> None:
     old = Tokens("a", "r1", "i", 0.0)
     got = with_upstream_token(old, {"access_token": "u", "refresh_token": "r2",
-                                    "expires_in": 600})
+                                    "expires_in": 600}, "api://x/.default")
     assert (got.upstream_token, got.refresh_token, got.access_token) == ("u", "r2", "a")
+    assert got.upstream_scope == "api://x/.default"
     assert got.upstream_expires_at > time.time() + 500
     refreshed = tokens_from({"access_token": "a2", "expires_in": 3600}, got)
     assert refreshed.upstream_token == "u" and refreshed.refresh_token == "r2"
+    assert refreshed.upstream_scope == "api://x/.default"
     assert Tokens.from_dict(refreshed.to_dict()) == refreshed
     assert Tokens.from_dict({"at": "a", "rt": "r", "it": "i", "exp": 1}).upstream_token == ""

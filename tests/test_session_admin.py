@@ -5,6 +5,7 @@ with their sessions), and rewrites that never resurrect a revoked session."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import time
@@ -18,7 +19,7 @@ import redis.asyncio as redis
 from aiohttp.test_utils import make_mocked_request
 
 from proxy.__main__ import main
-from proxy.admin import Refused, check_caller, is_loopback_peer, token_matches
+from proxy.admin import Refused, check_caller, is_loopback_host, is_loopback_peer, token_matches
 from proxy.config import Secret, SessionConfig
 from proxy.config_load import load
 from proxy.identity import Identity
@@ -52,6 +53,19 @@ def request_from(peer: str, headers: dict[str, str] | None = None) -> Any:
     transport.get_extra_info.side_effect = lambda name, default=None: (
         (peer, 40000) if name == "peername" else default)
     return make_mocked_request("GET", "/admin/sessions", headers=headers, transport=transport)
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:9090", "127.0.0.1", "127.0.0.1:9090",
+                                  "[::1]", "[::1]:9090", "[::ffff:127.0.0.1]:1", "LocalHost"])
+def test_loopback_hosts(host: str) -> None:
+    assert is_loopback_host(host)
+
+
+@pytest.mark.parametrize("host", ["", "evil.example", "localhost.evil.example", "127.0.0.1.nip.io",
+                                  "[::2]", "10.0.0.1:9090", "localhost:9090:1",
+                                  "127.0.0.1@evil", "[::1", "[::1]x", "0.0.0.0"])
+def test_other_hosts_are_not_loopback(host: str) -> None:
+    assert not is_loopback_host(host)
 
 
 @pytest.mark.parametrize("peer", ["10.0.0.5", "::ffff:10.0.0.1", "192.168.1.1"])
@@ -140,6 +154,54 @@ async def cookie_of(s: ServerSideStore, identity: Identity) -> dict[str, str]:
     tokens = Tokens("at", "rt", "it", time.time() + 3600)
     specs = await s.save(Session(identity, tokens=tokens), {})
     return {s.name: specs[-1].value}
+
+
+async def test_a_set_member_is_removed_alone_and_the_last_one_takes_the_set(
+        backend: Backend) -> None:
+    for member in ("a", "b"):
+        await backend.add_to_set("sid:x", member, 60.0)
+    await backend.remove_from_set("sid:x", "a")
+    await backend.remove_from_set("sid:x", "absent")
+    assert await backend.pop_set("sid:x") == ["b"]
+    await backend.add_to_set("sid:y", "a", 60.0)
+    await backend.remove_from_set("sid:y", "a")
+    assert await backend.pop_set("sid:y") == []
+
+
+class RefreshLandsFirst:
+    """A backend whose next write is preceded by another request's refresh (`land`): the
+    interleaving of a request's sliding idle write with a refresh on another replica."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.land: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def set(self, key: str, value: bytes, ttl: float, **kwargs: Any) -> None:
+        if (land := self.land) is not None:
+            self.land = None
+            await land()
+        await self.inner.set(key, value, ttl, **kwargs)
+
+
+async def test_an_idle_window_write_never_undoes_a_refresh_written_meanwhile(
+        backend: Backend) -> None:
+    racing = RefreshLandsFirst(backend)
+    s = store(racing, idle_timeout=3600.0)
+    session = await s.load(await cookie_of(s, ALICE))
+    assert session is not None and session.tokens is not None
+    await s._write(session, seen=time.time() - 120)  # last seen 2 minutes ago
+    refreshed = Session(dataclasses.replace(ALICE, groups=()), session.id, session.created,
+                        dataclasses.replace(session.tokens, access_token="at2",
+                                            refresh_token="rt2"))
+    racing.land = lambda: s.update(refreshed)
+    assert await s.reload(session.id) is not None  # read before the refresh, written after
+    assert racing.land is None  # (the idle write happened)
+    now = await s.reload(session.id)
+    assert now is not None and now.tokens is not None
+    assert (now.tokens.access_token, now.tokens.refresh_token) == ("at2", "rt2")
 
 
 async def test_a_rewrite_never_resurrects_a_revoked_session(backend: Backend) -> None:

@@ -40,6 +40,16 @@ def test_only_an_amr_list_holding_mfa_proves_mfa(amr: object) -> None:
     assert StepUp(mfa=True).missing(Proof.from_token({"iat": NOW, "amr": amr}), NOW) == "amr"
 
 
+def test_without_auth_time_an_mfa_is_proven_but_never_recent() -> None:
+    # A token issued now (SSO, refresh) repeats the amr of an authentication of any age.
+    proof = Proof.from_token({"iat": NOW, "amr": ["pwd", "mfa"], "acrs": ["c1"]})
+    assert proof.mfa_time and proof.mfa_time < NOW - 10**6
+    assert StepUp(mfa=True).missing(proof, NOW) is None
+    assert C1.missing(proof, NOW) is None
+    fresh_sign_in = Proof.from_token({"iat": NOW, "auth_time": NOW, "amr": ["pwd"]})
+    assert StepUp(max_age=900, mfa=True).missing(proof.merge(fresh_sign_in), NOW) == "amr"
+
+
 def test_auth_time_is_never_later_than_the_token_was_issued() -> None:
     # An auth_time in the future would pass every max_auth_age until then.
     proof = Proof.from_token({"iat": NOW - 3600, "auth_time": NOW + 10**6})

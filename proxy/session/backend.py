@@ -10,13 +10,18 @@ from typing import Protocol
 class Backend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False,
+                  unchanged: bytes | None = None) -> None:
         """Store `value`; with `existing`, only if the key still exists (never resurrects a
-        record deleted meanwhile, e.g. a revoked session rewritten after a refresh)."""
+        record deleted meanwhile, e.g. a revoked session rewritten after a refresh); with
+        `unchanged`, only if it still holds exactly those bytes (a write of a copy read
+        earlier never undoes another's write since)."""
 
     async def delete(self, *keys: str) -> None: ...
 
     async def add_to_set(self, key: str, member: str, ttl: float) -> None: ...
+
+    async def remove_from_set(self, key: str, member: str) -> None: ...
 
     async def pop_set(self, key: str) -> list[str]:
         """Return and delete every member of a set."""

@@ -33,8 +33,11 @@ class MemoryBackend:
         item = self._items.get(key)
         return item[0] if item is not None and isinstance(item[0], bytes) else None
 
-    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False,
+                  unchanged: bytes | None = None) -> None:
         if existing and key not in self._items:
+            return
+        if unchanged is not None and await self.get(key) != unchanged:
             return
         self._items[key] = (value, ttl)
 
@@ -46,6 +49,14 @@ class MemoryBackend:
         item = self._items.get(key)
         members = item[0] if item is not None and isinstance(item[0], frozenset) else frozenset()
         self._items[key] = (members | {member}, ttl)
+
+    async def remove_from_set(self, key: str, member: str) -> None:
+        item = self._items.get(key)
+        if item is not None and isinstance(item[0], frozenset):
+            if rest := item[0] - {member}:
+                self._items[key] = (rest, item[1])
+            else:
+                del self._items[key]
 
     async def pop_set(self, key: str) -> list[str]:
         item = self._items.pop(key, None)

@@ -25,6 +25,9 @@ from ..errors import StoreUnavailable
 
 # Compare-and-delete: only the holder releases the refresh lock.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+# Compare-and-set: a rewrite of a record read earlier, only if nobody rewrote it since.
+_SET_IF_UNCHANGED = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                     "return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) end")
 # An index is a sorted set scored by each member's expiry: add, drop the expired, and let the
 # key expire with its last member. One key per script: Cluster routes it to that key's slot.
 _INDEX_ADD = """
@@ -174,9 +177,13 @@ class RedisBackend:
                 if not waiter.done():
                     waiter.set_result(bytes(value) if value is not None else None)
 
-    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False) -> None:
-        await self._call("set", self._key(key), value, px=max(1, int(ttl * 1000)),
-                         xx=existing)
+    async def set(self, key: str, value: bytes, ttl: float, *, existing: bool = False,
+                  unchanged: bytes | None = None) -> None:
+        px = max(1, int(ttl * 1000))
+        if unchanged is not None:
+            await self._call("eval", _SET_IF_UNCHANGED, 1, self._key(key), unchanged, value, px)
+            return
+        await self._call("set", self._key(key), value, px=px, xx=existing)
 
     async def delete(self, *keys: str) -> None:
         for key in keys:  # one key per call: Cluster keeps them in different slots
@@ -185,6 +192,9 @@ class RedisBackend:
     async def add_to_set(self, key: str, member: str, ttl: float) -> None:
         await self._call("sadd", self._key(key), member)
         await self._call("pexpire", self._key(key), max(1, int(ttl * 1000)))
+
+    async def remove_from_set(self, key: str, member: str) -> None:
+        await self._call("srem", self._key(key), member)
 
     async def pop_set(self, key: str) -> list[str]:
         members = await self._call("smembers", self._key(key))

@@ -72,7 +72,9 @@ class ServerSideStore:
             await self._backend.delete(self._ns + "s:" + session_id)
             return None
         if self.idle_timeout and now - seen > min(60.0, self.idle_timeout / 10):
-            await self._write(session, seen=now)  # sliding idle window, written sparingly
+            # The sliding idle window, written sparingly, and only over the record as read:
+            # a refresh written meanwhile (new tokens, groups) is never undone.
+            await self._write(session, seen=now, unchanged=sealed)
         return session
 
     def _open(self, session_id: str, sealed: bytes, now: float,
@@ -96,7 +98,7 @@ class ServerSideStore:
     async def save(self, session: Session, cookies: Mapping[str, str]) -> list[CookieSpec]:
         previous = self._session_id(cookies)
         if previous:
-            await self._backend.delete(self._ns + "s:" + previous)
+            await self._forget(previous)
         fresh = Session(session.identity, secrets.token_urlsafe(32), time.time(), session.tokens)
         await self._write(fresh, seen=fresh.created, existing=False)
         if fresh.identity.sid:
@@ -111,9 +113,11 @@ class ServerSideStore:
     async def update(self, session: Session) -> None:
         await self._write(session, seen=time.time())
 
-    async def _write(self, session: Session, seen: float, existing: bool = True) -> None:
+    async def _write(self, session: Session, seen: float, existing: bool = True,
+                     unchanged: bytes | None = None) -> None:
         """Write a session's record. A rewrite (`existing`) never brings back a record
-        deleted meanwhile: a session revoked or signed out while a request refreshed it."""
+        deleted meanwhile: a session revoked or signed out while a request refreshed it;
+        with `unchanged`, only over those very bytes."""
         remaining = session.created + self.max_age - time.time()
         ttl = min(remaining, self.idle_timeout) if self.idle_timeout else remaining
         record: dict[str, Any] = {"identity": session.identity.to_dict(),
@@ -121,13 +125,29 @@ class ServerSideStore:
                                   "tokens": session.tokens.to_dict() if session.tokens else None}
         sealed = self._cipher.seal(json.dumps(record).encode(), session.id)
         await self._backend.set(self._ns + "s:" + session.id, sealed, max(ttl, 1.0),
-                                existing=existing)
+                                existing=existing, unchanged=unchanged)
 
     async def clear(self, cookies: Mapping[str, str]) -> list[CookieSpec]:
         session_id = self._session_id(cookies)
         if session_id:
-            await self._backend.delete(self._ns + "s:" + session_id)
+            await self._forget(session_id)
         return [CookieSpec(n, "", None) for n in session_cookie_names(cookies, self.name)]
+
+    async def _forget(self, session_id: str) -> None:
+        """Delete a session replaced by a new sign-in or signed out, and its index members:
+        a user signing in again and again (each step-up, a script) must not grow the
+        indexes by one member per sign-in until max_age."""
+        key = self._ns + "s:" + session_id
+        sealed = await self._backend.get(key)
+        await self._backend.delete(key)
+        opened = self._open(session_id, sealed, time.time(), remember=False) if sealed else None
+        if opened is not None:
+            identity = opened[0].identity
+            for index in self._indexes_of(identity):
+                await self._backend.index_remove(index, session_id)
+            if identity.sid:  # (the set of its Entra sign-in session: front-channel logout)
+                await self._backend.remove_from_set(self._ns + "sid:" + identity.sid,
+                                                    session_id)
 
     async def clear_id(self, session_id: str) -> None:
         await self._backend.delete(self._ns + "s:" + session_id)

@@ -25,16 +25,20 @@ class Tokens:
     # refresh token on first use; "" until then.
     upstream_token: str = ""
     upstream_expires_at: float = 0.0
+    # The scopes it was asked for: a token for another API (upstream_scopes changed by a
+    # reload, or replicas of two configs sharing Redis) is never sent to this one's app.
+    upstream_scope: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"at": self.access_token, "rt": self.refresh_token, "it": self.id_token,
                 "exp": self.expires_at, "ut": self.upstream_token,
-                "uexp": self.upstream_expires_at}
+                "uexp": self.upstream_expires_at, "us": self.upstream_scope}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tokens:
         return cls(str(data["at"]), str(data["rt"]), str(data["it"]), float(data["exp"]),
-                   str(data.get("ut") or ""), float(data.get("uexp") or 0.0))
+                   str(data.get("ut") or ""), float(data.get("uexp") or 0.0),
+                   str(data.get("us") or ""))
 
 
 def expiry(response: Mapping[str, Any]) -> float:
@@ -59,14 +63,15 @@ def tokens_from(response: dict[str, Any], previous: Tokens | None = None) -> Tok
         expires_at=expiry(response),
         upstream_token=previous.upstream_token if previous else "",
         upstream_expires_at=previous.upstream_expires_at if previous else 0.0,
+        upstream_scope=previous.upstream_scope if previous else "",
     )
 
 
-def with_upstream_token(tokens: Tokens, response: Mapping[str, Any]) -> Tokens:
-    """`tokens` with the upstream API's access token from a token response; a new refresh
-    token in it replaces the old (the session's other tokens stay)."""
+def with_upstream_token(tokens: Tokens, response: Mapping[str, Any], scope: str) -> Tokens:
+    """`tokens` with the upstream API's access token (asked for `scope`) from a token
+    response; a new refresh token in it replaces the old (the session's other tokens stay)."""
     return replace(tokens, upstream_token=str(response.get("access_token") or ""),
-                   upstream_expires_at=expiry(response),
+                   upstream_expires_at=expiry(response), upstream_scope=scope,
                    refresh_token=str(response.get("refresh_token") or tokens.refresh_token))
 
 
