@@ -59,7 +59,6 @@ def is_plain_path(raw_path: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    index: int
     path: str
     host: str
     upstream: URL
@@ -78,22 +77,9 @@ class Route:
     origin: tuple[str, str, int]  # (scheme, host, port): the upstream client's pool key
     prefix: str  # the upstream URL's own path, without a trailing slash ("" for none)
     name: str  # host + path: the route's label in logs and metrics
-    under: str  # the path without a trailing slash ("" for "/"): what matches_path tests
+    under: str  # the path without a trailing slash ("" for "/"): the prefix a lookup keys on
     # Authorization: Bearer <the user's token for azure.upstream_scopes>, never the client's
     pass_authorization: bool = False
-
-    def matches_path(self, path: str) -> bool:
-        under, path = (self.under, path) if self.case_sensitive else \
-            (self.under.lower(), path.lower())
-        return not under or path == under or path.startswith(under + "/")
-
-    def matches_host(self, host: str) -> bool:
-        if not self.host:
-            return True
-        if self.host.startswith("*."):
-            suffix = self.host[1:]
-            return host.endswith(suffix) and len(host) > len(suffix)
-        return host == self.host
 
     def is_public(self, raw_path: str) -> bool:
         if not self.public or not is_plain_path(raw_path):
@@ -103,8 +89,8 @@ class Route:
 
     def upstream_path(self, raw_path: str) -> str:
         """Path (and query) to request upstream; raw unless the prefix is stripped."""
-        if not self.strip_prefix or self.path == "/":
-            return raw_path
+        if not self.strip_prefix or not self.under:
+            return raw_path  # no prefix to strip ("/", or only slashes)
         path, sep, query = raw_path.partition("?")
         # Cut after as many segments as the prefix has, not as many characters: the path
         # may spell the prefix in another case (and lower() may change a length).
@@ -116,7 +102,7 @@ class Route:
                 break
         rest = normalized[cut:] if cut >= 0 else "/"
         encoded = URL.build(path=rest).raw_path
-        return encoded + (sep + query if sep else "")
+        return encoded + sep + query
 
     def upstream_target(self, raw_path: str) -> str:
         """The request target sent upstream: the upstream URL's path, then this request's."""
@@ -135,14 +121,15 @@ def route_audience(u: UpstreamConfig) -> str:
 
 
 def _origin(url: URL) -> tuple[str, str, int]:
-    return (url.scheme, url.host or "", url.port or (443 if url.scheme == "https" else 80))
+    # yarl's port is already the scheme's default (80, 443) when the URL names none
+    return (url.scheme, url.host or "", url.port or 0)
 
 
 def _route(i: int, u: UpstreamConfig, default: AccessPolicyConfig) -> Route:
     url = URL(u.url)
     tls = tls_context(u, f"upstreams[{i}]")
     return Route(
-        index=i, path=u.path, host=u.host.lower(), upstream=url,
+        path=u.path, host=u.host.lower(), upstream=url,
         public=tuple(re.compile(p) for p in u.public),
         preserve_host=u.preserve_host, strip_prefix=u.strip_prefix,
         case_sensitive=u.case_sensitive, timeout=u.timeout,
@@ -228,8 +215,3 @@ class RouteTable:
                     return route
                 dot = host.find(".", dot + 1)
         return self._any.find(path)
-
-    def match(self, host: str, path: str) -> Route | None:
-        """`lookup` for a raw Host value (any case, maybe a port)."""
-        host = host.lower().rsplit(":", 1)[0] if not host.startswith("[") else host.lower()
-        return self.lookup(host, path)

@@ -19,6 +19,7 @@ from proxy.headers import (
 )
 from proxy.identity import Identity
 from proxy.routes import RouteTable, is_plain_path, normalize_path
+from proxy.upstream import target_url
 
 OWNED = owned_names({"X-Forwarded-User": "preferred_username", "X-Custom-Id": "oid"})
 
@@ -74,25 +75,32 @@ def test_host_then_longest_prefix() -> None:
               {"path": "/", "host": "*.example.com", "url": "http://d"},
               {"path": "/", "host": "x.example.com", "url": "http://e"})
     def host_of(host: str, path: str) -> str | None:
-        route = t.match(host, path)
+        route = t.lookup(host, path)
         return route.upstream.host if route else None
     assert host_of("other", "/apple") == "a"
     assert host_of("other", "/app") == "b"
     assert host_of("other", "/app/x") == "b"
     assert host_of("other", "/app/admin/y") == "c"
     assert host_of("y.example.com", "/app") == "d"
-    assert host_of("x.example.com:443", "/") == "e"
+    assert host_of("x.example.com", "/") == "e"
     assert host_of("evilexample.com", "/") == "a"
     assert host_of("example.com", "/") == "a"
 
 
 def test_unmatched_is_none() -> None:
-    assert table({"path": "/app", "url": "http://b"}).match("h", "/other") is None
+    assert table({"path": "/app", "url": "http://b"}).lookup("h", "/other") is None
 
 
 @pytest.mark.parametrize("raw,expected", [
     ("/a/../b", "/b"), ("/a/%2e%2e/b", "/b"), ("//a//b/", "/a/b/"), ("/a%2fb", "/a/b"),
     ("/", "/"), ("/x?q=/../y", "/x"),
+    # `\\` is `/` (IIS), `;params` end at the next `/` (Tomcat), all of them dropped
+    ("/admin\\secret", "/admin/secret"), ("/admin\\..\\y", "/y"),
+    ("/admin;x/secret", "/admin/secret"), ("/admin;x;y/secret", "/admin/secret"),
+    ("/admin;x/..;y/z", "/z"),
+    # nothing left, or no leading slash: still a path under "/"
+    ("", "/"), ("?x=1", "/"), (";x", "/"), ("a/b", "/a/b"),
+    ("//Xray/", "/Xray/"),  # only the doubled slash goes, not the letters after it
 ])
 def test_normalize_path(raw: str, expected: str) -> None:
     assert normalize_path(raw) == expected
@@ -113,12 +121,36 @@ def test_public_regex_ignores_query() -> None:
     assert route.is_public("/healthz")
     assert not route.is_public("/admin?x=/healthz")
     assert not route.is_public("/admin?/healthz")
+    # the query starts at the first "?": a later one is part of the query, not the path
+    assert is_plain_path("/healthz?a=?b") and route.is_public("/healthz?a=?b")
 
 
 def test_strip_prefix() -> None:
     route = table({"path": "/app", "url": "http://a", "strip_prefix": True}).routes[0]
     assert route.upstream_path("/app/x?y=1") == "/x?y=1"
     assert route.upstream_path("/app") == "/"
+    assert route.upstream_path("/app/x/y") == "/x/y"
+    assert route.upstream_path("/app/x?a=?b") == "/x?a=?b"  # the query starts at the first "?"
+    # The "/" route has no prefix to strip: the target goes upstream as sent, not normalized.
+    for path in ("/", "//"):
+        root = table({"path": path, "url": "http://a", "strip_prefix": True}).routes[0]
+        assert root.upstream_path("/a%2Fb;c?x") == "/a%2Fb;c?x"
+
+
+def test_the_upstream_url_path_is_joined_once() -> None:
+    # The upstream URL's own path (any trailing slash dropped) comes first, then the request's.
+    route = table({"path": "/app", "url": "http://a:81/base/X/", "strip_prefix": True}).routes[0]
+    assert route.upstream_target("/app/y?q") == "/base/X/y?q"
+    assert str(target_url(route, "/app/y?q")) == "http://a:81/base/X/y?q"
+    assert str(target_url(route, "/app/y?q", websocket=True)) == "ws://a:81/base/X/y?q"
+
+
+def test_a_prefix_is_matched_whole_and_labelled_with_its_host() -> None:
+    t = table({"path": "/", "url": "http://a"}, {"path": "/X/", "url": "http://x"},
+              {"path": "/x", "host": "Admin.Local", "url": "http://h"})
+    assert t.lookup("", "/X/y").upstream.host == "x"  # type: ignore[union-attr]
+    assert t.lookup("", "/Xy").upstream.host == "a"  # type: ignore[union-attr]
+    assert [r.name for r in t.routes] == ["/", "/X/", "admin.local/x"]  # logs, metrics
 
 
 ALICE = Identity(oid="o", tid="11111111-1111-4111-8111-111111111111",

@@ -31,6 +31,7 @@ from proxy.session.budget import MAX_CHUNKS
 from proxy.session.cookie_store import CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
 from proxy.session.store import Session
+from tests.test_route_index import path_matches
 
 FAST = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -387,8 +388,8 @@ def test_route_functions_never_raise(raw: str, host: str) -> None:
     is_plain_path(raw)
     for candidate in TABLE.routes:
         candidate.is_public(raw)
-    route = TABLE.match(host, normalized)
-    assert route is not None and route.matches_path(normalized)
+    route = TABLE.lookup(host, normalized)
+    assert route is not None and path_matches(route, normalized)
 
 
 @FAST

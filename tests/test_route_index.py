@@ -16,16 +16,34 @@ HOSTS = st.sampled_from(["", "h.test", "*.test", "*.h.test", "a.h.test", "*.a.h.
 ROUTES = st.lists(st.tuples(PREFIXES, HOSTS, st.booleans()), min_size=1, max_size=12)
 PATHS = st.lists(st.sampled_from(["a", "A", "b", "admin", "ADMIN", "x.y", "", "é", "İ", "i̇"]),
                  max_size=5).map(lambda s: "/" + "/".join(s))
-REQUEST_HOSTS = st.sampled_from(["h.test", "a.h.test", "b.a.h.test", "test", "other", ""])
+REQUEST_HOSTS = st.sampled_from(["h.test", "a.h.test", "b.a.h.test", "test", "other", "",
+                                  ".test", ".h.test", "xh.test", "h.testx", "x..h.test"])
+
+
+def host_matches(route: Route, host: str) -> bool:
+    """The reference host rule: none (any host), `*.domain` (a label, then the suffix), exact."""
+    if not route.host:
+        return True
+    if route.host.startswith("*."):
+        suffix = route.host[1:]
+        return host.endswith(suffix) and len(host) > len(suffix)
+    return host == route.host
+
+
+def path_matches(route: Route, path: str) -> bool:
+    """The reference prefix rule: the prefix itself, or it and a "/" (in any case unless
+    the route is case_sensitive)."""
+    under, path = (route.under, path) if route.case_sensitive else \
+        (route.under.lower(), path.lower())
+    return not under or path == under or path.startswith(under + "/")
 
 
 def scan(table: RouteTable, host: str, path: str) -> Route | None:
-    """The reference: every route tested, the most specific one kept."""
-    def rank(route: Route) -> tuple[int, int, int, bool, int]:
+    """The reference: every route tested, the most specific one kept (the first of equals)."""
+    def rank(route: Route) -> tuple[int, int, int, bool]:
         kind = 2 if not route.host else 1 if route.host.startswith("*.") else 0
-        return (kind, -len(route.host), -len(route.under), not route.case_sensitive,
-                route.index)
-    found = [r for r in table.routes if r.matches_host(host) and r.matches_path(path)]
+        return (kind, -len(route.host), -len(route.under), not route.case_sensitive)
+    found = [r for r in table.routes if host_matches(r, host) and path_matches(r, path)]
     return min(found, key=rank) if found else None
 
 

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
-from proxy.config import UpstreamConfig
+from proxy.config import AccessPolicyConfig, UpstreamConfig
 from proxy.errors import ConfigError
+from proxy.routes import RouteTable
 from proxy.upstream_client import BrokenAnswer, ConnectFailed, UpstreamPool
 from proxy.upstream_tls import tls_context, warn_insecure
 from tests.conftest import StackFactory
@@ -245,6 +246,10 @@ def test_unusable_tls_files_are_one_line_naming_the_key(tmp_path: Path) -> None:
             tls_context(upstream, "upstreams[0]")
         assert len(caught.value.problems) == 1
         assert caught.value.problems[0].startswith(f"upstreams[0].{key}: ")
+    # Built into the route table (a file gone since check-config), the line names the route.
+    with pytest.raises(ConfigError) as caught:
+        RouteTable((https(), https(ca_file=missing)), AccessPolicyConfig())
+    assert caught.value.problems[0].startswith("upstreams[1].ca_file: ")
 
 
 async def test_https_upstream_through_the_proxy(
@@ -252,13 +257,19 @@ async def test_https_upstream_through_the_proxy(
         serve_tls: Callable[[ssl.SSLContext], asyncio.Task[int]]) -> None:
     good = await serve_tls(private_pki.server_context(LOOPBACK))
     misnamed = await serve_tls(private_pki.server_context(x509.DNSName("other.example")))
+    named = await serve_tls(private_pki.server_context(x509.DNSName("app.internal")))
     ca = str(private_pki.ca_file)
     stack = await make_stack({"upstreams": [
         {"path": "/good", "url": f"https://127.0.0.1:{good}", "public": ["^/"], "ca_file": ca},
         {"path": "/misnamed", "url": f"https://127.0.0.1:{misnamed}", "public": ["^/"],
          "ca_file": ca},
+        # the route's server_name is the name checked (and sent as SNI), not the URL's host
+        {"path": "/named", "url": f"https://127.0.0.1:{named}", "public": ["^/"],
+         "ca_file": ca, "server_name": "app.internal"},
     ]})
     async with stack.client.get(stack.url + "/good/x") as resp:
         assert resp.status == 200 and await resp.read() == b"ok"
     async with stack.client.get(stack.url + "/misnamed/x") as resp:
         assert resp.status == 502
+    async with stack.client.get(stack.url + "/named/x") as resp:
+        assert resp.status == 200 and await resp.read() == b"ok"

@@ -73,6 +73,8 @@ def test_the_default_audience_names_the_route() -> None:
     assert route_audience(UpstreamConfig(url=url)) == "http://app.internal:8080"
     assert route_audience(UpstreamConfig(url=url, path="/app2/")) == \
         "http://app.internal:8080/app2"
+    assert route_audience(UpstreamConfig(url=url, path="/BOX/")) == \
+        "http://app.internal:8080/BOX"  # only the trailing slash goes
     assert route_audience(UpstreamConfig(url=url, path="/app2", host="A.example")) == \
         "http://app.internal:8080/app2?host=a.example"
     assert route_audience(UpstreamConfig(url=url, assertion_audience="urn:x")) == "urn:x"
