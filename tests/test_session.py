@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import time
 
 import pytest
+from itsdangerous import TimestampSigner
 
 from proxy.config import Secret, SessionConfig
 from proxy.errors import SessionTooLarge
@@ -12,7 +15,7 @@ from proxy.identity import Identity
 from proxy.session.budget import CHUNK_SIZE, MAX_CHUNKS, SESSION_MAX
 from proxy.session.cookie_store import CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
-from proxy.session.signing import LOGIN_SALT, app_salt, serializer
+from proxy.session.signing import LOGIN_SALT, VerifiedCookies, app_salt, serializer
 from proxy.session.store import Session
 
 OLD, NEW = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -178,3 +181,36 @@ async def test_verified_cookie_cache_is_per_store_and_exact() -> None:
     assert other.load_identity(jar) is None  # another secret never sees the first one's cache
     value = jar["azp_session"]
     assert store().load_identity({"azp_session": value + "x"}) is None
+
+
+def stamped(keys: list[str], payload: object, at: int) -> str:
+    """A cookie value signed with `keys` as if at the Unix second `at`."""
+    class At(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return at
+
+    signer = serializer(keys, "test")
+    signer.signer = At
+    return signer.dumps(payload)
+
+
+def test_verified_cookies_verify_once_and_hold_the_exact_max_age() -> None:
+    """A value is verified and accepted once, then served from the cache; itsdangerous
+    counts whole seconds (an age equal to max_age passes it) and accepts nothing signed in
+    the future only when given max_age: neither may outlive max_age."""
+    accepted: list[object] = []
+
+    def accept(payload: object) -> object:
+        accepted.append(payload)
+        return payload
+
+    cookies = VerifiedCookies(serializer([OLD], "test"), 61, accept)
+    fresh = stamped([OLD], "fresh", int(time.time()))
+    key = hashlib.sha256(fresh.encode()).digest()
+    assert key not in cookies
+    assert cookies.load(fresh) == "fresh" and cookies.load(fresh) == "fresh"
+    assert accepted == ["fresh"] and key in cookies
+    now = int(time.time())
+    assert cookies.load(stamped([OLD], "exactly max_age", now - 61)) is None
+    assert cookies.load(stamped([OLD], "from the future", now + 3600)) is None
+    assert cookies.load(stamped([NEW], "another key", now)) is None
