@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 
@@ -214,3 +215,37 @@ def test_verified_cookies_verify_once_and_hold_the_exact_max_age() -> None:
     assert cookies.load(stamped([OLD], "exactly max_age", now - 61)) is None
     assert cookies.load(stamped([OLD], "from the future", now + 3600)) is None
     assert cookies.load(stamped([NEW], "another key", now)) is None
+
+
+def refusal(states: LoginStates, state: str | None, jar: dict[str, str]) -> str:
+    with pytest.raises(LoginStateError) as info:
+        states.finish(state, jar)
+    return str(info.value)
+
+
+def test_login_state_refusals_say_why_in_full() -> None:
+    """Each reason is the sentence on the user's 400 page and in the log line."""
+    states = logins()
+    login, other = LoginState.new("/after"), LoginState.new("/other")
+    jar = as_jar(states.start(login, {}))
+    mine = jar[states.prefix + login.state]
+    assert refusal(states, "short", jar) == "the sign-in response has no valid state"
+    assert refusal(states, other.state, jar) == (
+        "no sign-in is pending in this browser (expired, already finished, or started in "
+        "another browser)")
+    assert refusal(states, login.state, {states.prefix + login.state: mine[:-4]}) == (
+        "the sign-in state is invalid or expired")
+    assert refusal(states, other.state, {states.prefix + other.state: mine}) == (
+        "the sign-in state does not match")
+    assert states.finish(login.state, jar) == login
+    assert refusal(states, login.state, jar) == "this sign-in response was already used"
+
+
+def test_new_login_state_is_three_disjoint_random_runs() -> None:
+    """State, nonce and PKCE verifier: 43, 43 and 46 base64url characters (RFC 7636 wants
+    43 to 128 of [A-Za-z0-9-._~]) cut from one 132-character run without padding, so no
+    character of one is also part of another."""
+    for _ in range(20):
+        login = LoginState.new("/t")
+        assert [len(login.state), len(login.nonce), len(login.verifier)] == [43, 43, 46]
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", login.state + login.nonce + login.verifier)
