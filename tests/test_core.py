@@ -90,6 +90,8 @@ def test_unmatched_is_none() -> None:
 @pytest.mark.parametrize("raw,expected", [
     ("/a/../b", "/b"), ("/a/%2e%2e/b", "/b"), ("//a//b/", "/a/b/"), ("/a%2fb", "/a/b"),
     ("/", "/"), ("/x?q=/../y", "/x"),
+    ("/admin\\secret", "/admin/secret"), ("/admin;a;b/secret", "/admin/secret"),
+    ("//X/y", "/X/y"), ("", "/"), (";x", "/"),
 ])
 def test_normalize_path(raw: str, expected: str) -> None:
     assert normalize_path(raw) == expected
@@ -116,6 +118,12 @@ def test_strip_prefix() -> None:
     route = table({"path": "/app", "url": "http://a", "strip_prefix": True}).routes[0]
     assert route.upstream_path("/app/x?y=1") == "/x?y=1"
     assert route.upstream_path("/app") == "/"
+    assert route.upstream_path("/APP/xyz/w") == "/xyz/w"  # cut by segments, whatever the case
+    assert route.upstream_path("/app/x?y=1?z=2") == "/x?y=1?z=2"  # the query starts at the first ?
+    kept = table({"path": "/app", "url": "http://a"}).routes[0]
+    assert kept.upstream_path("/app/x/../y?q") == "/app/x/../y?q"  # raw unless stripping
+    root = table({"path": "/", "url": "http://a", "strip_prefix": True}).routes[0]
+    assert root.upstream_path("/x/../y?q") == "/x/../y?q"  # nothing to strip from "/"
 
 
 ALICE = Identity(oid="o", tid="11111111-1111-4111-8111-111111111111",
