@@ -83,6 +83,13 @@ def test_host_then_longest_prefix() -> None:
     assert host_of("example.com", "/") == "a"
 
 
+def test_case_sensitive_prefix_matches_only_its_own_spelling() -> None:
+    t = table({"path": "/", "url": "http://a"}, {"path": "/app", "url": "http://b"},
+              {"path": "/App/Admin", "url": "http://c", "case_sensitive": True})
+    assert t.match("h", "/App/Admin/x").upstream.host == "c"  # type: ignore[union-attr]
+    assert t.match("h", "/app/admin/x").upstream.host == "b"  # type: ignore[union-attr]
+
+
 def test_unmatched_is_none() -> None:
     assert table({"path": "/app", "url": "http://b"}).match("h", "/other") is None
 
