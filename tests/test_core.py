@@ -87,6 +87,13 @@ def test_host_then_longest_prefix() -> None:
     assert host_of("example.com", "/") == "a"
 
 
+def test_case_sensitive_prefix_matches_only_its_own_spelling() -> None:
+    t = table({"path": "/", "url": "http://a"}, {"path": "/app", "url": "http://b"},
+              {"path": "/App/Admin", "url": "http://c", "case_sensitive": True})
+    assert t.lookup("h", "/App/Admin/x").upstream.host == "c"  # type: ignore[union-attr]
+    assert t.lookup("h", "/app/admin/x").upstream.host == "b"  # type: ignore[union-attr]
+
+
 def test_unmatched_is_none() -> None:
     assert table({"path": "/app", "url": "http://b"}).lookup("h", "/other") is None
 
@@ -101,6 +108,7 @@ def test_unmatched_is_none() -> None:
     # nothing left, or no leading slash: still a path under "/"
     ("", "/"), ("?x=1", "/"), (";x", "/"), ("a/b", "/a/b"),
     ("//Xray/", "/Xray/"),  # only the doubled slash goes, not the letters after it
+    ("/admin;a;b/secret", "/admin/secret"), ("//X/y", "/X/y"),
 ])
 def test_normalize_path(raw: str, expected: str) -> None:
     assert normalize_path(raw) == expected
@@ -131,6 +139,9 @@ def test_strip_prefix() -> None:
     assert route.upstream_path("/app") == "/"
     assert route.upstream_path("/app/x/y") == "/x/y"
     assert route.upstream_path("/app/x?a=?b") == "/x?a=?b"  # the query starts at the first "?"
+    assert route.upstream_path("/APP/xyz/w") == "/xyz/w"  # cut by segments, whatever the case
+    kept = table({"path": "/app", "url": "http://a"}).routes[0]
+    assert kept.upstream_path("/app/x/../y?q") == "/app/x/../y?q"  # raw unless stripping
     # The "/" route has no prefix to strip: the target goes upstream as sent, not normalized.
     for path in ("/", "//"):
         root = table({"path": path, "url": "http://a", "strip_prefix": True}).routes[0]

@@ -130,6 +130,11 @@ def test_a_tid_that_is_not_a_guid_is_refused_even_with_a_matching_iss(
     refused("the tid claim is missing or not a tenant GUID", signer, claims(tid=7))
 
 
+def test_an_issuer_not_of_the_tokens_tenant_is_refused(signer: rsa.RSAPrivateKey) -> None:
+    for iss in (f"{HOST}/{OTHER}/v2.0", f"https://sts.windows.net/{TENANT}/", ISSUER + "/"):
+        refused("the issuer (iss) does not match the tenant", signer, claims(iss=iss))
+
+
 def test_a_key_of_another_tenant_is_refused(signer: rsa.RSAPrivateKey) -> None:
     other = keyset(signer, {**KEY, "issuer": f"{HOST}/{OTHER}/v2.0"})
     refused("the signing key belongs to another issuer", signer, claims(), keys=other)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 import time
 
 import pytest
+from itsdangerous import TimestampSigner
 
 from proxy.config import Secret, SessionConfig
 from proxy.errors import SessionTooLarge
@@ -13,7 +16,7 @@ from proxy.identity import Identity
 from proxy.session.budget import CHUNK_SIZE, MAX_CHUNKS, SESSION_MAX
 from proxy.session.cookie_store import CookieStore
 from proxy.session.login_state import LoginState, LoginStateError, LoginStates
-from proxy.session.signing import LOGIN_SALT, app_salt, serializer
+from proxy.session.signing import LOGIN_SALT, VerifiedCookies, app_salt, serializer
 from proxy.session.store import Session, Tokens, tokens_from, with_upstream_token
 
 OLD, NEW = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -201,3 +204,70 @@ def test_the_upstream_token_survives_a_sign_in_refresh_and_a_record_round_trip()
     assert refreshed.upstream_scope == "api://x/.default"
     assert Tokens.from_dict(refreshed.to_dict()) == refreshed
     assert Tokens.from_dict({"at": "a", "rt": "r", "it": "i", "exp": 1}).upstream_token == ""
+
+
+def stamped(keys: list[str], payload: object, at: int) -> str:
+    """A cookie value signed with `keys` as if at the Unix second `at`."""
+    class At(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return at
+
+    signer = serializer(keys, "test")
+    signer.signer = At
+    return signer.dumps(payload)
+
+
+def test_verified_cookies_verify_once_and_hold_the_exact_max_age() -> None:
+    """A value is verified and accepted once, then served from the cache; itsdangerous
+    counts whole seconds (an age equal to max_age passes it) and accepts nothing signed in
+    the future only when given max_age: neither may outlive max_age."""
+    accepted: list[object] = []
+
+    def accept(payload: object) -> object:
+        accepted.append(payload)
+        return payload
+
+    cookies = VerifiedCookies(serializer([OLD], "test"), 61, accept)
+    fresh = stamped([OLD], "fresh", int(time.time()))
+    key = hashlib.sha256(fresh.encode()).digest()
+    assert key not in cookies
+    assert cookies.load(fresh) == "fresh" and cookies.load(fresh) == "fresh"
+    assert accepted == ["fresh"] and key in cookies
+    now = int(time.time())
+    assert cookies.load(stamped([OLD], "exactly max_age", now - 61)) is None
+    assert cookies.load(stamped([OLD], "from the future", now + 3600)) is None
+    assert cookies.load(stamped([NEW], "another key", now)) is None
+
+
+def refusal(states: LoginStates, state: str | None, jar: dict[str, str]) -> str:
+    with pytest.raises(LoginStateError) as info:
+        states.finish(state, jar)
+    return str(info.value)
+
+
+def test_login_state_refusals_say_why_in_full() -> None:
+    """Each reason is the sentence on the user's 400 page and in the log line."""
+    states = logins()
+    login, other = LoginState.new("/after"), LoginState.new("/other")
+    jar = as_jar(states.start(login, {}))
+    mine = jar[states.prefix + login.state]
+    assert refusal(states, "short", jar) == "the sign-in response has no valid state"
+    assert refusal(states, other.state, jar) == (
+        "no sign-in is pending in this browser (expired, already finished, or started in "
+        "another browser)")
+    assert refusal(states, login.state, {states.prefix + login.state: mine[:-4]}) == (
+        "the sign-in state is invalid")
+    assert refusal(states, other.state, {states.prefix + other.state: mine}) == (
+        "the sign-in state does not match")
+    assert states.finish(login.state, jar) == login
+    assert refusal(states, login.state, jar) == "this sign-in response was already used"
+
+
+def test_new_login_state_is_three_disjoint_random_runs() -> None:
+    """State, nonce and PKCE verifier: 43, 43 and 46 base64url characters (RFC 7636 wants
+    43 to 128 of [A-Za-z0-9-._~]) cut from one 132-character run without padding, so no
+    character of one is also part of another."""
+    for _ in range(20):
+        login = LoginState.new("/t")
+        assert [len(login.state), len(login.nonce), len(login.verifier)] == [43, 43, 46]
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", login.state + login.nonce + login.verifier)

@@ -19,7 +19,7 @@ HOSTILE = [
     "azp_session=forged; Path=/", "AZP_SESSION=forged; Path=/", "Azp_Session_0=x; Path=/",
     "azp_session_1=x", "azp_session_12=x; Max-Age=0", " azp_session =x",
     "azp_session_login_abc=x; Path=/callback", "azp_session=; Max-Age=0; Path=/",
-    "azp_session; Path=/",
+    "azp_session; Path=/", "azp_session; Path=/; Secure", "azp_session=forged==; Path=/",
 ]
 FRIENDLY = ["app=1; Path=/", "azp_sessionx=kept", "session=app-own; HttpOnly", "zazp_session=1"]
 
