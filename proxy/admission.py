@@ -29,7 +29,6 @@ from .headers import own_cookies
 from .oidc.bearer import bearer_token, identity_claims
 from .oidc.callers import caller_problem, calling_client
 from .oidc.graph import has_overage
-from .oidc.tokens import session_mismatch
 from .refresh import ensure_fresh
 from .routes import Route
 from .session.store import Session
@@ -91,7 +90,7 @@ async def _still_valid(request: web.Request, state: State, session: Session) -> 
     for this client_id and issuer, from a tenant still allowed. A reload, a restart or
     another proxy sharing the store cannot stretch an old session past today's rules."""
     identity = session.identity
-    reason = session_mismatch(state.config.azure, identity.aud, identity.iss, identity.tid)
+    reason = state.binding.mismatch(identity.aud, identity.iss, identity.tid)
     if reason is None and identity.email and not identity.email_vouched \
             and not state.claim_rules.trust_unverified_email:
         reason = "unverified-email-no-longer-trusted"  # sign in again: the email is dropped

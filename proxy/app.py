@@ -26,6 +26,7 @@ from .middleware import outer
 from .oidc.client import EntraClient, load_credential
 from .oidc.client_auth import ClientCredential
 from .oidc.credentials import CredentialError
+from .oidc.tokens import SessionBinding
 from .routes import RouteTable
 from .runner import CONNECTION_LIMITS, ConnectionLimits
 from .server_tls import ServerTls, new_context
@@ -80,6 +81,7 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
         policy=Policy.from_config(config.access),
         signer=signer,
         upstream_identity=IdentityHeaders(config.identity, signer, config.policy_groups),
+        binding=SessionBinding(config.azure),
     )
 
 

@@ -21,6 +21,7 @@ from .headers import Network, own_cookies
 from .identity import ClaimRules
 from .metrics import Metrics
 from .oidc.client import EntraClient
+from .oidc.tokens import SessionBinding
 from .routes import Route, RouteTable
 from .session.cookies import CookieSpec
 from .session.login_state import LoginStates
@@ -44,6 +45,7 @@ class State:
     policy: Policy  # the global [access] policy (routes may carry their own)
     signer: AssertionSigner | None  # the identity assertion ([identity] assertion_header)
     upstream_identity: IdentityHeaders  # what the upstream learns about the user
+    binding: SessionBinding  # is a stored session one this config would issue? (remembered)
 
 
 class StateCell:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import jwt
+from cachetools import LRUCache
 
 from ..config import CONSUMERS_TENANT_ID, AzureConfig
 from ..errors import LoginRejected
@@ -125,3 +126,21 @@ def session_mismatch(azure: AzureConfig, aud: str, iss: str, tid: str) -> str | 
     if not tenant_allowed(azure, tid):
         return "tenant-not-allowed"
     return None
+
+
+class SessionBinding:
+    """`session_mismatch` for one configuration, remembered: the answer depends only on the
+    config and a session's (aud, iss, tid), which all its sessions share, and every request
+    asks it (2 us and a UUID parse each time otherwise). A new config gets a new one."""
+
+    def __init__(self, azure: AzureConfig, size: int = 1024) -> None:
+        self.azure = azure
+        self._answers: LRUCache[tuple[str, str, str], str | None] = LRUCache(maxsize=size)
+
+    def mismatch(self, aud: str, iss: str, tid: str) -> str | None:
+        key = (aud, iss, tid)
+        try:
+            return self._answers[key]
+        except KeyError:
+            reason = self._answers[key] = session_mismatch(self.azure, aud, iss, tid)
+            return reason
