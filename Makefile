@@ -91,7 +91,8 @@ image-smoke:
 # Mutation testing (never part of `make test`: it takes tens of minutes on 2 cores). mutmut
 # mutates the security modules listed in pyproject.toml's [tool.mutmut] and runs the tests
 # that reach each mutated function; docs/mutation.md holds the counts and the equivalents.
-# One module: `make mutate MUTATE_ARGS='proxy.redirects*'`; survivors: `$(BIN)/mutmut results`,
+# One module: narrow only_mutate in a scratch copy of the tree (mutmut 3 crashes when given
+# mutant names); survivors: `$(BIN)/mutmut results`,
 # one mutant's diff: `$(BIN)/mutmut show NAME`. Work files go to mutants/ (git-ignored).
 .PHONY: mutate
 mutate: $(STAMP)
