@@ -542,7 +542,9 @@ def test_which_callers_count(api: ApiConfig, claims: dict[str, Any],
 def test_apps_pass_a_policy_only_where_allowed() -> None:
     app = Identity(oid="sp", tid=TENANT, roles=("Reader",), idtyp="app")
     assert not Policy().decide(app).allowed  # no rule still means "users", never apps
-    assert "app-only" in Policy(roles=frozenset({"Reader"})).decide(app).reason
+    refusal = Policy(roles=frozenset({"Reader"})).decide(app)
+    assert (refusal.allowed, refusal.reason) == (False, "app-only tokens (no user) are not "
+                                                        "allowed here")
     assert Policy.from_config(AccessPolicyConfig(allow_apps=True)).decide(app).allowed
     assert not Policy(roles=frozenset({"Admin"}), allow_apps=True).decide(app).allowed
     assert Policy().decide(replace(app, idtyp="user")).allowed

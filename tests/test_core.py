@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from proxy.authorize import Policy
+from proxy.authorize import Decision, Policy, guest_refusal
 from proxy.config import AccessPolicyConfig, UpstreamConfig
 from proxy.header_budget import fit_identity_headers
 from proxy.headers import (
@@ -19,6 +19,7 @@ from proxy.headers import (
 )
 from proxy.identity import Identity
 from proxy.routes import RouteTable, is_plain_path, normalize_path
+from proxy.step_up import StepUp
 from proxy.upstream import target_url
 
 OWNED = owned_names({"X-Forwarded-User": "preferred_username", "X-Custom-Id": "oid"})
@@ -185,6 +186,7 @@ def test_policy_and_across_kinds_or_within() -> None:
 BOB = Identity(oid="o2", tid="22222222-2222-4222-8222-222222222222",
                preferred_username="bob@contoso.com")  # no verified email at all
 ADMIN_TENANT = ("11111111-1111-4111-8111-111111111111",)
+OTHER_TID = "22222222-2222-4222-8222-222222222222"
 
 
 @pytest.mark.parametrize(("rules", "who", "reason"), [
@@ -213,6 +215,42 @@ def test_policy_allows_what_each_rule_lists() -> None:
                    "groups": ("G1",), "roles": ("Admin",), "tenants": ADMIN_TENANT}):
         decision = policy(**rules).decide(ALICE)
         assert (decision.allowed, decision.reason) == (True, "allowed"), rules
+
+
+def test_tenant_rule_ignores_the_case_of_the_guid() -> None:
+    tid = "72f988bf-86f1-41af-91ab-2d7cd011db47"  # hex letters: upper and lower differ
+    for rule, own in ((tid.upper(), tid), (tid, tid.upper())):
+        member = Identity(oid="o", tid=own)
+        assert policy(tenants=(rule,)).decide(member).allowed, (rule, own)
+
+
+def test_step_up_comes_from_the_access_config() -> None:
+    step_up = policy(auth_context=("c1", "c2"), max_auth_age=90.0, require_mfa=True).step_up
+    assert step_up == StepUp(("c1", "c2"), 90, True)
+
+
+GUEST_TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+NO_ACCT = "no acct claim to tell members from guests (add the acct optional claim)"
+GUEST = "guest accounts are not allowed (members_only)"
+
+
+@pytest.mark.parametrize(("tid", "extra", "reason"), [
+    (GUEST_TID, {}, NO_ACCT),  # Entra did not say: fail closed
+    (GUEST_TID, {"acct": "1"}, GUEST),
+    (GUEST_TID, {"acct": "0", "idp": f"https://sts.windows.net/{OTHER_TID}/"}, GUEST),
+    (GUEST_TID, {"acct": "0"}, None),  # a member: no idp
+    # idp naming the token's own tenant, in either case, is no guest
+    (GUEST_TID, {"acct": "0", "idp": f"https://sts.windows.net/{GUEST_TID.upper()}/"}, None),
+    (GUEST_TID.upper(), {"acct": "0", "idp": f"https://sts.windows.net/{GUEST_TID}/"}, None),
+])
+def test_members_only_refuses_guests_and_fails_closed(tid: str, extra: dict[str, str],
+                                                      reason: str | None) -> None:
+    who = Identity(oid="o", tid=tid, email="alice@contoso.com", extra=extra)
+    assert guest_refusal(who) == (Decision(False, reason) if reason else None)
+    for rules in ({}, {"emails": ("alice@contoso.com",)}):  # before and with the rules
+        decision = policy(members_only=True, **rules).decide(who)
+        assert (decision.allowed, decision.reason) == (not reason, reason or "allowed")
+        assert policy(**rules).decide(who).allowed  # members_only off: guests pass
 
 
 def test_domain_rule_needs_exactly_one_at() -> None:

@@ -18,11 +18,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from proxy.config import AzureConfig
+from proxy.config import CONSUMERS_TENANT_ID, AzureConfig
 from proxy.errors import LoginRejected
 from proxy.oidc.discovery import TEMPLATE, Metadata
 from proxy.oidc.jwks import KeySet
-from proxy.oidc.tokens import LEEWAY, tenant_allowed, validate_id_token
+from proxy.oidc.tokens import LEEWAY, session_mismatch, tenant_allowed, validate_id_token
 
 NOW = float(int(time.time()))  # pyjwt checks exp/iat with its own clock too: stay near it
 CLIENT = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -238,3 +238,25 @@ def test_tenant_allowed() -> None:
                          allowed_tenants=(TENANT.upper(),), allow_any_tenant=True)
     assert tenant_allowed(listed, TENANT) and tenant_allowed(listed, TENANT.upper())
     assert not tenant_allowed(listed, OTHER)  # a list wins over allow_any_tenant
+
+
+# --- a stored session against today's configuration (admission, every request) -------------
+
+def test_a_session_binds_client_issuer_and_tenant() -> None:
+    single = AzureConfig(client_id=CLIENT, tenant_id=TENANT.upper())
+    def iss(tid: str) -> str:
+        return f"{HOST}/{tid}/v2.0"
+    assert session_mismatch(single, CLIENT, iss(TENANT), TENANT) is None
+    assert session_mismatch(single, CLIENT, iss(TENANT).upper(), TENANT.upper()) is None
+    for aud in ("", "other", CLIENT + "x"):
+        assert session_mismatch(single, aud, iss(TENANT), TENANT) == "made-for-another-client-id"
+    for bad in ("", f"https://login.microsoftonline.us/{TENANT}/v2.0", iss(OTHER)):
+        assert session_mismatch(single, CLIENT, bad, TENANT) == "made-by-another-issuer"
+    assert session_mismatch(single, CLIENT, iss(OTHER), OTHER) == "made-for-another-tenant"
+    consumers = AzureConfig(client_id=CLIENT, tenant_id="Consumers")
+    msa = CONSUMERS_TENANT_ID.upper()
+    assert session_mismatch(consumers, CLIENT, iss(msa), msa) is None
+    assert session_mismatch(consumers, CLIENT, iss(TENANT), TENANT) == "made-for-another-tenant"
+    # organizations: any tenant's session is one it would issue, if the allow-list has it
+    assert session_mismatch(AZURE, CLIENT, iss(TENANT), TENANT) is None
+    assert session_mismatch(AZURE, CLIENT, iss(OTHER), OTHER) == "tenant-not-allowed"
