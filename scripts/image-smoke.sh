@@ -169,6 +169,10 @@ say "read-only root filesystem: /, /tmp and /etc/azure-auth-proxy refuse writes"
 podman healthcheck run "$name" >/dev/null || die "the image's HEALTHCHECK fails"
 say "HEALTHCHECK: healthy"
 
-podman logs "$name" 2>&1 | grep -q "azure-auth-proxy $VERSION listening" \
-  || die "no 'azure-auth-proxy $VERSION listening' line in the logs"
+# The startup event names the version it runs (text: `started version=X`; JSON:
+# `"event": "started", ... "version": "X"`).
+podman logs "$name" 2>&1 | grep -E 'started|"event": "started"' \
+  | grep -Eq "version=$VERSION( |\$)|\"version\": \"$VERSION\"" \
+  || die "no 'started' event with version $VERSION in the logs"
+say "startup event: started, version $VERSION"
 say "ok: $IMAGE ($VERSION)"
