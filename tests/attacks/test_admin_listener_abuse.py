@@ -39,16 +39,22 @@ async def test_a_web_page_cannot_revoke_through_the_loopback_listener(
     assert alive
 
 
+async def list_with_host(make_stack: StackFactory, redis_url: str, browsers: Browsers,
+                         host: str, **headers: str) -> tuple[int, Any]:
+    """GET /admin/sessions with Alice signed in, sent with this Host (`{port}`: the admin's)."""
+    p = await pair(make_stack, redis_url)
+    await signed_in(p, browsers, ALICE)
+    status, body, _ = await call("GET", p.admin + "/admin/sessions",
+                                 headers={"Host": host.format(port=URL(p.admin).port), **headers})
+    return status, body
+
+
 @pytest.mark.parametrize("host", ["rebound.evil.example", "rebound.evil.example:{port}",
                                   "127.0.0.1.nip.io:{port}", "localhost.evil.example",
                                   "[::2]:{port}", "10.0.0.1"])
 async def test_a_rebound_host_name_cannot_read_the_sessions(
         make_stack: StackFactory, redis_url: str, browsers: Browsers, host: str) -> None:
-    p = await pair(make_stack, redis_url)
-    await signed_in(p, browsers, ALICE)
-    port = URL(p.admin).port
-    status, body, _ = await call("GET", p.admin + "/admin/sessions",
-                                 headers={"Host": host.format(port=port)})
+    status, body = await list_with_host(make_stack, redis_url, browsers, host)
     leaked = body is not None and "sessions" in body
     tally("admin-dns-rebinding", refused=status == 403, crashed=status >= 500, reached=leaked)
     assert status == 403 and not leaked and body["error"] == "host-not-loopback"
@@ -58,12 +64,8 @@ async def test_a_rebound_host_name_cannot_read_the_sessions(
                                   "127.0.0.2", "[::1]:{port}", "[::ffff:127.0.0.1]:{port}"])
 async def test_loopback_names_and_scripts_still_work(
         make_stack: StackFactory, redis_url: str, browsers: Browsers, host: str) -> None:
-    p = await pair(make_stack, redis_url)
-    await signed_in(p, browsers, ALICE)
-    port = URL(p.admin).port
-    status, body, _ = await call("GET", p.admin + "/admin/sessions",
-                                 headers={"Host": host.format(port=port),
-                                          "Sec-Fetch-Site": "none"})  # typed in the bar
+    status, body = await list_with_host(make_stack, redis_url, browsers, host,
+                                        **{"Sec-Fetch-Site": "none"})  # typed in the bar
     assert status == 200 and [s["user"] for s in body["sessions"]] == [ALICE]
 
 

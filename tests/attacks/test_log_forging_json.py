@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 
 import pytest
-from yarl import URL
 
-from proxy.logs import JsonFormatter
 from tests.attacks.harness import tally
 from tests.conftest import Browsers, StackFactory
-from tests.flows.test_login_security import fetch, sign_in, start_login
+from tests.flows.test_login_security import error_callback, sign_in
+from tests.support.text_log import captured_json_log
 
 FAKE = '"}\n{"level": "info", "event": "login completed user=ceo@contoso.example"}'
 LURE = "x\r\n" + FAKE + "\x1b[2J\u2028\x00"
@@ -23,18 +21,8 @@ LURE = "x\r\n" + FAKE + "\x1b[2J\u2028\x00"
 
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
-    sink = io.StringIO()
-    handler = logging.StreamHandler(sink)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
+    with captured_json_log() as sink:
         yield sink
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 def events(log: str) -> list[dict[str, object]]:
@@ -44,10 +32,7 @@ def events(log: str) -> list[dict[str, object]]:
 async def test_a_callback_error_text_stays_in_its_json_event(
         make_stack: StackFactory, browsers: Browsers, json_log: io.StringIO) -> None:
     stack = await make_stack()
-    browser = browsers()
-    state = URL(await start_login(stack, browser)).query["state"]
-    hop = await fetch(browser, URL(stack.url + "/callback/azuread").with_query(
-        state=state, error=LURE, error_description="AADSTS50105: " + LURE))
+    hop = await error_callback(stack, browsers(), LURE, "AADSTS50105: " + LURE)
     stack.mock.faults.token_error = (400, {"error": LURE, "error_description": LURE})
     second = await sign_in(stack, browsers())
     log = json_log.getvalue()

@@ -28,16 +28,14 @@ from tests.support.token_upstream import (
 )
 
 token_upstream = support.token_upstream
+token_stack = support.token_stack
 BOB = "bob@contoso.example"
 MINE = "Bearer client-chosen.token.value"
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def stack(request: pytest.FixtureRequest, make_stack: StackFactory, redis_url: str,
-                token_upstream: tuple[TokenUpstream, str]) -> Stack:
-    made = await make_stack(token_config(token_upstream[1], request.param, redis_url))
-    register_api(made.mock)
-    return made
+@pytest.fixture
+def stack(token_stack: Stack) -> Stack:
+    return token_stack
 
 
 async def signed_in(stack: Stack, client: aiohttp.ClientSession, user: str) -> str:

@@ -140,6 +140,15 @@ async def start_login(stack: Stack, browser: aiohttp.ClientSession, path: str = 
     return hop.location
 
 
+async def error_callback(stack: Stack, browser: aiohttp.ClientSession, error: str,
+                         description: str) -> Hop:
+    """An error redirect to the callback that carries this browser's own state (the only way
+    past the state check), as a link an attacker sent would after a started sign-in."""
+    state = URL(await start_login(stack, browser)).query["state"]
+    return await fetch(browser, URL(stack.url + "/callback/azuread").with_query(
+        state=state, error=error, error_description=description))
+
+
 async def at_idp(stack: Stack, browser: aiohttp.ClientSession, authorize_url: str,
                  user: str = ALICE) -> str:
     """Let Entra sign `user` in: the callback URL it sends the browser to."""

@@ -22,6 +22,7 @@ from tests.conftest import ALICE, Browsers, Stack, StackFactory
 from tests.flows.test_login_security import (
     Hop,
     at_idp,
+    error_callback,
     fetch,
     give_cookie,
     login_cookie,
@@ -187,11 +188,8 @@ async def test_a_forged_error_redirect_shows_none_of_its_text(
     # With the browser's own state (the only way past the state check), a link's error text
     # reaches the log (escaped there) but the page shows our words only.
     stack = await make_stack()
-    browser = browsers()
-    state = URL(await start_login(stack, browser)).query["state"]
-    hop = await fetch(browser, URL(stack.url + "/callback/azuread").with_query(
-        state=state, error="access_denied",
-        error_description="AADSTS50105: Call +1 555 0100 and read your password to us."))
+    hop = await error_callback(stack, browsers(), "access_denied",
+                               "AADSTS50105: Call +1 555 0100 and read your password to us.")
     assert hop.status == 403
     assert "555 0100" not in hop.text and "password" not in hop.text
     assert "Your account is not assigned to this application" in hop.text

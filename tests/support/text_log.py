@@ -1,4 +1,4 @@
-"""The proxy's own text log format, captured in memory for a test."""
+"""The proxy's own log formats (text or JSON), captured in memory for a test."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from proxy.logs import TextFormatter
+from proxy.logs import JsonFormatter, TextFormatter
 
 
 @contextmanager
-def captured_text_log(logger: str = "") -> Iterator[io.StringIO]:
-    """Lines `logger` (default: the root) writes at INFO and up, formatted as
-    `log_format = "text"` formats them."""
+def captured_log(formatter: logging.Formatter, logger: str = "") -> Iterator[io.StringIO]:
+    """Lines `logger` (default: the root) writes at INFO and up, in `formatter`'s format."""
     sink = io.StringIO()
     handler = logging.StreamHandler(sink)
-    handler.setFormatter(TextFormatter())
+    handler.setFormatter(formatter)
     target = logging.getLogger(logger or None)
     level = target.level
     target.addHandler(handler)
@@ -26,3 +25,17 @@ def captured_text_log(logger: str = "") -> Iterator[io.StringIO]:
     finally:
         target.removeHandler(handler)
         target.setLevel(level)
+
+
+@contextmanager
+def captured_text_log(logger: str = "") -> Iterator[io.StringIO]:
+    """Lines `logger` writes, formatted as `log_format = "text"` formats them."""
+    with captured_log(TextFormatter(), logger) as sink:
+        yield sink
+
+
+@contextmanager
+def captured_json_log(logger: str = "") -> Iterator[io.StringIO]:
+    """Lines `logger` writes, formatted as `log_format = "json"` formats them."""
+    with captured_log(JsonFormatter(), logger) as sink:
+        yield sink

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.mock_entra import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, MockEntra
 from proxy.mock_entra.users import MockClient
-from tests.conftest import ALICE, Stack
+from tests.conftest import ALICE, Stack, StackFactory
 
 API_ID = "a9100000-0000-4000-8000-0000000a9100"  # the upstream API's app registration
 API_URI = "api://grafana.contoso.example"
@@ -93,6 +93,15 @@ async def token_upstream(mock_server: tuple[MockEntra, str]
     await server.start_server()
     yield upstream, str(server.make_url("")).rstrip("/")
     await server.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def token_stack(request: pytest.FixtureRequest, make_stack: StackFactory, redis_url: str,
+                      token_upstream: tuple[TokenUpstream, str]) -> Stack:
+    """A proxy whose route gets the API token (memory and Redis stores), the API registered."""
+    made = await make_stack(token_config(token_upstream[1], request.param, redis_url))
+    register_api(made.mock)
+    return made
 
 
 def api_grants(mock: MockEntra) -> int:
