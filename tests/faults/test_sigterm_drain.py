@@ -40,7 +40,7 @@ def refuses_connections(port: int) -> bool:
         return True
     except ConnectionResetError:
         # Caught in the listening socket's backlog as it closed: the kernel resets what the
-        # server never accepted. Not accepting either (CI met it once in ~50 runs).
+        # server never accepted. Not accepting either (a CI run met it once).
         return True
 
 
