@@ -82,6 +82,7 @@ def build_state(config: Config, *, idp_http: aiohttp.ClientSession,
         signer=signer,
         upstream_identity=IdentityHeaders(config.identity, signer, config.policy_groups),
         binding=SessionBinding(config.azure),
+        scheme=config.server.origin.scheme,
     )
 
 

@@ -17,16 +17,13 @@ from .admission import admit
 from .authorize import Policy
 from .config import AccessPolicyConfig
 from .errors import AccessDenied, BadRequest, Unauthenticated
-from .header_budget import ALL_GROUPS, GroupsFilter, line_bytes
-from .headers import OVERFLOW_SUFFIX, clean_value, peer_trusted
-from .identity import Identity, join_list
+from .headers import peer_trusted
 from .pages import NO_STORE
-from .request_target import resolve
+from .request_target import route_of
 from .routes import Route
 from .state import REQUEST_ID, ROUTE, State, get_state
 
 log = logging.getLogger("proxy.auth")
-GROUPS = "X-Auth-Request-Groups"
 
 
 def original_request(request: web.Request, state: State) -> tuple[str, str]:
@@ -65,37 +62,16 @@ def ingress_policy(query: MultiMapping[str]) -> Policy | None:
     return Policy.from_config(AccessPolicyConfig(emails=emails, groups=groups))
 
 
-def auth_request_headers(identity: Identity, groups: GroupsFilter = ALL_GROUPS,
-                         max_line: int = 4096) -> dict[str, str]:
-    """oauth2-proxy's answer headers, cleaned like forwarded identity headers: no control
-    characters (CR/LF would make aiohttp fail the answer: nginx shows a 500), and groups
-    joined unambiguously (identity.join_list), as identity.groups_filter lets them through.
-    Groups too long for one `max_line` line are left out and marked -Overflow (an ingress
-    copies one header value: a split list would reach the app cut short)."""
-    headers = {
-        "X-Auth-Request-User": identity.user,
-        "X-Auth-Request-Email": identity.email,
-        "X-Auth-Request-Groups": join_list(tuple(clean_value(g) for g in
-                                                 groups.apply(identity.groups))),
-        "X-Auth-Request-Preferred-Username": identity.preferred_username,
-    }
-    out = {k: clean for k, v in headers.items() if (clean := clean_value(v))}
-    if line_bytes(GROUPS, out.get(GROUPS, "")) > max_line:
-        del out[GROUPS]
-        out[GROUPS + OVERFLOW_SUFFIX] = "true"
-    return out
-
-
 async def check(request: web.Request) -> web.Response:
     state = get_state(request)
     host, raw_path = original_request(request, state)
     route: Route | None = None
     refused: BadRequest | None = None  # a path or host the gateway would refuse with 400
     try:
-        route = resolve(state.routes, [host], raw_path, state.config.server.origin.scheme).route
+        route = route_of(state.routes, [host], raw_path, state.scheme)
     except BadRequest as exc:
         refused = exc
-    asked = ingress_policy(request.query)
+    asked = ingress_policy(request.query) if request.query_string else None
     if route is not None:
         request[ROUTE] = route
         if route.pass_authorization and "Authorization" in request.headers:
@@ -119,9 +95,9 @@ async def check(request: web.Request) -> web.Response:
                         route.name if route else "-", decision.reason)
             raise AccessDenied(f"You are signed in as {session.identity.user}, but "
                                f"{decision.reason}.")
-    answer = auth_request_headers(session.identity, state.upstream_identity.groups_filter,
-                                  state.config.identity.max_header_bytes)
-    headers: CIMultiDict[str] = CIMultiDict({**answer, **NO_STORE})
+    # oauth2-proxy's X-Auth-Request-* answer, built once per identity (upstream_identity.py)
+    headers: CIMultiDict[str] = CIMultiDict(state.upstream_identity.auth_answer(session.identity))
+    headers.extend(NO_STORE)
     # The same identity headers a forwarded request gets. Entra's tokens and the assertion
     # only go to a trusted forward-auth peer: anyone else may be a browser, where any
     # script of the app could read them from this answer. Each header on one line: an

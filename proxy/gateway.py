@@ -43,7 +43,7 @@ async def send_to_sign_in(request: web.Request, state: State,
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
-    route = route_request(request, state.routes, state.config.server.origin.scheme)
+    route = route_request(request, state.routes, state.scheme)
     if route is None:
         raise NotFound("No application is configured at this address.")
     request[ROUTE] = route
@@ -78,7 +78,7 @@ def outgoing_headers(request: web.Request, state: State, route: Route) -> CIMult
     headers = upstream_headers(
         request.headers, owned=state.owned_headers, cookie_prefix=state.sessions.name,
         peer=peer, peer_is_trusted=peer_trusted(peer, state.trusted),
-        scheme=state.config.server.origin.scheme, request_id=request[REQUEST_ID],
+        scheme=state.scheme, request_id=request[REQUEST_ID],
         forwarded_host=forwarded_host(request))
     if route.pass_authorization:
         headers.popall("Authorization", None)

@@ -52,19 +52,29 @@ class Target:
 def resolve(routes: RouteTable, hosts: list[str], raw_path: str, scheme: str) -> Target:
     """The one entry point: the request's normalized host and its route, or a 400.
     `hosts` are the request's Host header values; `scheme` the proxy's public one."""
-    if len(hosts) > 1:
-        raise AmbiguousRequest("The request carries more than one Host header.")
-    value = hosts[0].strip() if hosts else ""  # an empty Host names no host, like none
-    host, authority = normal_host(value, scheme) if value else ("", "")
+    host, authority = _one_host(hosts, scheme)
     return Target(route_for(routes, host, raw_path), host, authority)
 
 
+def route_of(routes: RouteTable, hosts: list[str], raw_path: str, scheme: str) -> Route | None:
+    """`resolve`'s route alone (forward auth's: /oauth2/auth is as hot as the gateway)."""
+    return route_for(routes, _one_host(hosts, scheme)[0], raw_path)
+
+
 def route_request(request: web.Request, routes: RouteTable, scheme: str) -> Route | None:
-    """`resolve` for a request the proxy forwards; its normalized Host is kept for
-    `forwarded_host` (X-Forwarded-Host, and Host under preserve_host)."""
-    target = resolve(routes, request.headers.getall("Host", []), request.raw_path, scheme)
-    request[AUTHORITY] = target.authority
-    return target.route
+    """`resolve` for a request the proxy forwards (without its Target: this runs on every
+    request); its normalized Host is kept for `forwarded_host` (X-Forwarded-Host, and Host
+    under preserve_host)."""
+    host, authority = _one_host(request.headers.getall("Host", ()), scheme)
+    request[AUTHORITY] = authority
+    return route_for(routes, host, request.raw_path)
+
+
+def _one_host(hosts: list[str] | tuple[str, ...], scheme: str) -> tuple[str, str]:
+    if len(hosts) > 1:
+        raise AmbiguousRequest("The request carries more than one Host header.")
+    value = hosts[0].strip() if hosts else ""  # an empty Host names no host, like none
+    return normal_host(value, scheme) if value else ("", "")
 
 
 def forwarded_host(request: web.Request) -> str | None:

@@ -162,6 +162,9 @@ class _Prefixes:
         self.longest = max(self.longest, len(key))
 
     def find(self, path: str) -> Route | None:
+        if not self.longest:  # only "/" routes (one upstream): no prefix to look for
+            exact = self.exact.get("")
+            return exact if exact is not None else self.folded.get("")
         found = _longest(self.folded, path.lower(), self.longest) if self.folded else None
         if self.exact:
             exact = _longest(self.exact, path, self.longest)

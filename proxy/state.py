@@ -46,6 +46,7 @@ class State:
     signer: AssertionSigner | None  # the identity assertion ([identity] assertion_header)
     upstream_identity: IdentityHeaders  # what the upstream learns about the user
     binding: SessionBinding  # is a stored session one this config would issue? (remembered)
+    scheme: str  # public_url's ("http" or "https"): parsed once, read on every request
 
 
 class StateCell:

@@ -20,9 +20,10 @@ from multidict import CIMultiDict
 from .assertion import AssertionSigner
 from .config import IdentityConfig
 from .easy_auth import PRINCIPAL, encode_principal, principal_headers, token_headers
-from .header_budget import GroupsFilter, fit_identity_headers, line_bytes
+from .header_budget import ALL_GROUPS, GroupsFilter, fit_identity_headers, line_bytes
+from .headers import OVERFLOW_SUFFIX, clean_value
 from .hot_cache import HotCache
-from .identity import Identity
+from .identity import Identity, join_list
 from .session.store import Session
 
 CACHE_SIZE = 4096  # (identity, upstream) pairs; each a handful of short strings
@@ -32,6 +33,29 @@ log = logging.getLogger("proxy.identity")
 
 _Key = tuple[int, str, bool]  # (id of the identity, audience, one_line)
 _Entry = tuple[Identity, list[tuple[str, str]], float, float]  # (.., built, until)
+_AUTH_ANSWER = "\n"  # the audience slot of /oauth2/auth's answer (no audience has a newline)
+GROUPS = "X-Auth-Request-Groups"
+
+
+def auth_request_headers(identity: Identity, groups: GroupsFilter = ALL_GROUPS,
+                         max_line: int = 4096) -> list[tuple[str, str]]:
+    """oauth2-proxy's answer headers, cleaned like forwarded identity headers: no control
+    characters (CR/LF would make aiohttp fail the answer: nginx shows a 500), and groups
+    joined unambiguously (identity.join_list), as identity.groups_filter lets them through.
+    Groups too long for one `max_line` line are left out and marked -Overflow (an ingress
+    copies one header value: a split list would reach the app cut short)."""
+    headers = {
+        "X-Auth-Request-User": identity.user,
+        "X-Auth-Request-Email": identity.email,
+        "X-Auth-Request-Groups": join_list(tuple(clean_value(g) for g in
+                                                 groups.apply(identity.groups))),
+        "X-Auth-Request-Preferred-Username": identity.preferred_username,
+    }
+    out = {k: clean for k, v in headers.items() if (clean := clean_value(v))}
+    if line_bytes(GROUPS, out.get(GROUPS, "")) > max_line:
+        del out[GROUPS]
+        out[GROUPS + OVERFLOW_SUFFIX] = "true"
+    return list(out.items())
 
 
 class IdentityHeaders:
@@ -62,6 +86,18 @@ class IdentityHeaders:
             headers["X-Forwarded-Id-Token"] = tokens.id_token
         if config.easy_auth and config.easy_auth_tokens:
             headers.extend(token_headers(tokens))  # after the (cached) principal headers
+
+    def auth_answer(self, identity: Identity) -> list[tuple[str, str]]:
+        """`auth_request_headers` for /oauth2/auth, built once per identity like the rest
+        (the groups filter, cleaning and joining were a tenth of that answer's work)."""
+        key = (id(identity), _AUTH_ANSWER, True)
+        now = time.time()
+        entry = self._built.get(key, now)
+        if entry is not None and entry[0] is identity and entry[2] <= now < entry[3]:
+            return entry[1]
+        pairs = auth_request_headers(identity, self.groups_filter, self._config.max_header_bytes)
+        self._built.put(key, (identity, pairs, now, now + REBUILD_AFTER), now)
+        return pairs
 
     def _static(self, identity: Identity, audience: str | None,
                 one_line: bool = False) -> list[tuple[str, str]]:
