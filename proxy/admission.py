@@ -32,7 +32,7 @@ from .oidc.graph import has_overage
 from .refresh import ensure_fresh
 from .routes import Route
 from .session.store import Session
-from .state import COOKIES, REQUEST_ID, TENANT, USER, State, session_cookies
+from .state import EXCHANGE, REQUEST_ID, State, session_cookies
 from .step_up import MEANING
 
 log = logging.getLogger("proxy.auth")
@@ -67,8 +67,8 @@ async def admit(request: web.Request, state: State, route: Route | None,
         if session is None:
             raise SignInRequired(gate.missing)
     identity = session.identity
-    request[USER] = identity.user
-    request[TENANT] = identity.tid
+    exchange = request[EXCHANGE]
+    exchange.user, exchange.tenant = identity.user, identity.tid
     if gate.authorize:
         policy = route.policy if route else state.policy
         decision = policy.decide(identity)
@@ -98,7 +98,7 @@ async def _still_valid(request: web.Request, state: State, session: Session) -> 
         return
     log.warning("session refused request_id=%s user=%s reason=%s", request[REQUEST_ID],
                 identity.user, reason)
-    request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
+    request[EXCHANGE].cookies.extend(await state.sessions.clear(session_cookies(request)))
     if reason == "tenant-not-allowed":  # the answer a fresh sign-in would get
         raise AccessDenied("Accounts from your organization (tenant) may not use this service.")
     raise SignInRequired("Sign in again: your session was made under other settings.")
@@ -109,7 +109,7 @@ async def _fresh(request: web.Request, state: State, session: Session) -> Sessio
     fresh = await ensure_fresh(session, state.sessions, state.entra,
                                state.config.session.refresh, state.claim_rules)
     if fresh is None:
-        request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
+        request[EXCHANGE].cookies.extend(await state.sessions.clear(session_cookies(request)))
     return fresh
 
 

@@ -21,7 +21,7 @@ from .headers import peer_trusted
 from .pages import NO_STORE
 from .request_target import route_of
 from .routes import Route
-from .state import REQUEST_ID, ROUTE, State, get_state
+from .state import EXCHANGE, REQUEST_ID, State, get_state
 
 log = logging.getLogger("proxy.auth")
 
@@ -73,7 +73,7 @@ async def check(request: web.Request) -> web.Response:
         refused = exc
     asked = ingress_policy(request.query) if request.query_string else None
     if route is not None:
-        request[ROUTE] = route
+        request[EXCHANGE].route = route
         if route.pass_authorization and "Authorization" in request.headers:
             # The app trusts Authorization, and here the ingress, not the proxy, forwards
             # the request: with a yes, the client's own header (a token of its choosing, or

@@ -15,7 +15,7 @@ from .request_kind import is_navigation
 from .request_target import forwarded_host, route_request
 from .routes import Route
 from .signin import begin_login, redirect
-from .state import REQUEST_ID, ROUTE, State, get_state
+from .state import EXCHANGE, REQUEST_ID, State, get_state
 from .upstream import forward
 from .upstream_token import upstream_token
 
@@ -46,7 +46,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     route = route_request(request, state.routes, state.scheme)
     if route is None:
         raise NotFound("No application is configured at this address.")
-    request[ROUTE] = route
+    request[EXCHANGE].route = route
     if route.is_public(request.raw_path):
         return await forward(request, route, outgoing_headers(request, state, route),
                              state.upstream_http, state.upstream_pool)

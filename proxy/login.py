@@ -28,11 +28,9 @@ from .session.login_state import LoginStateError
 from .session.store import Session, tokens_from
 from .signin import begin_login, cookie_deletes, end_session, redirect, signed_out_page
 from .state import (
-    COOKIES,
+    EXCHANGE,
     METRICS,
     REQUEST_ID,
-    TENANT,
-    USER,
     State,
     get_state,
     session_cookies,
@@ -104,7 +102,7 @@ async def _complete_login(request: web.Request) -> web.Response:
     query = request.query
     try:
         login = state.logins.finish(query.get("state"), session_cookies(request))
-        request[COOKIES].append(state.logins.clear(login.state))
+        request[EXCHANGE].cookies.append(state.logins.clear(login.state))
     except LoginStateError as exc:
         # Without our state, an error= text is anyone's words: show none of it.
         raise BadRequest(f"Sign-in could not be completed: {exc}. Please start again.",
@@ -139,13 +137,13 @@ async def _complete_login(request: web.Request) -> web.Response:
     identity = await _with_earned_proof(request, state, identity)
     kept = tokens_from(tokens) if state.sessions.server_side else None
     try:
-        request[COOKIES].extend(await state.sessions.save(Session(identity, tokens=kept),
+        request[EXCHANGE].cookies.extend(await state.sessions.save(Session(identity, tokens=kept),
                                                           session_cookies(request)))
     except SessionTooLarge as exc:
         exc.context.update(reason="session-too-large-for-cookie", user=identity.user)
         raise
-    request[USER] = identity.user
-    request[TENANT] = identity.tid
+    exchange = request[EXCHANGE]
+    exchange.user, exchange.tenant = identity.user, identity.tid
     log.info("login completed request_id=%s user=%s tid=%s", request[REQUEST_ID],
              identity.user, identity.tid)
     return redirect(login.target)
@@ -183,7 +181,7 @@ async def frontchannel_logout(request: web.Request) -> web.Response:
     ended = await state.sessions.end_sid(sid)
     session = await state.sessions.load(session_cookies(request))
     if session is None or session.identity.sid == sid:
-        request[COOKIES].extend(cookie_deletes(request, state.sessions.name))
+        request[EXCHANGE].cookies.extend(cookie_deletes(request, state.sessions.name))
     log.info("front-channel logout request_id=%s sessions_ended=%d", request[REQUEST_ID], ended)
     return web.Response(text="", headers=NO_STORE)
 

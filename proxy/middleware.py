@@ -14,20 +14,7 @@ from .headers import Network, peer_trusted
 from .logs import fields
 from .pages import error_response
 from .session.cookies import CookieSpec
-from .state import (
-    AUTHORITY,
-    COOKIES,
-    METRICS,
-    REQUEST_ID,
-    ROUTE,
-    STATE,
-    TENANT,
-    UPSTREAM_STATUS,
-    UPSTREAM_TIME,
-    USER,
-    StateCell,
-    get_state,
-)
+from .state import EXCHANGE, METRICS, REQUEST_ID, STATE, Exchange, StateCell, get_state
 
 access_log = logging.getLogger("proxy.access")
 log = logging.getLogger("proxy")
@@ -88,18 +75,18 @@ def _bytes_sent(request: web.Request, response: web.StreamResponse | None) -> in
     return (response.content_length or 0) if isinstance(response, web.Response) else 0
 
 
-def _access(request: web.Request, cell: StateCell, response: web.StreamResponse | None,
-            status: int, elapsed: float) -> None:
-    route = request.get(ROUTE)
-    upstream_time = request.get(UPSTREAM_TIME)
+def _access(request: web.Request, exchange: Exchange, cell: StateCell,
+            response: web.StreamResponse | None, status: int, elapsed: float) -> None:
+    route = exchange.route
+    upstream_time = exchange.upstream_time
     access_log.info("access", extra=fields(
         request_id=request[REQUEST_ID], method=request.method,
-        host=request.get(AUTHORITY) or request.headers.get("Host", "")[:260],
+        host=exchange.authority or request.headers.get("Host", "")[:260],
         path=request.path[:512], status=status, duration_ms=round(elapsed * 1000, 1),
-        bytes=_bytes_sent(request, response), user=request.get(USER),
-        tenant=request.get(TENANT), client=client_address(request, cell.current.trusted),
+        bytes=_bytes_sent(request, response), user=exchange.user,
+        tenant=exchange.tenant, client=client_address(request, cell.current.trusted),
         user_agent=request.headers.get("User-Agent", "")[:256] or None,
-        route=route.name if route else None, upstream_status=request.get(UPSTREAM_STATUS),
+        route=route.name if route else None, upstream_status=exchange.upstream_status,
         upstream_ms=None if upstream_time is None else round(upstream_time * 1000, 1)))
 
 
@@ -113,7 +100,7 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     cell = app[STATE]
     cell.inflight += 1
     request[REQUEST_ID] = _request_id(request, cell)
-    request[COOKIES] = []
+    request[EXCHANGE] = exchange = Exchange()
     status = 500
     response: web.StreamResponse | None = None
     try:
@@ -134,7 +121,7 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = error_response(request, ProxyError())
         status = response.status
         if not response.prepared:
-            apply_cookies(request, response, request[COOKIES])
+            apply_cookies(request, response, exchange.cookies)
             response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
             # Ours, or an upstream's that sent none: never aiohttp's default, which names
             # the Python and aiohttp versions. An upstream's own Server is left as it is.
@@ -142,9 +129,9 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     finally:
         cell.inflight -= 1
-        route = request.get(ROUTE)
+        route = exchange.route
         label = route.name if route else _endpoint(request)
         elapsed = time.monotonic() - started
         app[METRICS].observe(label, status, elapsed)
         if cell.current.config.server.access_log and access_log.isEnabledFor(logging.INFO):
-            _access(request, cell, response, status, elapsed)
+            _access(request, exchange, cell, response, status, elapsed)

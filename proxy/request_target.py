@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .errors import BadRequest
 from .routes import Route, RouteTable, normalize_path
-from .state import AUTHORITY
+from .state import EXCHANGE
 
 # A path none of whose readings can differ: printable ASCII without %, \ or ;, no segment
 # ending in "." (".", "..", "admin."), no empty segment. The common case: no further work.
@@ -66,7 +66,7 @@ def route_request(request: web.Request, routes: RouteTable, scheme: str) -> Rout
     request); its normalized Host is kept for `forwarded_host` (X-Forwarded-Host, and Host
     under preserve_host)."""
     host, authority = _one_host(request.headers.getall("Host", ()), scheme)
-    request[AUTHORITY] = authority
+    request[EXCHANGE].authority = authority
     return route_for(routes, host, request.raw_path)
 
 
@@ -79,7 +79,7 @@ def _one_host(hosts: list[str] | tuple[str, ...], scheme: str) -> tuple[str, str
 
 def forwarded_host(request: web.Request) -> str | None:
     """The normalized Host of a request `route_request` admitted (None before that)."""
-    return request.get(AUTHORITY)
+    return request[EXCHANGE].authority
 
 
 def normal_host(value: str, scheme: str) -> tuple[str, str]:

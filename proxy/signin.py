@@ -18,7 +18,7 @@ from .session.budget import MAX_TARGET
 from .session.cookies import CookieSpec, session_cookie_names
 from .session.login_state import LoginState
 from .session.store import Session
-from .state import COOKIES, METRICS, REQUEST_ID, State, get_state, session_cookies
+from .state import EXCHANGE, METRICS, REQUEST_ID, State, get_state, session_cookies
 from .step_up import StepUp
 
 log = logging.getLogger("proxy.auth")
@@ -48,7 +48,7 @@ async def begin_login(request: web.Request, target: str,
         log.warning("login not started request_id=%s reason=%s", request[REQUEST_ID],
                     exc.public)
         raise
-    request[COOKIES].extend(state.logins.start(login, session_cookies(request)))
+    request[EXCHANGE].cookies.extend(state.logins.start(login, session_cookies(request)))
     request.app[METRICS].logins.labels("started", "").inc()
     log.info("login started request_id=%s", request[REQUEST_ID])
     return redirect(url)
@@ -75,12 +75,12 @@ async def end_session(request: web.Request, target: str | None,
     session = None
     try:
         session = await state.sessions.load(session_cookies(request))
-        request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
+        request[EXCHANGE].cookies.extend(await state.sessions.clear(session_cookies(request)))
     except StoreUnavailable:
         # The cookie goes regardless; the record expires on its own.
         log.warning("sign-out could not reach the session store request_id=%s",
                     request[REQUEST_ID])
-        request[COOKIES].extend(cookie_deletes(request, state.sessions.name))
+        request[EXCHANGE].cookies.extend(cookie_deletes(request, state.sessions.name))
     if state.config.azure.federated_logout:
         return redirect(await _entra_logout_url(request, session))
     server = state.config.server

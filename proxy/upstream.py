@@ -18,7 +18,7 @@ from yarl import URL
 from .errors import BadRequest, ClientTimeout, UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
-from .state import AUTHORITY, METRICS, STATE, UPSTREAM_STATUS, UPSTREAM_TIME
+from .state import EXCHANGE, METRICS, STATE
 from .upstream_client import UpstreamClientError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("proxy.upstream")
@@ -59,7 +59,7 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
                   http: aiohttp.ClientSession, pool: UpstreamPool) -> web.StreamResponse:
     if not route.preserve_host:
         headers["Host"] = route.upstream.raw_authority
-    elif authority := request.get(AUTHORITY) or request.host:
+    elif authority := request[EXCHANGE].authority or request.host:
         headers["Host"] = authority  # normalized: the Host the route was chosen on
     if is_websocket(request):
         return await _websocket(request, route, headers, http)
@@ -87,8 +87,9 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
         if exc.kind == "client_timeout":
             raise ClientTimeout("The request body stopped arriving.") from None
         raise UpstreamUnavailable(f"The app behind {route.name} is unreachable.") from None
-    request[UPSTREAM_TIME] = time.monotonic() - started  # to the response head
-    request[UPSTREAM_STATUS] = upstream.status
+    exchange = request[EXCHANGE]
+    exchange.upstream_time = time.monotonic() - started  # to the response head
+    exchange.upstream_status = upstream.status
     try:
         return await _answer(request, route, upstream, timeout)
     finally:
@@ -177,8 +178,9 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
     except aiohttp.ClientError:
         raise UpstreamUnavailable(f"The app behind {route.name} refused the WebSocket.") \
             from None
-    request[UPSTREAM_TIME] = time.monotonic() - started
-    request[UPSTREAM_STATUS] = 101
+    exchange = request[EXCHANGE]
+    exchange.upstream_time = time.monotonic() - started
+    exchange.upstream_status = 101
     async with upstream:
         client = web.WebSocketResponse(
             protocols=[upstream.protocol] if upstream.protocol else (),

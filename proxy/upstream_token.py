@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .errors import AccessDenied, IdPError, IdPFailure, IdPTimeout, SignInRequired, TokenRejected
 from .session.store import Session, Tokens, with_upstream_token
-from .state import COOKIES, REQUEST_ID, State, session_cookies
+from .state import EXCHANGE, REQUEST_ID, State, session_cookies
 
 log = logging.getLogger("proxy.auth")
 LEEWAY = 10.0  # seconds a token must still have to be sent on (it may expire in transit)
@@ -123,5 +123,5 @@ async def _ended(request: web.Request, state: State, reason: str) -> NoReturn:
     """Delete the session (its record, by the request's cookie) and its cookies."""
     log.info("session ended: no upstream token request_id=%s reason=%s", request[REQUEST_ID],
              reason)
-    request[COOKIES].extend(await state.sessions.clear(session_cookies(request)))
+    request[EXCHANGE].cookies.extend(await state.sessions.clear(session_cookies(request)))
     raise SignInRequired("Sign in again: your session has ended.")

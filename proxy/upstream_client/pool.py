@@ -50,7 +50,7 @@ class UpstreamPool:
         self.keepalive = keepalive
         self.max_idle = max_idle
         self.high_water = high_water
-        self.caps = (max_head, max_header_lines, max_reason, max_field)
+        self.caps = (max_head, max_header_lines, max_reason, max_field, min(max_head, max_field))
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self._open: dict[Origin, int] = {}  # connections per origin, idle or busy
