@@ -17,6 +17,8 @@ SESSION_SALT = "azp.session"
 LOGIN_SALT = "azp.login"
 VERIFIED_CACHE_SIZE = 20_000  # entries: a decoded value each, keyed by a 32-byte digest
 VERIFIED_CACHE_TTL = 60.0
+# Copied, never updated: a copy skips OpenSSL's digest lookup (0.85 vs 0.98 us, timeit).
+_SHA256 = hashlib.sha256()
 T = TypeVar("T")
 
 
@@ -57,7 +59,9 @@ class VerifiedCookies(Generic[T]):
 
     def load(self, raw: str) -> T | None:
         # surrogateescape: a cookie with bytes that are not UTF-8 is junk, never a 500.
-        digest = hashlib.sha256(raw.encode("utf-8", "surrogateescape")).digest()
+        hasher = _SHA256.copy()
+        hasher.update(raw.encode("utf-8", "surrogateescape"))
+        digest = hasher.digest()
         now = time.time()
         hit = self._cache.get(digest, now)
         if hit is not None:
