@@ -26,6 +26,7 @@ from aiohttp import web
 
 from .errors import AccessDenied, SignInRequired, StepUpRequired
 from .headers import own_cookies
+from .identity import Identity
 from .oidc.bearer import bearer_token, identity_claims
 from .oidc.callers import caller_problem, calling_client
 from .oidc.graph import has_overage
@@ -60,8 +61,8 @@ async def admit(request: web.Request, state: State, route: Route | None,
     if session is None:
         sessions = state.sessions
         session = await sessions.load(own_cookies(request.headers, sessions.name))
-        if session is not None:
-            await _still_valid(request, state, session)
+        if session is not None and (reason := _stale(state, session.identity)):
+            await _refuse_stale(request, state, session, reason)
         if session is not None and gate.refresh and sessions.server_side:
             session = await _fresh(request, state, session)
         if session is None:
@@ -85,19 +86,22 @@ async def admit(request: web.Request, state: State, route: Route | None,
     return session
 
 
-async def _still_valid(request: web.Request, state: State, session: Session) -> None:
-    """A session is honoured only under the rules that would admit its sign-in now: made
-    for this client_id and issuer, from a tenant still allowed. A reload, a restart or
-    another proxy sharing the store cannot stretch an old session past today's rules."""
-    identity = session.identity
+def _stale(state: State, identity: Identity) -> str | None:
+    """Why a session is not honoured any more (None: it is). It is only under the rules
+    that would admit its sign-in now: made for this client_id and issuer, from a tenant
+    still allowed. A reload, a restart or another proxy sharing the store cannot stretch
+    an old session past today's rules. (Not a coroutine: this runs on every request.)"""
     reason = state.binding.mismatch(identity.aud, identity.iss, identity.tid)
     if reason is None and identity.email and not identity.email_vouched \
             and not state.claim_rules.trust_unverified_email:
         reason = "unverified-email-no-longer-trusted"  # sign in again: the email is dropped
-    if reason is None:
-        return
+    return reason
+
+
+async def _refuse_stale(request: web.Request, state: State, session: Session,
+                        reason: str) -> None:
     log.warning("session refused request_id=%s user=%s reason=%s", request[REQUEST_ID],
-                identity.user, reason)
+                session.identity.user, reason)
     request[EXCHANGE].cookies.extend(await state.sessions.clear(session_cookies(request)))
     if reason == "tenant-not-allowed":  # the answer a fresh sign-in would get
         raise AccessDenied("Accounts from your organization (tenant) may not use this service.")

@@ -12,7 +12,7 @@ from .errors import NotFound, SignInRequired, StepUpRequired
 from .headers import peer_trusted, upstream_headers
 from .pages import sign_in_page
 from .request_kind import is_navigation
-from .request_target import forwarded_host, route_request
+from .request_target import route_request
 from .routes import Route
 from .signin import begin_login, redirect
 from .state import EXCHANGE, REQUEST_ID, State, get_state
@@ -43,16 +43,17 @@ async def send_to_sign_in(request: web.Request, state: State,
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
-    route = route_request(request, state.routes, state.scheme)
+    exchange = request[EXCHANGE]
+    route, exchange.authority = route_request(request, state.routes, state.scheme)
     if route is None:
         raise NotFound("No application is configured at this address.")
-    request[EXCHANGE].route = route
+    exchange.route = route
     if route.is_public(request.raw_path):
-        return await forward(request, route, outgoing_headers(request, state, route),
-                             state.upstream_http, state.upstream_pool)
+        return await forward(request, state, route, exchange,
+                             outgoing_headers(request, state, route, exchange.authority))
     try:
         session = await admit(request, state, route)
-        headers = outgoing_headers(request, state, route)
+        headers = outgoing_headers(request, state, route, exchange.authority)
         if route.pass_authorization:  # (the client's Authorization is gone: outgoing_headers)
             headers["Authorization"] = "Bearer " + await upstream_token(request, state, session)
     except SignInRequired:  # no session, or it ended for want of the upstream's token
@@ -66,12 +67,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
     # Everything the upstream learns about the user, after every client copy was stripped
     # (built once per identity: upstream_identity.py).
     state.upstream_identity.add(headers, session, route.audience)
-    return await forward(request, route, headers, state.upstream_http, state.upstream_pool)
+    return await forward(request, state, route, exchange, headers)
 
 
-def outgoing_headers(request: web.Request, state: State, route: Route) -> CIMultiDict[str]:
+def outgoing_headers(request: web.Request, state: State, route: Route,
+                     authority: str) -> CIMultiDict[str]:
     """The request's headers as the upstream gets them, before identity headers (built only
-    for requests that are forwarded, not for those sent to sign in or refused). On a route
+    for requests that are forwarded, not for those sent to sign in or refused); `authority`
+    the normalized Host the route was chosen on (route_request). On a route
     that gets the proxy's Authorization, the client's never goes up, not even on a public
     path: the app trusts that header."""
     peer = request.remote
@@ -79,7 +82,7 @@ def outgoing_headers(request: web.Request, state: State, route: Route) -> CIMult
         request.headers, owned=state.owned_headers, cookie_prefix=state.sessions.name,
         peer=peer, peer_is_trusted=peer_trusted(peer, state.trusted),
         scheme=state.scheme, request_id=request[REQUEST_ID],
-        forwarded_host=forwarded_host(request))
+        forwarded_host=authority)
     if route.pass_authorization:
         headers.popall("Authorization", None)
     return headers

@@ -25,7 +25,6 @@ from aiohttp import web
 
 from .errors import BadRequest
 from .routes import Route, RouteTable, normalize_path
-from .state import EXCHANGE
 
 # A path none of whose readings can differ: printable ASCII without %, \ or ;, no segment
 # ending in "." (".", "..", "admin."), no empty segment. The common case: no further work.
@@ -61,13 +60,13 @@ def route_of(routes: RouteTable, hosts: list[str], raw_path: str, scheme: str) -
     return route_for(routes, _one_host(hosts, scheme)[0], raw_path)
 
 
-def route_request(request: web.Request, routes: RouteTable, scheme: str) -> Route | None:
-    """`resolve` for a request the proxy forwards (without its Target: this runs on every
-    request); its normalized Host is kept for `forwarded_host` (X-Forwarded-Host, and Host
-    under preserve_host)."""
+def route_request(request: web.Request, routes: RouteTable,
+                  scheme: str) -> tuple[Route | None, str]:
+    """`resolve` for a request the proxy forwards, without its Target (this runs on every
+    request): the route and the normalized Host, what X-Forwarded-Host and a preserved
+    Host carry (Exchange.authority), never the client's spelling of it."""
     host, authority = _one_host(request.headers.getall("Host", ()), scheme)
-    request[EXCHANGE].authority = authority
-    return route_for(routes, host, request.raw_path)
+    return route_for(routes, host, request.raw_path), authority
 
 
 def _one_host(hosts: list[str] | tuple[str, ...], scheme: str) -> tuple[str, str]:
@@ -75,11 +74,6 @@ def _one_host(hosts: list[str] | tuple[str, ...], scheme: str) -> tuple[str, str
         raise AmbiguousRequest("The request carries more than one Host header.")
     value = hosts[0].strip() if hosts else ""  # an empty Host names no host, like none
     return normal_host(value, scheme) if value else ("", "")
-
-
-def forwarded_host(request: web.Request) -> str | None:
-    """The normalized Host of a request `route_request` admitted (None before that)."""
-    return request[EXCHANGE].authority
 
 
 def normal_host(value: str, scheme: str) -> tuple[str, str]:

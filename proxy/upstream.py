@@ -18,8 +18,8 @@ from yarl import URL
 from .errors import BadRequest, ClientTimeout, UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
 from .headers import response_headers
 from .routes import Route
-from .state import EXCHANGE, METRICS, STATE
-from .upstream_client import UpstreamClientError, UpstreamPool, UpstreamResponse
+from .state import METRICS, STATE, Exchange, State
+from .upstream_client import UpstreamClientError, UpstreamResponse
 
 log = logging.getLogger("proxy.upstream")
 SMALL_BODY = 64 * 1024
@@ -55,28 +55,29 @@ def is_websocket(request: web.BaseRequest) -> bool:
             and "upgrade" in request.headers.get("Connection", "").lower())
 
 
-async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
-                  http: aiohttp.ClientSession, pool: UpstreamPool) -> web.StreamResponse:
+async def forward(request: web.Request, state: State, route: Route, exchange: Exchange,
+                  headers: CIMultiDict[str]) -> web.StreamResponse:
+    """`exchange`: the request's (the Host its route was chosen on; the upstream's status
+    and time are recorded there for the access line)."""
     if not route.preserve_host:
         headers["Host"] = route.upstream.raw_authority
-    elif authority := request[EXCHANGE].authority or request.host:
+    elif authority := exchange.authority or request.host:
         headers["Host"] = authority  # normalized: the Host the route was chosen on
     if is_websocket(request):
-        return await _websocket(request, route, headers, http)
+        return await _websocket(request, route, exchange, headers, state.upstream_http)
     timeout = route.timeout
     started = time.monotonic()
-    body = await _request_body(request)
+    # Most requests have no body: no coroutine for them.
+    body = await _request_body(request) if request.body_exists else _no_body(request)
     try:
         # The framing the upstream sees is the proxy's: for a streamed body, the length
         # aiohttp reads it by (the client's Content-Length header is not forwarded).
-        upstream = await pool.request(request.method, route.origin,
-                                      route.upstream_target(request.raw_path), headers,
-                                      body, timeout,
-                                      length=None if body is None or isinstance(body, bytes)
-                                      else request.content_length,
-                                      connect_timeout=route.connect_timeout,
-                                      max_connections=route.max_connections,
-                                      tls=route.tls, server_name=route.server_name)
+        upstream = await state.upstream_pool.request(
+            request.method, route.origin, route.upstream_target(request.raw_path), headers,
+            body, timeout,
+            length=None if body is None or isinstance(body, bytes) else request.content_length,
+            connect_timeout=route.connect_timeout, max_connections=route.max_connections,
+            tls=route.tls, server_name=route.server_name)
     except UpstreamClientError as exc:
         _count(request, route, "unreachable" if exc.kind == "broken_body" else exc.kind)
         if exc.kind == "timeout":
@@ -87,20 +88,22 @@ async def forward(request: web.Request, route: Route, headers: CIMultiDict[str],
         if exc.kind == "client_timeout":
             raise ClientTimeout("The request body stopped arriving.") from None
         raise UpstreamUnavailable(f"The app behind {route.name} is unreachable.") from None
-    exchange = request[EXCHANGE]
     exchange.upstream_time = time.monotonic() - started  # to the response head
     exchange.upstream_status = upstream.status
     try:
-        return await _answer(request, route, upstream, timeout)
+        return await _answer(request, state, route, upstream, timeout)
     finally:
         upstream.release()
 
 
-async def _request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | None:
-    """None without a body; small bodies of known length whole (sent with the head in one
-    write); anything else streamed as it arrives."""
-    if not request.body_exists:  # an explicit empty body keeps its "Content-Length: 0"
-        return b"" if request.method in _BODY_METHODS and request.content_length == 0 else None
+def _no_body(request: web.Request) -> bytes | None:
+    """None, or b"" for an explicitly empty body (it keeps its "Content-Length: 0")."""
+    return b"" if request.method in _BODY_METHODS and request.content_length == 0 else None
+
+
+async def _request_body(request: web.Request) -> bytes | AsyncIterator[bytes]:
+    """A body: small ones of known length whole (sent with the head in one write);
+    anything else streamed as it arrives."""
     length = request.content_length
     if length is not None and length <= SMALL_BODY:
         try:
@@ -110,10 +113,10 @@ async def _request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | 
     return request.content.iter_any()
 
 
-async def _answer(request: web.Request, route: Route, upstream: UpstreamResponse,
+async def _answer(request: web.Request, state: State, route: Route, upstream: UpstreamResponse,
                   timeout: float) -> web.StreamResponse:
     length = upstream.content_length
-    cookie_prefix = request.app[STATE].current.sessions.name
+    cookie_prefix = state.sessions.name
     if length is not None and length <= SMALL_BODY and request.method != "HEAD":
         # Most responses are small: one read and one write instead of a stream. Nothing
         # has reached the client yet, so a body that breaks off is still an honest 502.
@@ -132,7 +135,7 @@ async def _answer(request: web.Request, route: Route, upstream: UpstreamResponse
                                   headers=response_headers(upstream.headers, cookie_prefix))
     if length is not None:
         response.content_length = length
-    _server_header(request, response)
+    _server_header(state, response)
     await response.prepare(request)
     try:
         while chunk := await upstream.read_chunk(timeout):
@@ -148,17 +151,18 @@ async def _answer(request: web.Request, route: Route, upstream: UpstreamResponse
     return response
 
 
-def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+def _server_header(state: State, response: web.StreamResponse) -> None:
     """Streamed answers are sent before the middleware sees them: the same rule here (the
     upstream's own Server kept, else ours, never aiohttp's versions)."""
-    response.headers.setdefault("Server", request.app[STATE].current.config.server.server_header)
+    response.headers.setdefault("Server", state.config.server.server_header)
 
 
 def _count(request: web.Request, route: Route, kind: str) -> None:
     request.app[METRICS].upstream_errors.labels(route.name, kind).inc()
 
 
-async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[str],
+async def _websocket(request: web.Request, route: Route, exchange: Exchange,
+                     headers: CIMultiDict[str],
                      http: aiohttp.ClientSession) -> web.StreamResponse:
     for name in _WS_HANDSHAKE:
         headers.popall(name, None)
@@ -178,14 +182,13 @@ async def _websocket(request: web.Request, route: Route, headers: CIMultiDict[st
     except aiohttp.ClientError:
         raise UpstreamUnavailable(f"The app behind {route.name} refused the WebSocket.") \
             from None
-    exchange = request[EXCHANGE]
     exchange.upstream_time = time.monotonic() - started
     exchange.upstream_status = 101
     async with upstream:
         client = web.WebSocketResponse(
             protocols=[upstream.protocol] if upstream.protocol else (),
             autoping=False, max_msg_size=WS_MAX_MESSAGE)
-        _server_header(request, client)
+        _server_header(request.app[STATE].current, client)
         await client.prepare(request)
         request.app[STATE].websockets.add(client)
         pumps = [asyncio.create_task(_pump(client, upstream)),

@@ -89,7 +89,7 @@ class IdentityHeaders:
 
     def auth_answer(self, identity: Identity) -> list[tuple[str, str]]:
         """`auth_request_headers` for /oauth2/auth, built once per identity like the rest
-        (the groups filter, cleaning and joining were a tenth of that answer's work)."""
+        (filtering, cleaning and joining the groups need not run on every check)."""
         key = (id(identity), _AUTH_ANSWER, True)
         now = time.time()
         entry = self._built.get(key, now)
