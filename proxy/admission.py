@@ -33,7 +33,7 @@ from .oidc.graph import has_overage
 from .refresh import ensure_fresh
 from .routes import Route
 from .session.store import Session
-from .state import EXCHANGE, REQUEST_ID, State, session_cookies
+from .state import EXCHANGE, REQUEST_ID, Exchange, State, session_cookies
 from .step_up import MEANING
 
 log = logging.getLogger("proxy.auth")
@@ -53,8 +53,9 @@ USERINFO = Gate(bearer=False, refresh=False, authorize=False, missing="No valid 
 
 
 async def admit(request: web.Request, state: State, route: Route | None,
-                gate: Gate = APP) -> Session:
-    """The request's session, admitted to `route`; raises SignInRequired or AccessDenied."""
+                gate: Gate = APP, *, exchange: Exchange | None = None) -> Session:
+    """The request's session, admitted to `route`; raises SignInRequired or AccessDenied.
+    `exchange`: the request's, when the caller holds it already."""
     session = None
     if gate.bearer and state.config.api.accept_bearer:
         session = await bearer_session(request, state, route)
@@ -68,7 +69,8 @@ async def admit(request: web.Request, state: State, route: Route | None,
         if session is None:
             raise SignInRequired(gate.missing)
     identity = session.identity
-    exchange = request[EXCHANGE]
+    if exchange is None:
+        exchange = request[EXCHANGE]
     exchange.user, exchange.tenant = identity.user, identity.tid
     if gate.authorize:
         policy = route.policy if route else state.policy

@@ -21,7 +21,7 @@ from .headers import peer_trusted
 from .pages import NO_STORE
 from .request_target import route_of
 from .routes import Route
-from .state import EXCHANGE, REQUEST_ID, State, get_state
+from .state import EXCHANGE, REQUEST_ID, State
 
 log = logging.getLogger("proxy.auth")
 
@@ -63,7 +63,8 @@ def ingress_policy(query: MultiMapping[str]) -> Policy | None:
 
 
 async def check(request: web.Request) -> web.Response:
-    state = get_state(request)
+    exchange = request[EXCHANGE]
+    state = exchange.state
     host, raw_path = original_request(request, state)
     route: Route | None = None
     refused: BadRequest | None = None  # a path or host the gateway would refuse with 400
@@ -73,7 +74,7 @@ async def check(request: web.Request) -> web.Response:
         refused = exc
     asked = ingress_policy(request.query) if request.query_string else None
     if route is not None:
-        request[EXCHANGE].route = route
+        exchange.route = route
         if route.pass_authorization and "Authorization" in request.headers:
             # The app trusts Authorization, and here the ingress, not the proxy, forwards
             # the request: with a yes, the client's own header (a token of its choosing, or
@@ -84,7 +85,7 @@ async def check(request: web.Request) -> web.Response:
                                "only: a request that carries its own is refused.")
         if route.is_public(raw_path) and asked is None:
             return web.Response(status=202, headers=NO_STORE)
-    session = await admit(request, state, route)
+    session = await admit(request, state, route, exchange=exchange)
     if refused is not None:  # 403, not 400, which nginx's auth_request turns into a 500
         raise AccessDenied(refused.public)
     if asked is not None:  # on top of the route's own policy (admit applied it), never instead

@@ -15,7 +15,7 @@ from .request_kind import is_navigation
 from .request_target import route_request
 from .routes import Route
 from .signin import begin_login, redirect
-from .state import EXCHANGE, REQUEST_ID, State, get_state
+from .state import EXCHANGE, REQUEST_ID, State
 from .upstream import forward
 from .upstream_token import upstream_token
 
@@ -42,8 +42,8 @@ async def send_to_sign_in(request: web.Request, state: State,
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    state = get_state(request)
     exchange = request[EXCHANGE]
+    state = exchange.state
     route, exchange.authority = route_request(request, state.routes, state.scheme)
     if route is None:
         raise NotFound("No application is configured at this address.")
@@ -52,7 +52,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await forward(request, state, route, exchange,
                              outgoing_headers(request, state, route, exchange.authority))
     try:
-        session = await admit(request, state, route)
+        session = await admit(request, state, route, exchange=exchange)
         headers = outgoing_headers(request, state, route, exchange.authority)
         if route.pass_authorization:  # (the client's Authorization is gone: outgoing_headers)
             headers["Authorization"] = "Bearer " + await upstream_token(request, state, session)

@@ -100,7 +100,7 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     cell = app[STATE]
     cell.inflight += 1
     request[REQUEST_ID] = _request_id(request, cell)
-    request[EXCHANGE] = exchange = Exchange()
+    request[EXCHANGE] = exchange = Exchange(cell.current)
     status = 500
     response: web.StreamResponse | None = None
     try:

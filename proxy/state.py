@@ -85,10 +85,13 @@ class Exchange:
     object under one request key: aiohttp's request keys are written through a Python
     method (about 1,100 instructions a write, callgrind), attributes are not."""
 
-    __slots__ = ("cookies", "route", "authority", "user", "tenant", "upstream_status",
-                 "upstream_time")
+    __slots__ = ("state", "cookies", "route", "authority", "user", "tenant",
+                 "upstream_status", "upstream_time")
 
-    def __init__(self) -> None:
+    def __init__(self, state: State) -> None:
+        # The app's State when the request came in (get_state's answer, without its three
+        # Python calls through request.app: the gateway and forward auth read it here).
+        self.state = state
         self.cookies: list[CookieSpec] = []  # applied to whatever response goes out
         self.route: Route | None = None
         # The request's Host, normalized (request_target.py): what X-Forwarded-Host and a
