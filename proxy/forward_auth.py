@@ -19,7 +19,7 @@ from .config import AccessPolicyConfig
 from .errors import AccessDenied, BadRequest, Unauthenticated
 from .headers import peer_trusted
 from .pages import NO_STORE
-from .request_target import route_of
+from .request_target import resolve
 from .routes import Route
 from .state import EXCHANGE, REQUEST_ID, State
 
@@ -69,7 +69,7 @@ async def check(request: web.Request) -> web.Response:
     route: Route | None = None
     refused: BadRequest | None = None  # a path or host the gateway would refuse with 400
     try:
-        route = route_of(state.routes, [host], raw_path, state.scheme)
+        route = resolve(state.routes, [host], raw_path, state.scheme)[0]
     except BadRequest as exc:
         refused = exc
     asked = ingress_policy(request.query) if request.query_string else None

@@ -18,7 +18,6 @@ import posixpath
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -41,39 +40,24 @@ class AmbiguousRequest(BadRequest):
     """Malformed Host, or a path whose readings pick different routes."""
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    route: Route | None
-    host: str  # lower case, no trailing dot, no port; "" when the request names no host
-    authority: str  # host plus a non-default port: X-Forwarded-Host and a preserved Host
-
-
-def resolve(routes: RouteTable, hosts: list[str], raw_path: str, scheme: str) -> Target:
-    """The one entry point: the request's normalized host and its route, or a 400.
-    `hosts` are the request's Host header values; `scheme` the proxy's public one."""
-    host, authority = _one_host(hosts, scheme)
-    return Target(route_for(routes, host, raw_path), host, authority)
-
-
-def route_of(routes: RouteTable, hosts: list[str], raw_path: str, scheme: str) -> Route | None:
-    """`resolve`'s route alone (forward auth's: /oauth2/auth is as hot as the gateway)."""
-    return route_for(routes, _one_host(hosts, scheme)[0], raw_path)
+def resolve(routes: RouteTable, hosts: list[str], raw_path: str,
+            scheme: str) -> tuple[Route | None, str]:
+    """The one entry point: (the route, the normalized Host), or a 400. `hosts` are the
+    request's Host header values; `scheme` the proxy's public one. The normalized Host
+    (host plus a non-default port) is what X-Forwarded-Host and a preserved Host carry
+    (Exchange.authority), never the client's spelling of it. A plain tuple: this runs on
+    every request."""
+    if len(hosts) > 1:
+        raise AmbiguousRequest("The request carries more than one Host header.")
+    value = hosts[0].strip() if hosts else ""  # an empty Host names no host, like none
+    host, authority = normal_host(value, scheme) if value else ("", "")
+    return route_for(routes, host, raw_path), authority
 
 
 def route_request(request: web.Request, routes: RouteTable,
                   scheme: str) -> tuple[Route | None, str]:
-    """`resolve` for a request the proxy forwards, without its Target (this runs on every
-    request): the route and the normalized Host, what X-Forwarded-Host and a preserved
-    Host carry (Exchange.authority), never the client's spelling of it."""
-    host, authority = _one_host(request.headers.getall("Host", ()), scheme)
-    return route_for(routes, host, request.raw_path), authority
-
-
-def _one_host(hosts: list[str] | tuple[str, ...], scheme: str) -> tuple[str, str]:
-    if len(hosts) > 1:
-        raise AmbiguousRequest("The request carries more than one Host header.")
-    value = hosts[0].strip() if hosts else ""  # an empty Host names no host, like none
-    return normal_host(value, scheme) if value else ("", "")
+    """`resolve` for a request the proxy forwards."""
+    return resolve(routes, request.headers.getall("Host", []), request.raw_path, scheme)
 
 
 def normal_host(value: str, scheme: str) -> tuple[str, str]:

@@ -60,11 +60,10 @@ def target_step_up(state: State, target: str) -> StepUp:
     url = URL(target)
     host = url.raw_authority if url.is_absolute() else state.config.server.origin.raw_authority
     try:
-        found = resolve(state.routes, [host], url.raw_path_qs or "/",
-                        state.config.server.origin.scheme)
+        route, _ = resolve(state.routes, [host], url.raw_path_qs or "/", state.scheme)
     except BadRequest:
         return StepUp()  # the gateway refuses such a target anyway
-    return found.route.policy.step_up if found.route else state.policy.step_up
+    return route.policy.step_up if route else state.policy.step_up
 
 
 async def end_session(request: web.Request, target: str | None,

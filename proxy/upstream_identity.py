@@ -92,25 +92,30 @@ class IdentityHeaders:
         (filtering, cleaning and joining the groups need not run on every check)."""
         key = (id(identity), _AUTH_ANSWER, True)
         now = time.time()
-        entry = self._built.get(key, now)
-        if entry is not None and entry[0] is identity and entry[2] <= now < entry[3]:
-            return entry[1]
-        pairs = auth_request_headers(identity, self.groups_filter, self._config.max_header_bytes)
-        self._built.put(key, (identity, pairs, now, now + REBUILD_AFTER), now)
+        if (pairs := self._kept(key, identity, now)) is None:
+            pairs = auth_request_headers(identity, self.groups_filter,
+                                         self._config.max_header_bytes)
+            self._built.put(key, (identity, pairs, now, now + REBUILD_AFTER), now)
         return pairs
 
     def _static(self, identity: Identity, audience: str | None,
                 one_line: bool = False) -> list[tuple[str, str]]:
-        # Keyed by the object's id, checked by identity: an id reused after the object is
-        # gone never matches, because the entry holds the object it was built for.
         key = (id(identity), audience or "", one_line)
         now = time.time()
+        if (pairs := self._kept(key, identity, now)) is None:
+            pairs, until = self._build(identity, audience, now, one_line)
+            self._built.put(key, (identity, pairs, now, until), now, until=until)
+        return pairs
+
+    def _kept(self, key: _Key, identity: Identity, now: float) -> list[tuple[str, str]] | None:
+        """What was built for `identity` under `key`, if still good. Keyed by the object's
+        id, checked by identity: an id reused after the object is gone never matches,
+        because the entry holds the object it was built for. A clock gone back rebuilds
+        (never an assertion from the future)."""
         entry = self._built.get(key, now)
         if entry is not None and entry[0] is identity and entry[2] <= now < entry[3]:
-            return entry[1]  # (a clock gone back rebuilds: never an assertion from the future)
-        pairs, until = self._build(identity, audience, now, one_line)
-        self._built.put(key, (identity, pairs, now, until), now, until=until)
-        return pairs
+            return entry[1]
+        return None
 
     def _build(self, identity: Identity, audience: str | None, now: float,
                one_line: bool) -> tuple[list[tuple[str, str]], float]:

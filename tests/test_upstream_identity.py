@@ -72,6 +72,19 @@ def test_a_reused_object_id_never_serves_another_users_headers(signer: Assertion
     assert headers_for(builder, Session(mallory))["X-Forwarded-User"] == "mallory@c.example"
 
 
+def test_the_forward_auth_answer_is_built_once_and_never_another_users() -> None:
+    builder = IdentityHeaders(IdentityConfig(), None)
+    first = builder.auth_answer(ALICE)
+    assert dict(first)["X-Auth-Request-User"] == "alice@c.example"
+    assert builder.auth_answer(ALICE) is first  # kept, not rebuilt
+    mallory = Identity(oid="o-mallory", tid="t-1", preferred_username="mallory@c.example")
+    # As if mallory's object had been allocated where alice's was: the entry is alice's.
+    entries = builder._built._entries
+    key = (id(ALICE), upstream_identity._AUTH_ANSWER, True)
+    entries[(id(mallory), upstream_identity._AUTH_ANSWER, True)] = entries.pop(key)
+    assert dict(builder.auth_answer(mallory))["X-Auth-Request-User"] == "mallory@c.example"
+
+
 def test_tokens_are_per_session_never_cached(signer: AssertionSigner) -> None:
     config = IdentityConfig(pass_access_token=True, pass_id_token=True, easy_auth=True,
                             easy_auth_tokens=True)
