@@ -12,7 +12,7 @@ from .errors import NotFound, SignInRequired, StepUpRequired
 from .headers import peer_trusted, upstream_headers
 from .pages import sign_in_page
 from .request_kind import is_navigation
-from .request_target import route_request
+from .request_target import resolve
 from .routes import Route
 from .signin import begin_login, redirect
 from .state import EXCHANGE, REQUEST_ID, State
@@ -44,7 +44,8 @@ async def send_to_sign_in(request: web.Request, state: State,
 async def handle(request: web.Request) -> web.StreamResponse:
     exchange = request[EXCHANGE]
     state = exchange.state
-    route, exchange.authority = route_request(request, state.routes, state.scheme)
+    route, exchange.authority = resolve(state.routes, request.headers.getall("Host", []),
+                                        request.raw_path, state.scheme)
     if route is None:
         raise NotFound("No application is configured at this address.")
     exchange.route = route
@@ -74,7 +75,7 @@ def outgoing_headers(request: web.Request, state: State, route: Route,
                      authority: str) -> CIMultiDict[str]:
     """The request's headers as the upstream gets them, before identity headers (built only
     for requests that are forwarded, not for those sent to sign in or refused); `authority`
-    the normalized Host the route was chosen on (route_request). On a route
+    the normalized Host the route was chosen on (request_target.resolve). On a route
     that gets the proxy's Authorization, the client's never goes up, not even on a public
     path: the app trusts that header."""
     peer = request.remote

@@ -20,8 +20,6 @@ import unicodedata
 from collections.abc import Iterator
 from urllib.parse import unquote
 
-from aiohttp import web
-
 from .errors import BadRequest
 from .routes import Route, RouteTable, normalize_path
 
@@ -52,12 +50,6 @@ def resolve(routes: RouteTable, hosts: list[str], raw_path: str,
     value = hosts[0].strip() if hosts else ""  # an empty Host names no host, like none
     host, authority = normal_host(value, scheme) if value else ("", "")
     return route_for(routes, host, raw_path), authority
-
-
-def route_request(request: web.Request, routes: RouteTable,
-                  scheme: str) -> tuple[Route | None, str]:
-    """`resolve` for a request the proxy forwards."""
-    return resolve(routes, request.headers.getall("Host", []), request.raw_path, scheme)
 
 
 def normal_host(value: str, scheme: str) -> tuple[str, str]:
